@@ -1,0 +1,237 @@
+"""YOLOv8 building blocks as Flax Linen modules (NHWC, HWIO kernels).
+
+Module and submodule names follow the Ultralytics state-dict layout with ``.`` written as ``_``
+(``model_2/m_0/cv1/conv/kernel`` is ``model.2.m.0.cv1.conv.weight``), so weight import and export are a
+mechanical rename (see :mod:`yolojax.weights`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+# PyTorch's default Conv2d init: kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm with PyTorch semantics (eps 1e-3, momentum 0.03 in torch's convention).
+
+    Training normalises with the biased batch variance and updates the running variance with the
+    unbiased one, exactly as ``torch.nn.BatchNorm2d`` does (Flax's own BatchNorm uses the biased one).
+    Statistics are computed in float32 over every axis but the last. Under ``jit`` with the batch
+    sharded over a mesh, the means are global-batch means (XLA inserts the all-reduce).
+    """
+
+    epsilon: float = 1e-3
+    momentum: float = 0.03
+    init_var: float = 1.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.full((c,), self.init_var, jnp.float32))
+        if train:
+            xf = x.astype(jnp.float32)
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(xf, axes)
+            var = jnp.maximum(jnp.mean(jnp.square(xf), axes) - jnp.square(mean), 0.0)
+            if not self.is_initializing():
+                n = math.prod(x.shape[:-1])
+                unbiased = var * (n / max(n - 1, 1))
+                m = self.momentum
+                ra_mean.value = (1.0 - m) * ra_mean.value + m * mean
+                ra_var.value = (1.0 - m) * ra_var.value + m * unbiased
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        mul = scale * jax.lax.rsqrt(var + self.epsilon)
+        add = bias - mean * mul
+        return (x.astype(jnp.float32) * mul + add).astype(self.dtype)
+
+
+class Conv(nn.Module):
+    """Conv2d (no bias, symmetric padding k//2) -> BatchNorm -> SiLU (``act=False``: identity)."""
+
+    features: int
+    kernel: int = 1
+    stride: int = 1
+    act: bool = True
+    bn_init_var: float = 1.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        p = self.kernel // 2
+        x = nn.Conv(
+            self.features,
+            (self.kernel, self.kernel),
+            strides=(self.stride, self.stride),
+            padding=((p, p), (p, p)),
+            use_bias=False,
+            kernel_init=torch_conv_init,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="conv",
+        )(x)
+        x = BatchNorm(init_var=self.bn_init_var, dtype=self.dtype, name="bn")(x, train)
+        return nn.silu(x) if self.act else x
+
+
+class Bottleneck(nn.Module):
+    """Two 3x3 Convs with an optional residual (only when input and output widths match)."""
+
+    features: int
+    shortcut: bool = True
+    expand: float = 0.5
+    bn_init_var: float = 1.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        hidden = int(self.features * self.expand)
+        kw = dict(bn_init_var=self.bn_init_var, dtype=self.dtype)
+        y = Conv(hidden, 3, 1, name="cv1", **kw)(x, train)
+        y = Conv(self.features, 3, 1, name="cv2", **kw)(y, train)
+        return x + y if self.shortcut and x.shape[-1] == self.features else y
+
+
+class C2f(nn.Module):
+    """CSP block with 2 convolutions: split, a chain of ``n`` Bottlenecks, concat of every stage."""
+
+    features: int
+    n: int = 1
+    shortcut: bool = False
+    expand: float = 0.5
+    bn_init_var: float = 1.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        c = int(self.features * self.expand)
+        kw = dict(bn_init_var=self.bn_init_var, dtype=self.dtype)
+        y = Conv(2 * c, 1, 1, name="cv1", **kw)(x, train)
+        parts = [y[..., :c], y[..., c:]]
+        for i in range(self.n):
+            parts.append(Bottleneck(c, self.shortcut, 1.0, name=f"m_{i}", **kw)(parts[-1], train))
+        return Conv(self.features, 1, 1, name="cv2", **kw)(jnp.concatenate(parts, axis=-1), train)
+
+
+def max_pool_same(x, k: int):
+    """Stride-1 max pool with k//2 padding of -inf on each side (padding never wins the max)."""
+    p = k // 2
+    return jax.lax.reduce_window(
+        x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, 1, 1, 1), ((0, 0), (p, p), (p, p), (0, 0))
+    )
+
+
+class SPPF(nn.Module):
+    """Spatial pyramid pooling (fast): three chained 5x5 max pools, concatenated."""
+
+    features: int
+    k: int = 5
+    bn_init_var: float = 1.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        kw = dict(bn_init_var=self.bn_init_var, dtype=self.dtype)
+        a = Conv(x.shape[-1] // 2, 1, 1, name="cv1", **kw)(x, train)
+        b = max_pool_same(a, self.k)
+        c = max_pool_same(b, self.k)
+        d = max_pool_same(c, self.k)
+        return Conv(self.features, 1, 1, name="cv2", **kw)(jnp.concatenate([a, b, c, d], -1), train)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling by an integer factor (each pixel repeated factor x factor)."""
+
+    factor: int = 2
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = jnp.repeat(x, self.factor, axis=1)
+        return jnp.repeat(x, self.factor, axis=2)
+
+
+class Concat(nn.Module):
+    """Channel concatenation in ``from`` order."""
+
+    @nn.compact
+    def __call__(self, xs: Sequence[jax.Array], train: bool = False):
+        return jnp.concatenate(xs, axis=-1)
+
+
+def make_anchors(feat_hw: Sequence[tuple[int, int]], strides: Sequence[int], offset: float = 0.5):
+    """Anchor centres in grid units (A, 2) as (x, y) and the stride of each (A, 1); P3, P4, P5, row-major."""
+    points, stride_col = [], []
+    for (h, w), s in zip(feat_hw, strides):
+        ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) + offset,
+                              jnp.arange(w, dtype=jnp.float32) + offset, indexing="ij")
+        points.append(jnp.stack([xs.reshape(-1), ys.reshape(-1)], -1))
+        stride_col.append(jnp.full((h * w, 1), float(s), jnp.float32))
+    return jnp.concatenate(points, 0), jnp.concatenate(stride_col, 0)
+
+
+def dfl_expectation(box_logits, reg_max: int = 16):
+    """(..., 4*reg_max) side-major logits -> (..., 4) expected distances (l, t, r, b) in bins."""
+    shape = box_logits.shape[:-1] + (4, reg_max)
+    probs = jax.nn.softmax(box_logits.astype(jnp.float32).reshape(shape), axis=-1)
+    return probs @ jnp.arange(reg_max, dtype=jnp.float32)
+
+
+class Detect(nn.Module):
+    """Decoupled YOLOv8 head: box branch ``cv2`` (4 x reg_max DFL logits) and class branch ``cv3``.
+
+    Train mode returns the raw levels [(B, H, W, 4*reg_max + nc)] for P3, P4, P5. Eval mode returns
+    (B, A, 4 + nc): xywh boxes in input pixels, then sigmoid class probabilities.
+    """
+
+    num_classes: int
+    strides: tuple[int, ...] = (8, 16, 32)
+    reg_max: int = 16
+    box_bias: float = 1.0  # 1.0 in the v8 era, 2.0 in current Ultralytics
+    bn_init_var: float = 1.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, feats: Sequence[jax.Array], train: bool = False):
+        nc, r = self.num_classes, self.reg_max
+        c2 = max(16, feats[0].shape[-1] // 4, 4 * r)
+        c3 = max(feats[0].shape[-1], min(nc, 100))
+        kw = dict(bn_init_var=self.bn_init_var, dtype=self.dtype)
+        levels = []
+        for i, (x, s) in enumerate(zip(feats, self.strides)):
+            cls_bias = math.log(5.0 / nc / (640.0 / s) ** 2)
+            outs = []
+            for branch, hidden, out_ch, bias in (("cv2", c2, 4 * r, self.box_bias), ("cv3", c3, nc, cls_bias)):
+                y = Conv(hidden, 3, 1, name=f"{branch}_{i}_0", **kw)(x, train)
+                y = Conv(hidden, 3, 1, name=f"{branch}_{i}_1", **kw)(y, train)
+                y = nn.Conv(out_ch, (1, 1), use_bias=True, kernel_init=torch_conv_init,
+                            bias_init=nn.initializers.constant(bias), dtype=self.dtype,
+                            param_dtype=jnp.float32, name=f"{branch}_{i}_2")(y)
+                outs.append(y)
+            levels.append(jnp.concatenate(outs, axis=-1))
+        if train:
+            return levels
+        return decode_levels(levels, self.strides, self.reg_max)
+
+
+def decode_levels(levels: Sequence[jax.Array], strides: Sequence[int], reg_max: int = 16):
+    """Raw head levels -> (B, A, 4 + nc): xywh pixels and class probabilities, float32."""
+    b = levels[0].shape[0]
+    flat = jnp.concatenate([lv.reshape(b, -1, lv.shape[-1]) for lv in levels], axis=1).astype(jnp.float32)
+    anchors, stride_col = make_anchors([lv.shape[1:3] for lv in levels], strides)
+    dist = dfl_expectation(flat[..., : 4 * reg_max], reg_max)
+    lt, rb = dist[..., :2], dist[..., 2:]
+    x1y1, x2y2 = anchors - lt, anchors + rb
+    xywh = jnp.concatenate([(x1y1 + x2y2) / 2, x2y2 - x1y1], -1) * stride_col
+    return jnp.concatenate([xywh, jax.nn.sigmoid(flat[..., 4 * reg_max:])], -1)

@@ -1,0 +1,218 @@
+"""The YOLOv8 detection model, assembled from an Ultralytics-style layer table.
+
+``YOLOv8(scale="n", num_classes=80)`` builds the standard yolov8.yaml network; ``YOLOv8.from_yaml(path)``
+builds any model YAML of the v8 detect family (custom ``nc``, ``scales`` or ``depth_multiple`` /
+``width_multiple`` / ``max_channels``). Layers are stored as a hashable tuple so the module stays a plain
+Linen dataclass.
+
+    model.apply(variables, images, train=False) -> (B, A, 4 + nc)
+    model.apply(variables, images, train=True, mutable=["batch_stats"]) -> ([P3, P4, P5], updates)
+
+``images`` are float (B, H, W, 3) RGB in [0, 1], H and W multiples of 32.
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from yolojax.nn.blocks import C2f, SPPF, Concat, Conv, Detect, Upsample
+
+# The yolov8.yaml layer table (spec §1.1): (from, repeats, module, args), args before width scaling.
+YOLOV8_LAYERS: tuple = (
+    (-1, 1, "Conv", (64, 3, 2)),
+    (-1, 1, "Conv", (128, 3, 2)),
+    (-1, 3, "C2f", (128, True)),
+    (-1, 1, "Conv", (256, 3, 2)),
+    (-1, 6, "C2f", (256, True)),
+    (-1, 1, "Conv", (512, 3, 2)),
+    (-1, 6, "C2f", (512, True)),
+    (-1, 1, "Conv", (1024, 3, 2)),
+    (-1, 3, "C2f", (1024, True)),
+    (-1, 1, "SPPF", (1024, 5)),
+    (-1, 1, "Upsample", (None, 2, "nearest")),
+    ((-1, 6), 1, "Concat", (1,)),
+    (-1, 3, "C2f", (512,)),
+    (-1, 1, "Upsample", (None, 2, "nearest")),
+    ((-1, 4), 1, "Concat", (1,)),
+    (-1, 3, "C2f", (256,)),
+    (-1, 1, "Conv", (256, 3, 2)),
+    ((-1, 12), 1, "Concat", (1,)),
+    (-1, 3, "C2f", (512,)),
+    (-1, 1, "Conv", (512, 3, 2)),
+    ((-1, 9), 1, "Concat", (1,)),
+    (-1, 3, "C2f", (1024,)),
+    ((15, 18, 21), 1, "Detect", ("nc",)),
+)
+
+# scale -> (depth_multiple, width_multiple, max_channels)
+YOLOV8_SCALES = {
+    "n": (0.33, 0.25, 1024),
+    "s": (0.33, 0.50, 1024),
+    "m": (0.67, 0.75, 768),
+    "l": (1.00, 1.00, 512),
+    "x": (1.00, 1.25, 512),
+}
+
+_MODULE_ALIASES = {"nn.Upsample": "Upsample", "torch.nn.Upsample": "Upsample"}
+_SUPPORTED = {"Conv", "C2f", "SPPF", "Upsample", "Concat", "Detect"}
+
+
+def make_divisible(x: float, divisor: int = 8) -> int:
+    return int(math.ceil(x / divisor) * divisor)
+
+
+def guess_scale(name: str) -> str | None:
+    """'yolov8s.yaml' -> 's' (the pattern Ultralytics uses: yolo[v]<digits><n|s|m|l|x>)."""
+    m = re.search(r"yolov?\d+([nslmx])", pathlib.Path(str(name)).stem)
+    return m.group(1) if m else None
+
+
+class YOLOv8(nn.Module):
+    """YOLOv8 detector. ``layers`` defaults to yolov8.yaml; ``scale`` picks depth/width/max_channels
+    unless ``multiples`` = (depth, width, max_channels) is given. ``compat`` selects the v8-era
+    ("v8") or current ("current") initialisation of the Detect box bias and BN running variance."""
+
+    scale: str = "n"
+    num_classes: int = 80
+    dtype: Any = jnp.float32
+    layers: tuple = YOLOV8_LAYERS
+    multiples: tuple | None = None
+    compat: str = "v8"
+
+    def resolved_multiples(self) -> tuple[float, float, int]:
+        if self.multiples is not None:
+            return tuple(self.multiples)
+        if self.scale not in YOLOV8_SCALES:
+            raise ValueError(f"Unknown YOLOv8 scale {self.scale!r}; expected one of {sorted(YOLOV8_SCALES)}.")
+        return YOLOV8_SCALES[self.scale]
+
+    def plan(self):
+        """Resolve the layer table: per layer (from, module name, kwargs, out channels, stride)."""
+        depth, width, max_ch = self.resolved_multiples()
+        chans, strides, plan = [3], [1], []
+        for i, (frm, n, module, args) in enumerate(self.layers):
+            module = _MODULE_ALIASES.get(module, module)
+            if module not in _SUPPORTED:
+                raise ValueError(f"Layer {i}: module {module!r} is not part of the YOLOv8 detect family "
+                                 f"(supported: {sorted(_SUPPORTED)}).")
+            srcs = [frm] if isinstance(frm, int) else list(frm)
+            src_idx = [s if s >= 0 else len(plan) + s for s in srcs]
+            # chans/strides are indexed by layer+1 (index 0 is the input image)
+            c_in = [chans[s + 1] for s in src_idx]
+            s_in = [strides[s + 1] for s in src_idx]
+            reps = max(round(n * depth), 1) if n > 1 else n
+            kwargs: dict = {}
+            if module in ("Conv", "C2f", "SPPF"):
+                c2 = make_divisible(min(args[0], max_ch) * width, 8)
+                if module == "Conv":
+                    k = args[1] if len(args) > 1 else 1
+                    s = args[2] if len(args) > 2 else 1
+                    kwargs = dict(features=c2, kernel=k, stride=s)
+                    stride = s_in[0] * s
+                elif module == "C2f":
+                    kwargs = dict(features=c2, n=reps, shortcut=bool(args[1]) if len(args) > 1 else False)
+                    stride = s_in[0]
+                else:
+                    kwargs = dict(features=c2, k=args[1] if len(args) > 1 else 5)
+                    stride = s_in[0]
+                c_out = c2
+            elif module == "Upsample":
+                factor = int(args[1])
+                kwargs = dict(factor=factor)
+                c_out, stride = c_in[0], s_in[0] // factor
+            elif module == "Concat":
+                c_out, stride = sum(c_in), s_in[0]
+            else:  # Detect
+                kwargs = dict(num_classes=self.num_classes, strides=tuple(s_in))
+                c_out, stride = None, None
+            plan.append((tuple(src_idx), module, kwargs, c_out, stride))
+            chans.append(c_out)
+            strides.append(stride)
+        return plan
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return self.plan()[-1][2]["strides"]
+
+    @nn.compact
+    def __call__(self, images, train: bool = False):
+        bn_var = 0.9 if self.compat == "v8" else 1.0  # v8-era: the stride-probe forward left var at 0.9
+        box_bias = 1.0 if self.compat == "v8" else 2.0
+        outputs, x = [], None
+        for i, (src, module, kwargs, _, _) in enumerate(self.plan()):
+            if len(src) == 1:
+                inp = images.astype(self.dtype) if src[0] < 0 else outputs[src[0]]
+            else:
+                inp = [outputs[j] for j in src]
+            name = f"model_{i}"
+            if module == "Conv":
+                x = Conv(**kwargs, bn_init_var=bn_var, dtype=self.dtype, name=name)(inp, train)
+            elif module == "C2f":
+                x = C2f(**kwargs, bn_init_var=bn_var, dtype=self.dtype, name=name)(inp, train)
+            elif module == "SPPF":
+                x = SPPF(**kwargs, bn_init_var=bn_var, dtype=self.dtype, name=name)(inp, train)
+            elif module == "Upsample":
+                x = Upsample(**kwargs, name=name)(inp)
+            elif module == "Concat":
+                x = Concat(name=name)(inp)
+            else:
+                x = Detect(**kwargs, box_bias=box_bias, bn_init_var=bn_var, dtype=self.dtype, name=name)(inp, train)
+            outputs.append(x)
+        return x
+
+    @classmethod
+    def from_yaml(cls, cfg, *, num_classes: int | None = None, scale: str | None = None, **kwargs) -> "YOLOv8":
+        """Build from an Ultralytics model YAML (path or parsed dict) of the v8 detect family.
+
+        A file name such as ``yolov8s.yaml`` that does not exist on disk builds the bundled yolov8 table
+        at scale ``s`` (as Ultralytics maps it to its single yolov8.yaml)."""
+        import yaml
+
+        name = None
+        if isinstance(cfg, (str, pathlib.Path)):
+            name = str(cfg)
+            path = pathlib.Path(cfg)
+            if path.is_file():
+                cfg = yaml.safe_load(path.read_text())
+            elif re.fullmatch(r"yolov8[nslmx]?\.yaml", path.name):
+                s = scale or guess_scale(path.name) or "n"
+                return cls(scale=s, num_classes=num_classes or 80, **kwargs)
+            else:
+                raise FileNotFoundError(
+                    f"Model YAML {name!r} not found. Give a path to an Ultralytics model YAML of the v8 detect "
+                    f"family, or a name such as 'yolov8n.yaml' (scales n/s/m/l/x) to build the standard network.")
+        if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
+            raise ValueError(f"Model YAML {name or ''} needs 'backbone' and 'head' layer lists.")
+        nc = int(num_classes if num_classes is not None else cfg.get("nc", 80))
+        multiples = None
+        if "depth_multiple" in cfg or "width_multiple" in cfg:
+            multiples = (float(cfg.get("depth_multiple", 1.0)), float(cfg.get("width_multiple", 1.0)),
+                         int(cfg.get("max_channels", 1024)))
+        scales = cfg.get("scales")
+        s = scale or cfg.get("scale") or (guess_scale(name) if name else None)
+        if multiples is None and scales:
+            s = s if s in scales else next(iter(scales))
+            d, w, mc = scales[s]
+            multiples = (float(d), float(w), int(mc))
+        if multiples is None:
+            multiples = (1.0, 1.0, 1024)
+        layers = []
+        for row in list(cfg["backbone"]) + list(cfg["head"]):
+            frm, n, module, args = row
+            frm = frm if isinstance(frm, int) else tuple(frm)
+            args = tuple("nc" if a == "nc" else a for a in args)
+            layers.append((frm, int(n), str(module), args))
+        return cls(scale=s or "custom", num_classes=nc, layers=tuple(layers), multiples=multiples, **kwargs)
+
+
+def layer_table(model: YOLOv8) -> list[dict]:
+    """One row per top-level layer (index, from, repeats, module, arguments) as in Ultralytics' table."""
+    rows = []
+    for i, ((frm, n, _, args), (src, module, kwargs, c_out, _)) in enumerate(zip(model.layers, model.plan())):
+        rows.append(dict(index=i, frm=frm, n=kwargs.get("n", 1), module=module, args=kwargs, channels=c_out))
+    return rows

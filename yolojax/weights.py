@@ -1,0 +1,222 @@
+"""Ultralytics weights in and out: ``.pt`` checkpoints (read safely, no torch) and state-dict ``.npz``.
+
+Flax variable paths map one-to-one to Ultralytics state-dict keys: every path component has ``_`` where
+the key has ``.`` (``model_22/cv2_0_2/kernel`` <-> ``model.22.cv2.0.2.weight``), and leaves are renamed
+
+    params     .../conv/kernel (HWIO)  <-> ...conv.weight (OIHW)      (also the bias-carrying head convs)
+    params     .../bn/scale, bn/bias   <-> ...bn.weight, bn.bias
+    batch_stats .../bn/mean, bn/var    <-> ...bn.running_mean, bn.running_var
+
+``num_batches_tracked`` (unused with a fixed BN momentum) is written as 0 and ignored on import; the frozen
+DFL conv ``model.<last>.dfl.conv.weight`` is the constant ``arange(16)`` in yolojax and is written out so the
+files load in Ultralytics.
+
+    load(path) -> (model, variables)
+    save_state_dict(variables, path)
+    transfer(src_variables, dst_variables) -> (variables, report)
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+import jax
+import numpy as np
+
+from yolojax.nn import YOLOv8
+from yolojax.torch_pickle import CheckpointFormatError, UnsafeCheckpointError, load_pt, module_state_dict
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load", "load_checkpoint", "save_state_dict", "transfer", "to_state_dict", "from_state_dict",
+           "LoadedWeights", "UnsafeCheckpointError", "CheckpointFormatError"]
+
+_LEAF_OUT = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
+             ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+_LEAF_IN = {"weight": None, "bias": ("params", "bias"), "running_mean": ("batch_stats", "mean"),
+            "running_var": ("batch_stats", "var")}
+
+
+def _key_of(collection: str, path: tuple[str, ...]) -> str:
+    *mods, leaf = path
+    return ".".join([m.replace("_", ".") for m in mods] + [_LEAF_OUT[(collection, leaf)]])
+
+
+def to_state_dict(variables, *, include_buffers: bool = True) -> dict[str, np.ndarray]:
+    """Variables (or a params-shaped pytree such as gradients) -> {ultralytics key: torch-layout array}.
+
+    Accepts either ``{"params": ..., "batch_stats": ...}`` or a bare params tree."""
+    if "params" not in variables:
+        variables = {"params": variables}
+    out: dict[str, np.ndarray] = {}
+    for collection in ("params", "batch_stats"):
+        tree = variables.get(collection)
+        if tree is None:
+            continue
+        for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            path = tuple(k.key for k in kp)
+            arr = np.asarray(jax.device_get(leaf))
+            if path[-1] == "kernel":
+                arr = arr.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+            out[_key_of(collection, path)] = arr
+    if include_buffers and "batch_stats" in variables:
+        for key in [k for k in out if k.endswith(".running_var")]:
+            out[key[: -len("running_var")] + "num_batches_tracked"] = np.array(0, np.int64)
+    return out
+
+
+def _dfl_key(model: YOLOv8) -> str:
+    return f"model.{len(model.layers) - 1}.dfl.conv.weight"
+
+
+def from_state_dict(state_dict: dict[str, np.ndarray], template) -> Any:
+    """Fill a variables template (e.g. from ``jax.eval_shape(model.init, ...)``) from a state dict.
+
+    Every template leaf must be present with the matching shape; errors name the missing key."""
+    expected = {}
+    for collection in ("params", "batch_stats"):
+        for kp, leaf in jax.tree_util.tree_flatten_with_path(template[collection])[0]:
+            path = tuple(k.key for k in kp)
+            expected[(collection, path)] = (_key_of(collection, path), leaf.shape)
+    missing = [key for key, _ in expected.values() if key not in state_dict]
+    if missing:
+        raise KeyError(f"state dict lacks {len(missing)} tensors the model needs, e.g. {missing[:3]}; it is for a "
+                       f"different architecture (checkpoint from another model?).")
+    filled = {"params": {}, "batch_stats": {}}
+    for (collection, path), (key, shape) in expected.items():
+        arr = np.asarray(state_dict[key], dtype=np.float32)
+        if path[-1] == "kernel":
+            arr = arr.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+        if arr.shape != tuple(shape):
+            raise ValueError(f"tensor {key}: shape {arr.shape} does not fit the model's {tuple(shape)} "
+                             f"(checkpoint from another model or class count?).")
+        node = filled[collection]
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = arr
+    return filled
+
+
+@dataclasses.dataclass
+class LoadedWeights:
+    model: YOLOv8
+    variables: dict
+    names: dict[int, str]
+    source: str
+    meta: dict
+
+
+def _model_for_state_dict(sd: dict[str, np.ndarray], yaml_cfg: dict | None) -> YOLOv8:
+    bias_keys = sorted(k for k in sd if k.endswith(".cv3.0.2.bias"))
+    if not bias_keys:
+        raise KeyError("state dict has no Detect class branch (model.<n>.cv3.0.2.bias): not a YOLOv8 detect model.")
+    nc = int(sd[bias_keys[0]].shape[0])
+    if yaml_cfg:
+        return YOLOv8.from_yaml(yaml_cfg, num_classes=nc)
+    first = sd.get("model.0.conv.weight")
+    widths = {16: "n", 32: "s", 48: "m", 64: "l", 80: "x"}
+    if first is None or first.shape[0] not in widths:
+        raise ValueError("cannot infer the YOLOv8 scale from model.0.conv.weight; give the model YAML.")
+    scale = widths[first.shape[0]]
+    return YOLOv8(scale=scale, num_classes=nc)
+
+
+def _variables_template(model: YOLOv8):
+    import jax.numpy as jnp
+
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32)))
+
+
+def load_checkpoint(path) -> LoadedWeights:
+    """Load an Ultralytics ``.pt`` (EMA preferred, else model) or a state-dict ``.npz``."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Weights file {path} does not exist.")
+    meta: dict = {}
+    names: dict[int, str] | None = None
+    yaml_cfg = None
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                sd = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise CheckpointFormatError(f"{path}: not a readable .npz state dict ({e}).") from e
+        if "__names__" in sd:
+            names = {i: str(n) for i, n in enumerate(sd.pop("__names__").tolist())}
+    else:
+        ckpt = load_pt(path)
+        if not isinstance(ckpt, dict):
+            raise CheckpointFormatError(f"{path}: expected an Ultralytics checkpoint dict, got {type(ckpt).__name__}.")
+        obj = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+        if obj is None or not hasattr(obj, "__dict__") or "_modules" not in obj.__dict__:
+            raise CheckpointFormatError(f"{path}: the checkpoint holds no model under 'ema' or 'model'.")
+        sd = module_state_dict(obj)
+        attrs = obj.__dict__
+        yaml_cfg = attrs.get("yaml") if isinstance(attrs.get("yaml"), dict) else None
+        raw_names = attrs.get("names")
+        if isinstance(raw_names, dict):
+            names = {int(k): str(v) for k, v in raw_names.items()}
+        elif isinstance(raw_names, (list, tuple)):
+            names = dict(enumerate(map(str, raw_names)))
+        meta = {k: ckpt.get(k) for k in ("epoch", "best_fitness", "date", "version", "train_args", "updates")}
+    model = _model_for_state_dict(sd, yaml_cfg)
+    variables = from_state_dict(sd, _variables_template(model))
+    if names is None or len(names) != model.num_classes:
+        names = {i: f"class{i}" for i in range(model.num_classes)}
+    return LoadedWeights(model, variables, names, str(path), meta)
+
+
+def load(path):
+    """``(model, variables)`` from an Ultralytics ``.pt`` or a state-dict ``.npz``; never runs file code."""
+    w = load_checkpoint(path)
+    return w.model, w.variables
+
+
+def save_state_dict(variables, path, *, names: dict[int, str] | None = None, dfl_key: str | None = None) -> None:
+    """Write the Ultralytics-named state dict as ``.npz`` (atomically: temp file, then rename)."""
+    sd = to_state_dict(variables)
+    if dfl_key is None:
+        head = max(int(k.split(".")[1]) for k in sd)
+        dfl_key = f"model.{head}.dfl.conv.weight"
+    sd[dfl_key] = np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1)
+    if names:
+        sd["__names__"] = np.array([names[i] for i in sorted(names)])
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **sd)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def transfer(src_variables, dst_variables, *, verbose: bool = True):
+    """Copy every tensor whose Ultralytics key and shape match (``intersect_dicts`` semantics).
+
+    Returns ``(variables, (transferred, total))`` and logs ``Transferred X/Y items from pretrained
+    weights`` where counts are over Ultralytics state-dict entries (incl. ``num_batches_tracked`` and DFL)."""
+    src = to_state_dict(src_variables) if not _is_state_dict(src_variables) else dict(src_variables)
+    dst = to_state_dict(dst_variables)
+    head = max(int(k.split(".")[1]) for k in dst)
+    dfl = f"model.{head}.dfl.conv.weight"
+    dst[dfl] = np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1)
+    src.setdefault(dfl, dst[dfl])
+    matched = {k: v for k, v in src.items() if k in dst and np.shape(v) == np.shape(dst[k])}
+    merged = {**dst, **matched}
+    out = from_state_dict(merged, dst_variables)
+    # keep the destination's device/dtype structure; from_state_dict returns numpy float32
+    if verbose:
+        log.info("Transferred %d/%d items from pretrained weights", len(matched), len(dst))
+        print(f"Transferred {len(matched)}/{len(dst)} items from pretrained weights")
+    return out, (len(matched), len(dst))
+
+
+def _is_state_dict(x) -> bool:
+    return isinstance(x, dict) and bool(x) and all(isinstance(k, str) and "." in k for k in x)
