@@ -1,0 +1,26 @@
+"""Data: dataset YAMLs, verified labels + cache, downloads, augmentation, Grain loaders, synthetic and TFDS data.
+
+    from yolojax.data import check_dataset, DetectionDataset, TrainLoader, ValLoader, shapes_yaml
+
+Names are imported lazily (the loader imports Grain, which imports JAX). See ``loader.py`` for the trainer's usage.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "check_dataset": "dataset_yaml", "list_images": "dataset_yaml", "img2label_path": "dataset_yaml",
+    "DatasetError": "dataset_yaml", "datasets_dir": "dataset_yaml",
+    "load_labels": "labels", "LabelSet": "labels",
+    "download_zip": "download", "safe_extract": "download",
+    "DetectionDataset": "dataset", "train_sample": "dataset", "val_sample": "dataset", "augment_hyp": "dataset",
+    "TrainLoader": "loader", "ValLoader": "loader", "BatchIterator": "loader", "pad_boxes": "loader",
+    "make_shapes_dataset": "synthetic", "shapes_yaml": "synthetic",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"yolojax.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'yolojax.data' has no attribute {name!r}")

@@ -1,0 +1,190 @@
+"""Training/validation augmentations in NumPy + OpenCV (spec §4.4–4.7), as pure functions.
+
+Conventions: images are uint8 HWC **BGR** (OpenCV order; converted to RGB at the end of a sample), boxes are
+(n, 4) float32 **pixel xyxy** in the current image, classes are (n,) int32. Every random choice is drawn from an
+explicit ``np.random.Generator`` argument, so a sample is a pure function of its seed.
+
+Ultralytics draws some values with Python ``random`` and some with NumPy (spec §3.17); bit-exact reproduction of its
+random streams is not a goal, the distributions are. The deterministic parts (load resize, letterbox, validation
+batches) match Ultralytics exactly.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114
+
+
+def resize_long_side(img: np.ndarray, imgsz: int) -> np.ndarray:
+    """§4.4: scale so the long side is ``imgsz``: (w, h) = (min(ceil(w0 r), imgsz), min(ceil(h0 r), imgsz)), bilinear."""
+    h0, w0 = img.shape[:2]
+    r = imgsz / max(h0, w0)
+    if r != 1:
+        w, h = min(math.ceil(w0 * r), imgsz), min(math.ceil(h0 * r), imgsz)
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    return img
+
+
+def letterbox(img: np.ndarray, boxes: np.ndarray | None, new_shape: tuple[int, int], *, scaleup: bool = True,
+              compat: str = "v8"):
+    """Resize keeping the aspect ratio to fit ``new_shape`` (h, w), centre, pad with 114 (§4.7, ``auto=False``).
+
+    Returns ``(img, boxes, r, (left, top), (dw, dh))``. Boxes are scaled by r and shifted by the half padding: the
+    un-rounded ``(dw, dh)`` (``compat="v8"``) or the integer ``(left, top)`` actually used (``"current"``).
+    """
+    h, w = img.shape[:2]
+    nh, nw = new_shape
+    r = min(nh / h, nw / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    unpad_w, unpad_h = int(round(w * r)), int(round(h * r))
+    dw, dh = (nw - unpad_w) / 2, (nh - unpad_h) / 2
+    if (w, h) != (unpad_w, unpad_h):
+        img = cv2.resize(img, (unpad_w, unpad_h), interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    if top or bottom or left or right:
+        img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+    if boxes is not None:
+        shift = np.array([dw, dh] * 2 if compat == "v8" else [left, top] * 2, np.float32)
+        boxes = boxes * np.float32(r) + shift
+    return img, boxes, r, (left, top), (dw, dh)
+
+
+def mosaic4(tiles, s: int, rng: np.random.Generator):
+    """4-image mosaic on a 2s×2s canvas filled with 114, centre U(s/2, 3s/2) (§4.5).
+
+    ``tiles``: 4 × (img (h, w, 3) uint8, boxes (n, 4) pixel xyxy of that img, classes (n,)). Returns the canvas and
+    the boxes/classes on it, clipped to [0, 2s] with zero-area boxes removed.
+    """
+    yc, xc = (int(rng.uniform(s / 2, 3 * s / 2)) for _ in range(2))
+    canvas = np.full((2 * s, 2 * s, tiles[0][0].shape[2]), PAD_VALUE, np.uint8)
+    all_boxes, all_cls = [], []
+    for k, (img, boxes, cls) in enumerate(tiles):
+        h, w = img.shape[:2]
+        if k == 0:  # top left
+            x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
+            x1b, y1b, x2b, y2b = w - (x2a - x1a), h - (y2a - y1a), w, h
+        elif k == 1:  # top right
+            x1a, y1a, x2a, y2a = xc, max(yc - h, 0), min(xc + w, 2 * s), yc
+            x1b, y1b, x2b, y2b = 0, h - (y2a - y1a), min(w, x2a - x1a), h
+        elif k == 2:  # bottom left
+            x1a, y1a, x2a, y2a = max(xc - w, 0), yc, xc, min(2 * s, yc + h)
+            x1b, y1b, x2b, y2b = w - (x2a - x1a), 0, w, min(y2a - y1a, h)
+        else:  # bottom right
+            x1a, y1a, x2a, y2a = xc, yc, min(xc + w, 2 * s), min(2 * s, yc + h)
+            x1b, y1b, x2b, y2b = 0, 0, min(w, x2a - x1a), min(y2a - y1a, h)
+        canvas[y1a:y2a, x1a:x2a] = img[y1b:y2b, x1b:x2b]
+        pad = np.array([x1a - x1b, y1a - y1b] * 2, np.float32)
+        all_boxes.append(boxes.astype(np.float32) + pad)
+        all_cls.append(cls)
+    boxes = np.clip(np.concatenate(all_boxes, 0), 0, 2 * s)
+    cls = np.concatenate(all_cls, 0).astype(np.int32)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return canvas, boxes[keep], cls[keep]
+
+
+def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr: float = 2, ar_thr: float = 100,
+                   area_thr: float = 0.1, eps: float = 1e-16) -> np.ndarray:
+    """Keep boxes that stay > 2 px, keep > 10 % of their (scaled) area and an aspect ratio < 100. (n, 4) xyxy each."""
+    w1, h1 = box1[:, 2] - box1[:, 0], box1[:, 3] - box1[:, 1]
+    w2, h2 = box2[:, 2] - box2[:, 0], box2[:, 3] - box2[:, 1]
+    ar = np.maximum(w2 / (h2 + eps), h2 / (w2 + eps))
+    return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (ar < ar_thr)
+
+
+def random_perspective(img, boxes, cls, rng: np.random.Generator, *, out_size: tuple[int, int],
+                       degrees=0.0, translate=0.1, scale=0.5, shear=0.0, perspective=0.0):
+    """Random affine/perspective warp ``M = T·S·R·P·C`` into an ``out_size`` (h, w) image (§4.5).
+
+    ``C`` moves the input centre to the origin and ``T`` to U(0.5 ± translate)·out_size, so with a 2s mosaic input
+    and out_size s this is Ultralytics' border −s/2. Boxes: corners transformed, min/max, clipped, then filtered by
+    ``box_candidates`` against the original boxes scaled by the sampled scale.
+    """
+    h_out, w_out = out_size
+    C = np.eye(3, dtype=np.float32)
+    C[0, 2], C[1, 2] = -img.shape[1] / 2, -img.shape[0] / 2
+    P = np.eye(3, dtype=np.float32)
+    P[2, 0], P[2, 1] = rng.uniform(-perspective, perspective), rng.uniform(-perspective, perspective)
+    R = np.eye(3, dtype=np.float32)
+    a, k = rng.uniform(-degrees, degrees), rng.uniform(1 - scale, 1 + scale)
+    R[:2] = cv2.getRotationMatrix2D(angle=a, center=(0, 0), scale=k)
+    S = np.eye(3, dtype=np.float32)
+    S[0, 1] = math.tan(rng.uniform(-shear, shear) * math.pi / 180)
+    S[1, 0] = math.tan(rng.uniform(-shear, shear) * math.pi / 180)
+    T = np.eye(3, dtype=np.float32)
+    T[0, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * w_out
+    T[1, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * h_out
+    M = T @ S @ R @ P @ C
+    if perspective:
+        img = cv2.warpPerspective(img, M, dsize=(w_out, h_out), borderValue=(PAD_VALUE,) * 3)
+    elif img.shape[:2] != (h_out, w_out) or (M != np.eye(3)).any():
+        img = cv2.warpAffine(img, M[:2], dsize=(w_out, h_out), borderValue=(PAD_VALUE,) * 3)
+    n = len(boxes)
+    if n == 0:
+        return img, boxes.reshape(0, 4).astype(np.float32), cls.reshape(0).astype(np.int32)
+    xy = np.ones((n * 4, 3), np.float32)
+    xy[:, :2] = boxes[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n * 4, 2)  # x1y1, x2y2, x1y2, x2y1
+    xy = xy @ M.T
+    xy = (xy[:, :2] / xy[:, 2:3] if perspective else xy[:, :2]).reshape(n, 8)
+    x, y = xy[:, [0, 2, 4, 6]], xy[:, [1, 3, 5, 7]]
+    new = np.stack([x.min(1), y.min(1), x.max(1), y.max(1)], 1).astype(np.float32)
+    new[:, [0, 2]] = new[:, [0, 2]].clip(0, w_out)
+    new[:, [1, 3]] = new[:, [1, 3]].clip(0, h_out)
+    keep = box_candidates(boxes * np.float32(k), new)
+    return img, new[keep], cls[keep].astype(np.int32)
+
+
+def random_hsv(img: np.ndarray, rng: np.random.Generator, hgain=0.015, sgain=0.7, vgain=0.4,
+               compat: str = "v8") -> np.ndarray:
+    """HSV jitter by 256-entry lookup tables (§4.5). Hue: ``x·g mod 180`` (v8) or ``x + (g−1)·180 mod 180``."""
+    if not (hgain or sgain or vgain):
+        return img
+    r = rng.uniform(-1, 1, 3) * np.array([hgain, sgain, vgain]) + 1
+    hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
+    x = np.arange(0, 256, dtype=r.dtype)
+    lut_hue = ((x * r[0]) % 180 if compat == "v8" else (x + (r[0] - 1) * 180) % 180).astype(np.uint8)
+    lut_sat = np.clip(x * r[1], 0, 255).astype(np.uint8)
+    if compat != "v8":
+        lut_sat[0] = 0
+    lut_val = np.clip(x * r[2], 0, 255).astype(np.uint8)
+    hsv = cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)))
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+
+
+def random_flip(img, boxes, rng: np.random.Generator, flipud=0.0, fliplr=0.5):
+    """Vertical flip with p=flipud, then horizontal with p=fliplr (one draw each, in that order)."""
+    h, w = img.shape[:2]
+    if rng.random() < flipud:
+        img = np.flipud(img)
+        boxes = np.stack([boxes[:, 0], h - boxes[:, 3], boxes[:, 2], h - boxes[:, 1]], 1)
+    if rng.random() < fliplr:
+        img = np.fliplr(img)
+        boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+    return np.ascontiguousarray(img), boxes.astype(np.float32).reshape(-1, 4)
+
+
+def mixup(a, b, rng: np.random.Generator):
+    """Blend two (img, boxes, cls) samples with r ~ Beta(32, 32); labels concatenated; uint8 by truncation."""
+    r = rng.beta(32.0, 32.0)
+    img = (a[0] * r + b[0] * (1 - r)).astype(np.uint8)
+    return img, np.concatenate([a[1], b[1]], 0), np.concatenate([a[2], b[2]], 0)
+
+
+def rect_batch_shapes(hw: np.ndarray, batch_size: int, imgsz: int, stride: int = 32, pad: float = 0.5):
+    """Rectangular batches (§4.7): returns (order, shapes) with ``order`` the images sorted by aspect ratio h/w
+    (stable) and ``shapes`` (n_batches, 2) the letterbox (h, w) of each batch of ``batch_size`` sorted images."""
+    ar = hw[:, 0] / hw[:, 1]
+    order = np.argsort(ar, kind="stable")
+    ar = ar[order]
+    nb = int(math.ceil(len(ar) / batch_size))
+    shapes = []
+    for b in range(nb):
+        a = ar[b * batch_size:(b + 1) * batch_size]
+        lo, hi = a.min(), a.max()
+        shape = [hi, 1.0] if hi < 1 else ([1.0, 1 / lo] if lo > 1 else [1.0, 1.0])
+        shapes.append(np.ceil(np.array(shape) * imgsz / stride + pad).astype(int) * stride)
+    return order, np.array(shapes, np.int64).reshape(-1, 2)

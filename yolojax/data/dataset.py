@@ -1,0 +1,143 @@
+"""A verified detection dataset with random access, plus the per-sample train/val pipelines (spec §4.4–4.7).
+
+``DetectionDataset.from_config(data, split="train", imgsz=640, ...)`` lists the split's images, verifies them and their
+labels (cached), and exposes ``len``, ``load(i) -> (img BGR (h, w, 3) long side = imgsz, boxes (n, 4) pixel xyxy,
+classes (n,), (h0, w0))`` and optionally keeps resized images in RAM (``cache="ram"``).
+
+``train_sample(ds, index, rng, hyp, mosaic=True, compat="v8") -> (img RGB (S, S, 3) uint8, boxes, classes)`` is the
+whole training pipeline of one sample; ``val_sample(ds, index, shape, compat)`` the validation letterbox.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+
+from yolojax.data import augment
+from yolojax.data.dataset_yaml import DatasetError, check_dataset, list_images
+from yolojax.data.labels import LabelSet, load_labels
+
+# Ultralytics' default augmentation hyperparameters (spec §3.1).
+DEFAULT_HYP = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0,
+                   perspective=0.0, flipud=0.0, fliplr=0.5, bgr=0.0, mosaic=1.0, mixup=0.0, copy_paste=0.0)
+
+
+def augment_hyp(hyp: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Default augmentation hyperparameters updated with the known keys of ``hyp`` (a dict or ConfigDict)."""
+    out = dict(DEFAULT_HYP)
+    if hyp is not None:
+        for k in DEFAULT_HYP:
+            if k in hyp and hyp[k] is not None:
+                out[k] = float(hyp[k])
+    return out
+
+
+@dataclasses.dataclass
+class DetectionDataset:
+    """Images + verified labels. ``labels[i]``: (n, 5) float32 rows ``class, x, y, w, h`` normalised."""
+
+    im_files: list[str]
+    shapes: np.ndarray  # (N, 2) original (h, w)
+    labels: list[np.ndarray]
+    names: dict[int, str]
+    imgsz: int
+    ram_cache: list | None = None
+
+    @classmethod
+    def from_files(cls, image_files, names, *, imgsz: int = 640, single_cls: bool = False, compat: str = "v8",
+                   cache: str | bool | None = None, prefix: str = "", verbose: bool = True) -> "DetectionDataset":
+        ls: LabelSet = load_labels(image_files, len(names), single_cls=single_cls, compat=compat, prefix=prefix,
+                                   verbose=verbose)
+        ds = cls(ls.im_files, ls.shapes, ls.labels, dict(names), int(imgsz))
+        if cache in (True, "ram"):
+            ds.ram_cache = [ds._read(i) for i in range(len(ds))]
+        elif cache not in (None, False, "", "False"):
+            raise DatasetError(f"cache={cache!r} is not supported: use cache='ram' or no cache (decoded images are "
+                               "not written next to the dataset).")
+        return ds
+
+    @classmethod
+    def from_config(cls, data, split: str = "train", *, imgsz: int = 640, single_cls: bool = False,
+                    fraction: float = 1.0, compat: str = "v8", cache=None, verbose: bool = True):
+        """Build from a data YAML / bundled name / checked dict. ``fraction`` applies to the train split only."""
+        info = data if isinstance(data, dict) and "nc" in data and "yaml_file" in data else check_dataset(data)
+        if not info.get(split):
+            raise DatasetError(f"Dataset {info.get('yaml_file')} has no '{split}' split.")
+        files = list_images(info[split], compat=compat, fraction=fraction if split == "train" else 1.0)
+        return cls.from_files(files, info["names"], imgsz=imgsz, single_cls=single_cls, compat=compat, cache=cache,
+                              prefix=f"{split}: ", verbose=verbose)
+
+    def __len__(self) -> int:
+        return len(self.im_files)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def _read(self, i: int) -> np.ndarray:
+        img = cv2.imread(self.im_files[i], cv2.IMREAD_COLOR)
+        if img is None:
+            raise DatasetError(f"{self.im_files[i]}: OpenCV could not read this image (it passed verification; was "
+                               "it changed or deleted since?). Remove it or restore it, then delete the label cache.")
+        return augment.resize_long_side(img, self.imgsz)
+
+    def load(self, i: int):
+        """(img BGR (h, w, 3) resized so the long side is imgsz, boxes (n, 4) pixel xyxy, classes (n,), (h0, w0))."""
+        img = self.ram_cache[i] if self.ram_cache is not None else self._read(i)
+        h, w = img.shape[:2]
+        lb = self.labels[i]
+        xy, wh = lb[:, 1:3], lb[:, 3:5]
+        boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1) * np.array([w, h, w, h], np.float32)
+        return img, boxes.astype(np.float32), lb[:, 0].astype(np.int32), tuple(int(v) for v in self.shapes[i])
+
+
+def _pre_transform(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, mosaic: bool, compat: str):
+    """Mosaic (or the single image) + random perspective → (img BGR (S, S, 3), boxes, classes)."""
+    s = ds.imgsz
+    persp = dict(degrees=hyp["degrees"], translate=hyp["translate"], scale=hyp["scale"], shear=hyp["shear"],
+                 perspective=hyp["perspective"])
+    if mosaic and hyp["mosaic"] > 0 and rng.random() <= hyp["mosaic"]:
+        # Partners drawn with replacement from the whole dataset (Ultralytics: from a FIFO buffer of recently loaded
+        # images, which is the whole dataset for small sets or with RAM caching).
+        idx = [index, *rng.integers(0, len(ds), 3).tolist()]
+        tiles = [ds.load(j)[:3] for j in idx]
+        img, boxes, cls = augment.mosaic4(tiles, s, rng)
+    else:
+        img, boxes, cls, _ = ds.load(index)
+        if compat == "v8":  # v8-era: letterbox to S×S first (scaleup allowed), then the affine with border 0
+            img, boxes, *_ = augment.letterbox(img, boxes, (s, s), scaleup=True, compat=compat)
+    return augment.random_perspective(img, boxes, cls, rng, out_size=(s, s), **persp)
+
+
+def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, *, mosaic: bool = True,
+                 compat: str = "v8"):
+    """One augmented training sample (§4.5; §4.6 when ``mosaic=False``): (img RGB (S, S, 3) uint8, boxes (n, 4)
+    float32 pixel xyxy, classes (n,) int32). ``hyp`` as returned by ``augment_hyp``."""
+    img, boxes, cls = _pre_transform(ds, index, rng, hyp, mosaic, compat)
+    if mosaic and hyp["mixup"] > 0 and rng.random() <= hyp["mixup"]:
+        other = _pre_transform(ds, int(rng.integers(0, len(ds))), rng, hyp, mosaic, compat)
+        img, boxes, cls = augment.mixup((img, boxes, cls), other, rng)
+    img = augment.random_hsv(img, rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], compat=compat)
+    img, boxes = augment.random_flip(img, boxes, rng, hyp["flipud"], hyp["fliplr"])
+    if not (hyp["bgr"] and rng.random() < hyp["bgr"]):
+        img = img[..., ::-1]
+    return np.ascontiguousarray(img), boxes.astype(np.float32), cls.astype(np.int32)
+
+
+def val_sample(ds: DetectionDataset, index: int, shape: tuple[int, int], *, compat: str = "v8"):
+    """Validation letterbox into ``shape`` (h, w) without upscaling (§4.7).
+
+    Returns (img RGB (h, w, 3) uint8, boxes (n, 4) pixel xyxy in that image, classes (n,), ratio_pad (2, 2) float64
+    ``((ratio_h, ratio_w), (pad_left, pad_top))`` as Ultralytics' ``ratio_pad``, ori_shape (h0, w0)).
+    """
+    img, boxes, cls, (h0, w0) = ds.load(index)
+    h, w = img.shape[:2]
+    img, boxes, r, (left, top), _ = augment.letterbox(img, boxes, tuple(shape), scaleup=False, compat=compat)
+    ratio = (h / h0 * r, w / w0 * r) if compat == "current" else (h / h0, w / w0)
+    ratio_pad = np.array([ratio, (left, top)], np.float64)
+    return np.ascontiguousarray(img[..., ::-1]), boxes.astype(np.float32), cls, ratio_pad, (h0, w0)
+
+

@@ -1,0 +1,339 @@
+"""Grain loaders: deterministic, resumable training batches and exhaustive validation batches (spec §4.5–4.9).
+
+Entry point for the trainer::
+
+    from yolojax.data import DetectionDataset, TrainLoader, ValLoader
+    train_ds = DetectionDataset.from_config("coco128", "train", imgsz=640)
+    loader = TrainLoader(train_ds, batch_size=16, seed=0, hyp=config, workers=4,
+                         close_mosaic_epoch=epochs - config.close_mosaic)     # None: never close mosaic
+    it = loader.iterator(start_epoch, start_step, end_epoch=epochs)  # one Grain DataLoader (and worker set) per run
+    for epoch in range(start_epoch, epochs):
+        for step in range(it.step, loader.num_batches):
+            batch = next(it)  # images (B,S,S,3) uint8 RGB, boxes (B,M,4) float32 pixel xyxy, classes (B,M) int32,
+                              # mask (B,M) bool; M = smallest of `buckets` >= the batch's largest box count
+            ...
+            # checkpoint: it.get_state() (JSON bytes {epoch, step} of the next batch), or in an Orbax Composite:
+            # data=grain.checkpoint.CheckpointSave(it) / CheckpointRestore(loader.iterator(...)) restores in place
+    it.close()                 # stops the worker processes
+
+``loader.epoch_iterator(epoch, start_step)`` gives one epoch only (new workers each time).
+
+Determinism: epoch ``e`` visits ``permutation(seed, e)``; the sample at position ``p`` is built from
+``np.random.default_rng([seed, e, p])`` (mosaic partners included), and each *batch* is one Grain record built by one
+worker. So batches do not depend on the worker count, and an iterator restored at step ``k`` yields exactly the
+batches ``k..`` that an uninterrupted run would have seen.
+
+Batch count: ``num_batches = ceil(n / B)`` as in Ultralytics; jit needs a fixed batch size, so the last batch is
+completed with the first images of the same epoch's permutation (as distributed samplers pad) instead of being
+short. With fewer images than ``batch_size``, B = n (Ultralytics' ``min(batch, len(dataset))``).
+
+Validation (``ValLoader``): rectangular batches sorted by aspect ratio (pad 0.5, stride 32) or square letterbox;
+every image exactly once; the last batch is padded with blank images flagged ``image_valid=False``; each batch also
+carries ``ratio_pad`` (B,2,2) float64, ``ori_shape`` (B,2) and ``index`` (B,) (dataset index, −1 for padding).
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterator, Mapping, Sequence
+
+import grain.python as grain
+import numpy as np
+
+from yolojax.data.augment import PAD_VALUE, rect_batch_shapes
+from yolojax.data.dataset import DetectionDataset, augment_hyp, train_sample, val_sample
+
+BUCKETS = (16, 32, 64, 128, 256, 512, 1024)
+
+
+def box_bucket(n: int, buckets: Sequence[int] = BUCKETS) -> int:
+    """Smallest bucket ≥ n (beyond the list: the next multiple of the largest). Never smaller than n."""
+    for b in buckets:
+        if n <= b:
+            return int(b)
+    top = int(buckets[-1])
+    return top * math.ceil(n / top)
+
+
+def pad_boxes(boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray], buckets=BUCKETS):
+    """Stack per-image (n_i, 4) boxes and (n_i,) classes into zero-padded (B, M, 4), (B, M) and a (B, M) mask."""
+    m = box_bucket(max((len(b) for b in boxes), default=0), buckets)
+    out_b = np.zeros((len(boxes), m, 4), np.float32)
+    out_c = np.zeros((len(boxes), m), np.int32)
+    mask = np.zeros((len(boxes), m), bool)
+    for i, (b, c) in enumerate(zip(boxes, classes)):
+        out_b[i, :len(b)], out_c[i, :len(c)], mask[i, :len(b)] = b, c, True
+    return out_b, out_c, mask
+
+
+def _mark_flags_parsed() -> None:
+    """Grain 0.2.18 workers read absl flags and crash if they are not parsed (ENVIRONMENT.md)."""
+    try:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+    except Exception:  # pragma: no cover
+        pass
+
+
+class _RecordList(grain.RandomAccessDataSource):
+    """A Grain source whose records are small dicts describing one batch each (built by the transform)."""
+
+    def __init__(self, records: list[dict]):
+        self._records = records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, i):
+        return self._records[i]
+
+
+class _BuildTrainBatch(grain.MapTransform):
+    def __init__(self, ds: DetectionDataset, hyp: dict, seed: int, compat: str, buckets):
+        self.ds, self.hyp, self.seed, self.compat, self.buckets = ds, hyp, seed, compat, tuple(buckets)
+
+    def map(self, rec):
+        imgs, boxes, classes = [], [], []
+        for pos, idx in zip(rec["positions"], rec["indices"]):
+            rng = np.random.default_rng([self.seed, rec["epoch"], int(pos)])
+            img, b, c = train_sample(self.ds, int(idx), rng, self.hyp, mosaic=rec["mosaic"], compat=self.compat)
+            imgs.append(img), boxes.append(b), classes.append(c)
+        b, c, m = pad_boxes(boxes, classes, self.buckets)
+        return {"images": np.stack(imgs), "boxes": b, "classes": c, "mask": m}
+
+
+class _BuildValBatch(grain.MapTransform):
+    def __init__(self, ds: DetectionDataset, compat: str, buckets):
+        self.ds, self.compat, self.buckets = ds, compat, tuple(buckets)
+
+    def map(self, rec):
+        h, w = rec["shape"]
+        n = len(rec["indices"])
+        imgs = np.full((n, h, w, 3), PAD_VALUE, np.uint8)
+        ratio_pad = np.zeros((n, 2, 2), np.float64)
+        ori = np.zeros((n, 2), np.int64)
+        boxes, classes = [], []
+        for k, idx in enumerate(rec["indices"]):
+            if idx < 0:  # padding image: blank, no boxes, image_valid False
+                boxes.append(np.zeros((0, 4), np.float32)), classes.append(np.zeros((0,), np.int32))
+                continue
+            img, b, c, rp, o = val_sample(self.ds, int(idx), (h, w), compat=self.compat)
+            imgs[k], ratio_pad[k], ori[k] = img, rp, o
+            boxes.append(b), classes.append(c)
+        b, c, m = pad_boxes(boxes, classes, self.buckets)
+        idx = np.asarray(rec["indices"], np.int64)
+        return {"images": imgs, "boxes": b, "classes": c, "mask": m, "image_valid": idx >= 0,
+                "ratio_pad": ratio_pad, "ori_shape": ori, "index": idx}
+
+
+def _grain_iter(records: Sequence[dict] | grain.RandomAccessDataSource, op: grain.MapTransform, workers: int, prefetch: int):
+    if workers > 0:
+        _mark_flags_parsed()
+    loader = grain.DataLoader(
+        data_source=records if isinstance(records, grain.RandomAccessDataSource) else _RecordList(records),
+        sampler=grain.IndexSampler(num_records=len(records), shard_options=grain.NoSharding(), shuffle=False,
+                                   num_epochs=1, seed=0),
+        operations=[op], worker_count=workers, worker_buffer_size=max(1, prefetch),
+        read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=max(1, prefetch)))
+    return iter(loader)
+
+
+def _close(it) -> None:
+    """Stop a Grain iterator's worker processes now (avoids 'handle is closed' noise at exit)."""
+    inner = getattr(it, "_iterator", it)
+    if hasattr(inner, "close"):
+        inner.close()
+
+
+class _TrainPlan(grain.RandomAccessDataSource):
+    """Record ``i`` = the i-th batch from (start_epoch, start_step) on: computed lazily, so a plan spanning the whole
+    run costs nothing and one set of worker processes serves every epoch."""
+
+    def __init__(self, loader: "TrainLoader", start_epoch: int, start_step: int, end_epoch: int):
+        self.n, self.seed, self.nb = len(loader.dataset), loader.seed, loader.num_batches
+        self.global_batch, self.batch_size, self.process_index = (loader.global_batch, loader.batch_size,
+                                                                  loader.process_index)
+        self.close_mosaic_epoch = loader.close_mosaic_epoch
+        self.first = start_epoch * self.nb + start_step
+        self.length = max(0, end_epoch * self.nb - self.first)
+        self._order_epoch, self._order = None, None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self._order_epoch != epoch:  # one permutation per epoch, cached (records arrive in order)
+            self._order = epoch_order(self.n, self.global_batch, self.seed, epoch)
+            self._order_epoch = epoch
+        return self._order
+
+    def __getitem__(self, i):
+        epoch, step = divmod(self.first + int(i), self.nb)
+        lo = step * self.global_batch + self.process_index * self.batch_size
+        pos = np.arange(lo, lo + self.batch_size)
+        mosaic = self.close_mosaic_epoch is None or epoch < self.close_mosaic_epoch
+        return {"epoch": epoch, "positions": pos, "indices": self.order(epoch)[pos], "mosaic": mosaic}
+
+
+def epoch_order(n: int, global_batch: int, seed: int, epoch: int) -> np.ndarray:
+    """Dataset indices visited in ``epoch``: a seeded permutation, completed to a whole number of batches with its
+    own first indices. Shape (ceil(n / global_batch) · global_batch,)."""
+    perm = np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
+    need = math.ceil(n / global_batch) * global_batch
+    return np.concatenate([perm, perm[: need - n]]) if need > n else perm
+
+
+def _own(batch: dict) -> dict:
+    """Copy a batch out of Grain's shared memory (plain ndarrays; the shared blocks are freed right away)."""
+    return {k: np.array(v) for k, v in batch.items()}
+
+
+class BatchIterator:
+    """Training batches from (epoch, step) up to the end of ``end_epoch - 1``; ``epoch``/``step`` name the next batch.
+
+    State = JSON bytes ``{"epoch", "step", ...}``. Duck-types the Grain iterator interface used by
+    ``grain.checkpoint.CheckpointSave/CheckpointRestore`` (``get_state() -> bytes``, ``set_state(bytes)``,
+    ``start_prefetch()``), so it can sit in an Orbax Composite next to the train state.
+    """
+
+    def __init__(self, loader: "TrainLoader", epoch: int, step: int, end_epoch: int):
+        self._loader, self.epoch, self.step, self.end_epoch = loader, int(epoch), int(step), int(end_epoch)
+        self._it = None
+
+    def __iter__(self) -> "BatchIterator":
+        return self
+
+    def __len__(self) -> int:
+        return max(0, self.end_epoch * self._loader.num_batches - (self.epoch * self._loader.num_batches + self.step))
+
+    def start_prefetch(self) -> None:
+        if self._it is None and len(self):
+            plan = _TrainPlan(self._loader, self.epoch, self.step, self.end_epoch)
+            self._it = _grain_iter(plan, self._loader.transform, self._loader.workers, self._loader.prefetch)
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if not len(self):
+            self.close()
+            raise StopIteration
+        self.start_prefetch()
+        batch = _own(next(self._it))
+        self.step += 1
+        if self.step == self._loader.num_batches:
+            self.epoch, self.step = self.epoch + 1, 0
+        return batch
+
+    def get_state(self) -> bytes:
+        return json.dumps({"epoch": self.epoch, "step": self.step, "end_epoch": self.end_epoch,
+                           "seed": self._loader.seed, "num_batches": self._loader.num_batches}).encode()
+
+    def set_state(self, state: bytes | str | Mapping) -> None:
+        s = json.loads(state) if isinstance(state, (bytes, str)) else dict(state)
+        if s.get("seed", self._loader.seed) != self._loader.seed or s.get("num_batches") not in (
+                None, self._loader.num_batches):
+            raise ValueError(f"Data iterator state {s} was saved for another dataset/seed (this loader: seed "
+                             f"{self._loader.seed}, {self._loader.num_batches} batches per epoch); resume with the "
+                             "same data, batch size and seed.")
+        self.close()
+        self.epoch, self.step = int(s["epoch"]), int(s["step"])
+        self.end_epoch = int(s.get("end_epoch", self.epoch + 1))
+
+    def close(self) -> None:
+        if self._it is not None:
+            _close(self._it)
+            self._it = None
+
+    def __del__(self):
+        self.close()
+
+
+class TrainLoader:
+    """Training batches of ``train_sample`` outputs; see the module docstring."""
+
+    def __init__(self, dataset: DetectionDataset, *, batch_size: int, seed: int = 0, hyp: Mapping | None = None,
+                 workers: int = 0, prefetch: int = 2, close_mosaic_epoch: int | None = None, compat: str = "v8",
+                 buckets: Sequence[int] = BUCKETS, process_index: int = 0, process_count: int = 1):
+        if len(dataset) == 0:
+            raise ValueError("TrainLoader needs a non-empty dataset.")
+        self.dataset = dataset
+        self.global_batch = min(int(batch_size), len(dataset))
+        if self.global_batch % process_count:
+            raise ValueError(f"batch {self.global_batch} does not divide over {process_count} processes.")
+        self.batch_size = self.global_batch // process_count  # per process
+        self.process_index, self.process_count = process_index, process_count
+        self.seed, self.workers, self.prefetch, self.compat = int(seed), int(workers), int(prefetch), compat
+        self.hyp = augment_hyp(hyp)
+        self.close_mosaic_epoch = close_mosaic_epoch
+        self.num_batches = math.ceil(len(dataset) / self.global_batch)
+        self.buckets = tuple(buckets)
+        self.transform = _BuildTrainBatch(dataset, self.hyp, self.seed, compat, self.buckets)
+
+    def close_mosaic(self) -> None:
+        """Disable mosaic (and mixup) in iterators created from now on (Ultralytics' close_mosaic). Prefer passing
+        ``close_mosaic_epoch`` at construction: then a run-long ``iterator`` switches by itself, also on resume."""
+        self.close_mosaic_epoch = 0
+
+    def mosaic_enabled(self, epoch: int) -> bool:
+        return self.close_mosaic_epoch is None or epoch < self.close_mosaic_epoch
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Dataset indices of epoch ``epoch`` in visiting order, (num_batches · global_batch,)."""
+        return epoch_order(len(self.dataset), self.global_batch, self.seed, epoch)
+
+    def iterator(self, start_epoch: int = 0, start_step: int = 0, end_epoch: int | None = None) -> BatchIterator:
+        """Batches from (start_epoch, start_step) to the end of epoch ``end_epoch - 1`` (default: one epoch), with
+        one set of worker processes for all of them."""
+        end = start_epoch + 1 if end_epoch is None else end_epoch
+        return BatchIterator(self, start_epoch, start_step, end)
+
+    def epoch_iterator(self, epoch: int, start_step: int = 0) -> BatchIterator:
+        """The remaining batches of one epoch (new worker processes each time: prefer ``iterator`` for long runs)."""
+        return BatchIterator(self, epoch, start_step, epoch + 1)
+
+    def restore_iterator(self, state: bytes | str | Mapping) -> BatchIterator:
+        it = BatchIterator(self, 0, 0, 1)
+        it.set_state(state)
+        return it
+
+    def max_boxes_bound(self) -> int:
+        """A static upper bound of boxes per sample (4 mosaic tiles × 2 with mixup): use as the only bucket when all
+        processes must agree on M without communicating (multi-host)."""
+        mx = max((len(lb) for lb in self.dataset.labels), default=0)
+        return box_bucket(max(1, mx * 4 * (2 if self.hyp["mixup"] > 0 else 1)), self.buckets)
+
+
+class ValLoader:
+    """Validation batches; see the module docstring. ``shapes`` lists the distinct (h, w) batch shapes."""
+
+    def __init__(self, dataset: DetectionDataset, *, batch_size: int, rect: bool = True, stride: int = 32,
+                 pad: float = 0.5, workers: int = 0, prefetch: int = 2, compat: str = "v8",
+                 buckets: Sequence[int] = BUCKETS):
+        self.dataset, self.workers, self.prefetch = dataset, int(workers), int(prefetch)
+        self.batch_size = int(batch_size)
+        n, s = len(dataset), dataset.imgsz
+        if rect:
+            self.order, self.batch_shapes = rect_batch_shapes(dataset.shapes, self.batch_size, s, stride, pad)
+        else:
+            self.order = np.arange(n)
+            self.batch_shapes = np.tile([[s, s]], (math.ceil(n / self.batch_size), 1))
+        self.num_batches = len(self.batch_shapes)
+        self.shapes = sorted({tuple(int(v) for v in x) for x in self.batch_shapes})
+        self.transform = _BuildValBatch(dataset, compat, buckets)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def records(self) -> list[dict]:
+        padded = np.full(self.num_batches * self.batch_size, -1, np.int64)
+        padded[: len(self.order)] = self.order
+        return [{"indices": padded[b * self.batch_size:(b + 1) * self.batch_size],
+                 "shape": tuple(int(v) for v in self.batch_shapes[b])} for b in range(self.num_batches)]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        it = _grain_iter(self.records(), self.transform, self.workers, self.prefetch)
+        try:
+            for batch in it:
+                yield _own(batch)
+        finally:
+            _close(it)
