@@ -1,0 +1,124 @@
+"""Grain loaders: fixed shapes, determinism across runs and worker counts, exact mid-epoch resume through Orbax,
+exhaustive validation batches; and the synthetic shapes dataset."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from yolojax.data.dataset import DetectionDataset
+from yolojax.data.loader import TrainLoader, ValLoader, box_bucket, pad_boxes
+
+
+@pytest.fixture(scope="module")
+def ds(fixtures_dir, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("loader") / "ds"
+    shutil.copytree(fixtures_dir / "augment" / "dataset", dst)
+    for p in dst.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return DetectionDataset.from_config(str(dst / "data.yaml"), "train", imgsz=64, verbose=False)
+
+
+def _equal(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+                                    for x, y in zip(a, b))
+
+
+def test_bucket_never_truncates():
+    assert [box_bucket(n) for n in (0, 16, 17, 100, 513, 1500)] == [16, 16, 32, 128, 1024, 2048]
+    boxes = [np.ones((17, 4), np.float32), np.zeros((0, 4), np.float32)]
+    b, c, m = pad_boxes(boxes, [np.arange(17), np.zeros(0, int)])
+    assert b.shape == (2, 32, 4) and m.sum() == 17 and (c[0, :17] == np.arange(17)).all() and not m[1].any()
+
+
+def test_batches_shapes_and_epoch_coverage(ds):
+    loader = TrainLoader(ds, batch_size=5, seed=1)
+    assert loader.num_batches == 4  # ceil(16 / 5), as Ultralytics
+    order = loader.epoch_order(0)
+    assert len(order) == 20 and sorted(order[:16]) == list(range(16))  # each image once, then 4 repeated
+    batches = list(loader.epoch_iterator(0))
+    assert len(batches) == 4
+    for b in batches:
+        assert b["images"].shape == (5, 64, 64, 3) and b["images"].dtype == np.uint8
+        m = b["mask"].shape[1]
+        assert b["boxes"].shape == (5, m, 4) and b["classes"].dtype == np.int32 and m in (16, 32)
+        assert (b["boxes"][~b["mask"]] == 0).all() and (b["boxes"][b["mask"]][:, 2:] <= 64).all()
+    assert not np.array_equal(loader.epoch_order(0), loader.epoch_order(1))  # reshuffled per epoch
+    tiny = TrainLoader(ds, batch_size=64, seed=0)
+    assert tiny.global_batch == 16 and tiny.num_batches == 1  # batch = min(batch, len(dataset))
+
+
+def test_same_seed_same_batches_and_resume_without_workers(ds):
+    a = list(TrainLoader(ds, batch_size=4, seed=7).iterator(0, 0, 2))
+    b = list(TrainLoader(ds, batch_size=4, seed=7).iterator(0, 0, 2))
+    assert _equal(a, b)
+    c = list(TrainLoader(ds, batch_size=4, seed=8).epoch_iterator(0))
+    assert not _equal(a[:4], c)
+    loader = TrainLoader(ds, batch_size=4, seed=7, close_mosaic_epoch=1)
+    it = loader.iterator(0, 0, 2)
+    first = [next(it) for _ in range(3)]
+    state = it.get_state()
+    it.close()
+    rest = list(loader.restore_iterator(state))
+    full = list(loader.iterator(0, 0, 2))
+    assert _equal(first + rest, full) and len(full) == 8
+    # close_mosaic from epoch 1: a 64 px non-mosaic sample keeps ~the dataset's 1.7 boxes, mosaic ones more
+    assert np.mean([b["mask"].sum() for b in full[4:]]) < np.mean([b["mask"].sum() for b in full[:4]])
+
+
+@pytest.mark.slow
+def test_workers_identical_and_orbax_resume_mid_epoch(ds, tmp_path):
+    import grain.python  # noqa: F401  (registers grain.checkpoint)
+    import grain
+    import orbax.checkpoint as ocp
+
+    ref = list(TrainLoader(ds, batch_size=3, seed=5, workers=0).epoch_iterator(2))
+    loader = TrainLoader(ds, batch_size=3, seed=5, workers=2)
+    it = loader.epoch_iterator(2)
+    got = [next(it) for _ in range(2)]
+    mngr = ocp.CheckpointManager(tmp_path / "ckpt")
+    mngr.save(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+    mngr.wait_until_finished()
+    it.close()
+    fresh = loader.epoch_iterator(0)  # a new iterator; the restore moves it to epoch 2, step 2
+    restored = mngr.restore(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(fresh)))["data"]
+    rest = list(restored)
+    restored.close()
+    mngr.close()
+    assert len(ref) == 6 and _equal(got + rest, ref)
+
+
+def test_val_loader_sees_every_image_once(ds):
+    loader = ValLoader(ds, batch_size=6, rect=True)
+    batches = list(loader)
+    assert len(batches) == 3 and loader.shapes == [(64, 96)]
+    idx = np.concatenate([b["index"][b["image_valid"]] for b in batches])
+    assert sorted(idx) == list(range(16))
+    last = batches[-1]
+    assert list(last["image_valid"]) == [True] * 4 + [False] * 2
+    assert (last["images"][4:] == 114).all() and not last["mask"][4:].any()
+    n_boxes = sum(int(b["mask"].sum()) for b in batches)
+    assert n_boxes == sum(len(lb) for lb in ds.labels)
+    np.testing.assert_allclose(batches[0]["ratio_pad"][0], [[0.5, 0.5], [16, 8]])
+    sq = list(ValLoader(ds, batch_size=16, rect=False))
+    assert len(sq) == 1 and sq[0]["images"].shape == (16, 64, 64, 3)
+
+
+def test_shapes_dataset_deterministic_and_bundled(tmp_path, monkeypatch):
+    from yolojax.data.dataset_yaml import check_dataset
+    from yolojax.data.synthetic import make_shapes_dataset, shapes_yaml
+
+    a = make_shapes_dataset(tmp_path / "a", n_train=12, n_val=4, seed=3)
+    b = make_shapes_dataset(tmp_path / "b", n_train=12, n_val=4, seed=3)
+    files_a = sorted(p.relative_to(a.parent) for p in a.parent.rglob("*") if p.is_file())
+    assert files_a == sorted(p.relative_to(b.parent) for p in b.parent.rglob("*") if p.is_file())
+    assert all((a.parent / f).read_bytes() == (b.parent / f).read_bytes() for f in files_a)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
+    train = DetectionDataset.from_config(str(a), "train", imgsz=64, verbose=False)
+    assert len(train) == 12 and train.num_classes == 6 and len({tuple(s) for s in train.shapes}) > 1
+    all_cls = np.concatenate(train.labels)[:, 0]
+    assert len(all_cls) >= 12 and len(np.unique(all_cls)) >= 4
+    monkeypatch.setenv("YOLOJAX_CACHE", str(tmp_path / "cache"))
+    d = check_dataset("shapes")
+    assert d["yaml_file"] == shapes_yaml() and d["nc"] == 6 and d["val"][0].is_dir()
