@@ -33,11 +33,13 @@ def _check_compat(compat: str) -> None:
 # Assigner
 # ----------------------------------------------------------------------------------------------------------
 def _candidates_in_gts(anchor_points, gt_boxes, eps):
-    """(B, M, A) bool: anchor centre strictly inside the gt box by more than ``eps`` on all four sides."""
-    xy = anchor_points[None, None]  # (1, 1, A, 2)
-    top_left, bottom_right = gt_boxes[:, :, None, :2], gt_boxes[:, :, None, 2:]
-    margins = jnp.concatenate([xy - top_left, bottom_right - xy], axis=-1)  # (B, M, A, 4)
-    return jnp.min(margins, axis=-1) > eps
+    """(B, M, A) bool: anchor centre strictly inside the gt box by more than ``eps`` on all four sides.
+
+    Four fused comparisons rather than a (B, M, A, 4) margin tensor and its minimum: same decision, a
+    fraction of the memory traffic."""
+    x, y = anchor_points[:, 0], anchor_points[:, 1]  # (A,)
+    x1, y1, x2, y2 = (gt_boxes[:, :, i, None] for i in range(4))  # (B, M, 1)
+    return (x - x1 > eps) & (y - y1 > eps) & (x2 - x > eps) & (y2 - y > eps)
 
 
 def _enlarge_small_gts(gt_boxes, gt_mask, min_side):
@@ -49,6 +51,14 @@ def _enlarge_small_gts(gt_boxes, gt_mask, min_side):
     small = (wh < min_side) & gt_mask[..., None]
     wh = jnp.where(small, jnp.asarray(min_side, wh.dtype), wh)
     return xywh2xyxy(jnp.concatenate([xywh[..., :2], wh], axis=-1))
+
+
+def _first_argmax_over_gts(values):
+    """argmax over axis 1 of (B, M, A), lowest index on ties -> (B, A) int32. A max and a min of an index
+    where the max is reached: two plain reductions, several times faster on CPU than XLA's arg-reduction."""
+    best = jnp.max(values, axis=1, keepdims=True)
+    gt_index = jnp.arange(values.shape[1], dtype=jnp.int32)[None, :, None]
+    return jnp.min(jnp.where(values == best, gt_index, values.shape[1]), axis=1)
 
 
 def _topk_mask(metric, topk):
@@ -105,7 +115,8 @@ def task_aligned_assign(pd_scores, pd_bboxes, anchor_points, gt_classes, gt_boxe
     # 2. Alignment metric on candidates only (zero elsewhere).
     labels = jnp.clip(gt_classes, 0, num_classes - 1)
     scores_by_class = jnp.swapaxes(pd_scores, 1, 2)  # (B, nc, A)
-    bbox_scores = jnp.take_along_axis(scores_by_class, labels[:, :, None], axis=1)  # (B, M, A)
+    # Row gather (one A-long slice per gt) rather than an element-wise gather: much cheaper on CPU.
+    bbox_scores = jax.vmap(lambda rows, idx: rows[idx])(scores_by_class, labels)  # (B, M, A)
     ciou = bbox_iou(gt_boxes[:, :, None, :], pd_bboxes[:, None, :, :], CIoU=True)  # (B, M, A)
     overlaps = jnp.where(in_gts, jnp.maximum(ciou, 0.0), 0.0)
     bbox_scores = jnp.where(in_gts, bbox_scores, 0.0)
@@ -117,11 +128,11 @@ def task_aligned_assign(pd_scores, pd_bboxes, anchor_points, gt_classes, gt_boxe
     # 5. An anchor claimed by several gts goes to the gt it overlaps most among all gts it is a candidate of
     #    (argmax over the CIoU column; ties -> lowest gt index).
     claims = jnp.sum(mask_pos, axis=1)  # (B, A)
-    best_gt = jnp.argmax(overlaps, axis=1)  # (B, A)
-    best_one_hot = jax.nn.one_hot(best_gt, num_gt, axis=1, dtype=bool)  # (B, M, A)
-    mask_pos = jnp.where((claims > 1)[:, None, :], best_one_hot, mask_pos)
+    best_gt = _first_argmax_over_gts(overlaps)  # (B, A)
+    gt_index = jnp.arange(num_gt, dtype=jnp.int32)[None, :, None]  # (1, M, 1)
+    mask_pos = jnp.where((claims > 1)[:, None, :], gt_index == best_gt[:, None, :], mask_pos)
     fg_mask = jnp.any(mask_pos, axis=1)  # (B, A)
-    target_gt_idx = jnp.argmax(mask_pos, axis=1).astype(jnp.int32)  # 0 for background
+    target_gt_idx = _first_argmax_over_gts(mask_pos)  # 0 for background (all False)
 
     # 6. Targets gathered from the assigned gt (background rows gather gt 0; masked below).
     target_labels = jnp.maximum(jnp.take_along_axis(gt_classes, target_gt_idx, axis=1), 0)
