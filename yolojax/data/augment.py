@@ -139,10 +139,12 @@ def random_perspective(img, boxes, cls, rng: np.random.Generator, *, out_size: t
 
 
 def random_hsv(img: np.ndarray, rng: np.random.Generator, hgain=0.015, sgain=0.7, vgain=0.4,
-               compat: str = "v8") -> np.ndarray:
-    """HSV jitter by 256-entry lookup tables (§4.5). Hue: ``x·g mod 180`` (v8) or ``x + (g−1)·180 mod 180``."""
+               compat: str = "v8", to_rgb: bool = False) -> np.ndarray:
+    """HSV jitter by 256-entry lookup tables (§4.5). Hue: ``x·g mod 180`` (v8) or ``x + (g−1)·180 mod 180``.
+
+    BGR in; BGR out, or RGB with ``to_rgb`` (the conversion back from HSV then costs nothing extra)."""
     if not (hgain or sgain or vgain):
-        return img
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if to_rgb else img
     r = rng.uniform(-1, 1, 3) * np.array([hgain, sgain, vgain]) + 1
     hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
     x = np.arange(0, 256, dtype=r.dtype)
@@ -152,19 +154,19 @@ def random_hsv(img: np.ndarray, rng: np.random.Generator, hgain=0.015, sgain=0.7
         lut_sat[0] = 0
     lut_val = np.clip(x * r[2], 0, 255).astype(np.uint8)
     hsv = cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)))
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB if to_rgb else cv2.COLOR_HSV2BGR)
 
 
 def random_flip(img, boxes, rng: np.random.Generator, flipud=0.0, fliplr=0.5):
     """Vertical flip with p=flipud, then horizontal with p=fliplr (one draw each, in that order)."""
     h, w = img.shape[:2]
     if rng.random() < flipud:
-        img = np.flipud(img)
+        img = cv2.flip(img, 0)  # OpenCV: a contiguous copy, much faster than np.flipud + ascontiguousarray
         boxes = np.stack([boxes[:, 0], h - boxes[:, 3], boxes[:, 2], h - boxes[:, 1]], 1)
     if rng.random() < fliplr:
-        img = np.fliplr(img)
+        img = cv2.flip(img, 1)
         boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-    return np.ascontiguousarray(img), boxes.astype(np.float32).reshape(-1, 4)
+    return img, boxes.astype(np.float32).reshape(-1, 4)
 
 
 def mixup(a, b, rng: np.random.Generator):

@@ -9,6 +9,7 @@ whole training pipeline of one sample; ``val_sample(ds, index, shape, compat)`` 
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 from typing import Any, Mapping
@@ -45,6 +46,7 @@ class DetectionDataset:
     names: dict[int, str]
     imgsz: int
     ram_cache: list | None = None
+    buffer_size: int = 0  # per-process LRU of decoded images (Ultralytics keeps min(n, 8·batch, 1000) per worker)
 
     @classmethod
     def from_files(cls, image_files, names, *, imgsz: int = 640, single_cls: bool = False, compat: str = "v8",
@@ -84,9 +86,26 @@ class DetectionDataset:
                                "it changed or deleted since?). Remove it or restore it, then delete the label cache.")
         return augment.resize_long_side(img, self.imgsz)
 
+    def _image(self, i: int) -> np.ndarray:
+        if self.ram_cache is not None:
+            return self.ram_cache[i]
+        if self.buffer_size <= 0:
+            return self._read(i)
+        buf = self.__dict__.setdefault("_buffer", collections.OrderedDict())
+        if i in buf:
+            buf.move_to_end(i)
+            return buf[i]
+        img = buf[i] = self._read(i)
+        while len(buf) > self.buffer_size:
+            buf.popitem(last=False)
+        return img
+
+    def __getstate__(self):  # the LRU buffer is per process: never pickled into workers
+        return {k: v for k, v in self.__dict__.items() if k != "_buffer"}
+
     def load(self, i: int):
         """(img BGR (h, w, 3) resized so the long side is imgsz, boxes (n, 4) pixel xyxy, classes (n,), (h0, w0))."""
-        img = self.ram_cache[i] if self.ram_cache is not None else self._read(i)
+        img = self._image(i)
         h, w = img.shape[:2]
         lb = self.labels[i]
         xy, wh = lb[:, 1:3], lb[:, 3:5]
@@ -94,15 +113,19 @@ class DetectionDataset:
         return img, boxes.astype(np.float32), lb[:, 0].astype(np.int32), tuple(int(v) for v in self.shapes[i])
 
 
-def _pre_transform(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, mosaic: bool, compat: str):
+def _pre_transform(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, mosaic: bool, compat: str,
+                   pool=None):
     """Mosaic (or the single image) + random perspective → (img BGR (S, S, 3), boxes, classes)."""
     s = ds.imgsz
     persp = dict(degrees=hyp["degrees"], translate=hyp["translate"], scale=hyp["scale"], shear=hyp["shear"],
                  perspective=hyp["perspective"])
     if mosaic and hyp["mosaic"] > 0 and rng.random() <= hyp["mosaic"]:
-        # Partners drawn with replacement from the whole dataset (Ultralytics: from a FIFO buffer of recently loaded
-        # images, which is the whole dataset for small sets or with RAM caching).
-        idx = [index, *rng.integers(0, len(ds), 3).tolist()]
+        # Partners: 3 draws with replacement from `pool` (the loader passes the batch's own images, like Ultralytics'
+        # FIFO buffer of recently loaded images, so each image is decoded once) or else from the whole dataset.
+        if pool is None:
+            idx = [index, *rng.integers(0, len(ds), 3).tolist()]
+        else:
+            idx = [index, *(int(pool[j]) for j in rng.integers(0, len(pool), 3))]
         tiles = [ds.load(j)[:3] for j in idx]
         img, boxes, cls = augment.mosaic4(tiles, s, rng)
     else:
@@ -113,18 +136,21 @@ def _pre_transform(ds: DetectionDataset, index: int, rng: np.random.Generator, h
 
 
 def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, *, mosaic: bool = True,
-                 compat: str = "v8"):
+                 compat: str = "v8", pool=None):
     """One augmented training sample (§4.5; §4.6 when ``mosaic=False``): (img RGB (S, S, 3) uint8, boxes (n, 4)
-    float32 pixel xyxy, classes (n,) int32). ``hyp`` as returned by ``augment_hyp``."""
-    img, boxes, cls = _pre_transform(ds, index, rng, hyp, mosaic, compat)
+    float32 pixel xyxy, classes (n,) int32). ``hyp`` as returned by ``augment_hyp``; ``pool``: dataset indices that
+    mosaic/mixup partners are drawn from (default: all)."""
+    img, boxes, cls = _pre_transform(ds, index, rng, hyp, mosaic, compat, pool)
     if mosaic and hyp["mixup"] > 0 and rng.random() <= hyp["mixup"]:
-        other = _pre_transform(ds, int(rng.integers(0, len(ds))), rng, hyp, mosaic, compat)
+        partner = int(rng.integers(0, len(ds))) if pool is None else int(pool[rng.integers(0, len(pool))])
+        other = _pre_transform(ds, partner, rng, hyp, mosaic, compat, pool)
         img, boxes, cls = augment.mixup((img, boxes, cls), other, rng)
-    img = augment.random_hsv(img, rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], compat=compat)
+    # HSV jitter (BGR in) converts to RGB on its way back, unless the `bgr` coin keeps BGR (Format, §4.8); the coin
+    # is drawn after the flips in Ultralytics, but its order among independent draws does not change the outcome.
+    keep_bgr = bool(hyp["bgr"]) and rng.random() < hyp["bgr"]
+    img = augment.random_hsv(img, rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], compat=compat, to_rgb=not keep_bgr)
     img, boxes = augment.random_flip(img, boxes, rng, hyp["flipud"], hyp["fliplr"])
-    if not (hyp["bgr"] and rng.random() < hyp["bgr"]):
-        img = img[..., ::-1]
-    return np.ascontiguousarray(img), boxes.astype(np.float32), cls.astype(np.int32)
+    return img, boxes.astype(np.float32), cls.astype(np.int32)
 
 
 def val_sample(ds: DetectionDataset, index: int, shape: tuple[int, int], *, compat: str = "v8"):

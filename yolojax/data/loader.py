@@ -96,9 +96,13 @@ class _BuildTrainBatch(grain.MapTransform):
 
     def map(self, rec):
         imgs, boxes, classes = [], [], []
+        # Mosaic partners come from this batch's own images when it has at least 8 (like Ultralytics' buffer of
+        # recently loaded images: each image is decoded once), else from the whole dataset.
+        pool = rec["indices"] if len(rec["indices"]) >= 8 else None
         for pos, idx in zip(rec["positions"], rec["indices"]):
             rng = np.random.default_rng([self.seed, rec["epoch"], int(pos)])
-            img, b, c = train_sample(self.ds, int(idx), rng, self.hyp, mosaic=rec["mosaic"], compat=self.compat)
+            img, b, c = train_sample(self.ds, int(idx), rng, self.hyp, mosaic=rec["mosaic"], compat=self.compat,
+                                     pool=pool)
             imgs.append(img), boxes.append(b), classes.append(c)
         b, c, m = pad_boxes(boxes, classes, self.buckets)
         return {"images": np.stack(imgs), "boxes": b, "classes": c, "mask": m}
@@ -267,6 +271,8 @@ class TrainLoader:
         self.close_mosaic_epoch = close_mosaic_epoch
         self.num_batches = math.ceil(len(dataset) / self.global_batch)
         self.buckets = tuple(buckets)
+        if dataset.ram_cache is None and not dataset.buffer_size:  # keep recent decodes, as Ultralytics' buffer
+            dataset.buffer_size = min(len(dataset), 8 * self.batch_size, 1000)
         self.transform = _BuildTrainBatch(dataset, self.hyp, self.seed, compat, self.buckets)
 
     def close_mosaic(self) -> None:

@@ -1,0 +1,149 @@
+"""Training data pipeline throughput: yolojax (Grain) vs Ultralytics' dataloader on the same JPEGs.
+
+    python benchmarks/data_pipeline.py [--imgsz 640] [--batch 16] [--images 64] [--epochs 3] [--workers 1 2]
+        [--ul-python /work/ulvenv/bin/python] [--results benchmarks/RESULTS.md]
+
+Generates a synthetic JPEG dataset (``--images`` images of 640×480 with shapes labels) in a temp dir, then measures
+images/s of the full training pipeline (load + mosaic + random perspective + HSV + flip + batching, mosaic on) for
+each worker count, after the first batch (worker start-up excluded). If the given interpreter has ``ultralytics``,
+its ``build_yolo_dataset`` + ``build_dataloader`` (default hyperparameters, ``YOLO_OFFLINE=1``) runs on the same
+files in a subprocess. Prints one JSON line per result and appends rows to ``--results`` when given.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from yolojax.data.synthetic import NAMES, make_image  # noqa: E402
+
+_UL_SCRIPT = r"""
+import json, sys, time
+from ultralytics.cfg import get_cfg
+from ultralytics.data.build import build_dataloader, build_yolo_dataset
+root, imgsz, batch, workers, epochs, names = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \
+    int(sys.argv[5]), json.loads(sys.argv[6])
+cfg = get_cfg(overrides={"imgsz": imgsz, "plots": False})
+data = {"names": {i: n for i, n in enumerate(names)}, "nc": len(names), "channels": 3}
+ds = build_yolo_dataset(cfg, root + "/images/train", batch, data, mode="train")
+dl = build_dataloader(ds, batch, workers, shuffle=True, device="cpu")
+n, t0 = 0, None
+for ep in range(epochs):
+    for b in dl:
+        if t0 is None:
+            t0 = time.perf_counter()
+            continue
+        n += b["img"].shape[0]
+dt = time.perf_counter() - t0
+print("RESULT", json.dumps({"images": n, "seconds": dt}))
+"""
+
+
+def make_jpeg_dataset(root: pathlib.Path, n: int, h: int = 480, w: int = 640) -> None:
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    for i in range(n):
+        img, rows = make_image(np.random.default_rng([42, i]), h, w)
+        cv2.imwrite(str(root / "images" / "train" / f"{i:04d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        (root / "labels" / "train" / f"{i:04d}.txt").write_text(
+            "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows))
+
+
+def bench_yolojax(root: pathlib.Path, imgsz: int, batch: int, workers: int, epochs: int) -> dict:
+    from yolojax.data.dataset import DetectionDataset
+    from yolojax.data.loader import TrainLoader
+
+    ds = DetectionDataset.from_files(sorted((root / "images" / "train").glob("*.jpg")), dict(enumerate(NAMES)),
+                                     imgsz=imgsz, verbose=False)
+    it = TrainLoader(ds, batch_size=batch, seed=0, workers=workers, prefetch=2).iterator(0, 0, epochs)
+    n, t0 = 0, None
+    for b in it:
+        if t0 is None:
+            t0 = time.perf_counter()
+            continue
+        n += b["images"].shape[0]
+    dt = time.perf_counter() - t0
+    it.close()
+    return {"images": n, "seconds": dt}
+
+
+def bench_ultralytics(py: str, root, imgsz, batch, workers, epochs) -> dict | None:
+    env = dict(os.environ, YOLO_OFFLINE="1", OMP_NUM_THREADS="1")
+    p = subprocess.run([py, "-c", _UL_SCRIPT, str(root), str(imgsz), str(batch), str(workers), str(epochs),
+                        json.dumps(list(NAMES))], capture_output=True, text=True, env=env, timeout=1800)
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    print(f"ultralytics run failed (rc {p.returncode}):\n{p.stderr[-2000:]}", file=sys.stderr)
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--ul-python", default="/work/ulvenv/bin/python")
+    ap.add_argument("--results", default=None, help="append markdown rows to this file")
+    args = ap.parse_args()
+    try:
+        from absl import flags
+
+        flags.FLAGS.mark_as_parsed()  # Grain 0.2.18 workers need parsed flags
+    except Exception:
+        pass
+    import grain
+
+    versions = f"grain {grain.__version__ if hasattr(grain, '__version__') else '?'}, opencv {cv2.__version__}"
+    machine = f"{platform.machine()} {os.cpu_count()} cores"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp) / "jpegs"
+        make_jpeg_dataset(root, args.images)
+        for w in args.workers:
+            r = bench_yolojax(root, args.imgsz, args.batch, w, args.epochs)
+            rows.append(("yolojax", w, r))
+        ul_version = None
+        if args.ul_python and pathlib.Path(args.ul_python).exists():
+            probe = subprocess.run([args.ul_python, "-c", "import ultralytics; print(ultralytics.__version__)"],
+                                   capture_output=True, text=True)
+            ul_version = probe.stdout.strip() if probe.returncode == 0 else None
+        if ul_version:
+            for w in args.workers:
+                r = bench_ultralytics(args.ul_python, root, args.imgsz, args.batch, w, args.epochs)
+                if r:
+                    rows.append((f"ultralytics {ul_version}", w, r))
+    today = datetime.date.today().isoformat()
+    lines = []
+    for name, w, r in rows:
+        ips = r["images"] / r["seconds"]
+        rec = {"benchmark": "data_pipeline", "impl": name, "workers": w, "imgsz": args.imgsz, "batch": args.batch,
+               "images_per_s": round(ips, 1), "images": r["images"], "seconds": round(r["seconds"], 2)}
+        print(json.dumps(rec))
+        lines.append(f"| {today} | {machine} | {versions} | data_pipeline {name} workers={w} | {ips:.1f} img/s | "
+                     f"imgsz {args.imgsz}, batch {args.batch}, mosaic on, {args.images} JPEG 640x480, "
+                     f"{args.epochs} epochs, first batch excluded |")
+    if args.results:
+        path = pathlib.Path(args.results)
+        if not path.exists():
+            path.write_text("| date | machine | versions | benchmark | result | notes |\n|---|---|---|---|---|---|\n")
+        with open(path, "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
