@@ -180,6 +180,7 @@ def main() -> None:
              f"B={args.batch}, M={args.max_boxes} ({len(inputs['batch_idx'])} boxes)")
     machine = f"{platform.platform(terse=True)} {platform.machine()}, {os.cpu_count()} cpu"
     date = datetime.date.today().isoformat()
+    load = f"load avg {os.getloadavg()[0]:.1f} at start" if hasattr(os, "getloadavg") else "load n/a"
     rows = []
 
     ours = time_yolojax(inputs, args)
@@ -190,7 +191,7 @@ def main() -> None:
     versions = f"python {platform.python_version()}, jax {ours['jax']}"
     rows.append(f"| {date} | {machine} | {versions} | loss_bench: detection loss + grad, yolojax jit "
                 f"({ours['backend']}) | {1000 * ours['median_s']:.1f} ms median of {args.runs} | {shape}; compile "
-                f"{ours['compile_s']:.1f} s; total {ours['total']:.4f} (compat=v8) |")
+                f"{ours['compile_s']:.1f} s; total {ours['total']:.4f} (compat=v8); {load} |")
 
     if args.vs_ultralytics:
         if not Path(args.ultralytics_python).exists():
@@ -207,7 +208,7 @@ def main() -> None:
                 rows.append(f"| {date} | {machine} | ultralytics {ul['ultralytics']}, torch {ul['torch']} | "
                             f"loss_bench: v8DetectionLoss forward+backward, torch {ul['threads']} threads | "
                             f"{1000 * ul['median_s']:.1f} ms median of {args.runs} | same inputs; total "
-                            f"{ul['total']:.4f}, rel. diff vs yolojax compat=current {rel:.1e} |")
+                            f"{ul['total']:.4f}, rel. diff vs yolojax compat=current {rel:.1e}; {load} |")
     if not args.no_record:
         append_results(rows)
 
