@@ -192,7 +192,8 @@ class Detect(nn.Module):
     """Decoupled YOLOv8 head: box branch ``cv2`` (4 x reg_max DFL logits) and class branch ``cv3``.
 
     Train mode returns the raw levels [(B, H, W, 4*reg_max + nc)] for P3, P4, P5. Eval mode returns
-    (B, A, 4 + nc): xywh boxes in input pixels, then sigmoid class probabilities.
+    (B, A, 4 + nc): xywh boxes in input pixels, then sigmoid class probabilities; with ``decode=False``
+    it returns the raw levels computed with the running BN statistics (for validation losses).
     """
 
     num_classes: int
@@ -203,7 +204,7 @@ class Detect(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, feats: Sequence[jax.Array], train: bool = False):
+    def __call__(self, feats: Sequence[jax.Array], train: bool = False, decode: bool = True):
         nc, r = self.num_classes, self.reg_max
         c2 = max(16, feats[0].shape[-1] // 4, 4 * r)
         c3 = max(feats[0].shape[-1], min(nc, 100))
@@ -222,7 +223,7 @@ class Detect(nn.Module):
                             param_dtype=jnp.float32, name=f"{branch}_{i}_2")(y.astype(jnp.float32))
                 outs.append(y)
             levels.append(jnp.concatenate(outs, axis=-1))
-        if train:
+        if train or not decode:
             return levels
         return decode_levels(levels, self.strides, self.reg_max)
 

@@ -7,6 +7,7 @@ Linen dataclass.
 
     model.apply(variables, images, train=False) -> (B, A, 4 + nc)
     model.apply(variables, images, train=True, mutable=["batch_stats"]) -> ([P3, P4, P5], updates)
+    model.apply(variables, images, decode=False) -> [P3, P4, P5] with running BN statistics
 
 ``images`` are float (B, H, W, 3) RGB in [0, 1], H and W multiples of 32.
 """
@@ -140,7 +141,7 @@ class YOLOv8(nn.Module):
         return self.plan()[-1][2]["strides"]
 
     @nn.compact
-    def __call__(self, images, train: bool = False):
+    def __call__(self, images, train: bool = False, decode: bool = True):
         bn_var = 0.9 if self.compat == "v8" else 1.0  # v8-era: the stride-probe forward left var at 0.9
         box_bias = 1.0 if self.compat == "v8" else 2.0
         outputs, x = [], None
@@ -161,7 +162,7 @@ class YOLOv8(nn.Module):
             elif module == "Concat":
                 x = Concat(name=name)(inp)
             else:
-                x = Detect(**kwargs, box_bias=box_bias, bn_init_var=bn_var, dtype=self.dtype, name=name)(inp, train)
+                x = Detect(**kwargs, box_bias=box_bias, bn_init_var=bn_var, dtype=self.dtype, name=name)(inp, train, decode)
             outputs.append(x)
         return x
 

@@ -1,0 +1,95 @@
+"""Every training hyperparameter, named and defaulted as Ultralytics' train arguments (spec §3.1).
+
+    python -m yolojax.train --config=configs/default.py --config.data=coco128 --config.epochs=100
+
+The keys are flat, exactly Ultralytics' names; yolojax-only keys are at the end. ``--config.key=value``
+overrides any of them; an unknown key fails naming the closest valid one.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # --- what to train -------------------------------------------------------------------------------
+    c.task = "detect"  # task name (detection only)
+    c.mode = "train"  # mode name (train)
+    c.model = "yolov8n.yaml"  # *.yaml to build from scratch, or *.pt / *.npz weights to start from
+    c.data = "shapes"  # dataset YAML, a bundled name (coco128, coco, VOC, shapes) or tfds:NAME
+    c.epochs = 100  # number of epochs
+    c.time = ml_collections.FieldReference(None, field_type=float)  # max training hours; overrides epochs
+    c.patience = 100  # early-stopping patience in epochs without fitness improvement; 0 disables
+    c.batch = 16  # total (global) batch size over all devices
+    c.imgsz = 640  # square train/val image size, a multiple of 32 (rounded up otherwise)
+    c.save = True  # save checkpoints
+    c.save_period = -1  # also keep a checkpoint every N epochs if > 0
+    c.cache = False  # cache decoded images: True/'ram' (disk caching is treated as ram)
+    c.device = ml_collections.FieldReference(None, field_type=str)  # None: first GPU else CPU; 0, '0,1', cpu, mps, tpu, all
+    c.workers = 8  # data-loading worker processes (0: in the main process)
+    c.project = ml_collections.FieldReference(None, field_type=str)  # output root (default runs/detect)
+    c.name = ml_collections.FieldReference(None, field_type=str)  # run name (default train, train2, ...)
+    c.exist_ok = False  # reuse an existing run directory instead of incrementing the name
+    c.pretrained = True  # bool, or a .pt/.npz path whose matching tensors are transferred
+    c.optimizer = "auto"  # SGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSProp or auto
+    c.verbose = True  # print per-class validation tables
+    c.seed = 0  # random seed (data order, augmentation, init)
+    c.deterministic = True  # deterministic algorithms (XLA is deterministic on CPU; GPU see README)
+    c.single_cls = False  # train as a single-class detector
+    c.rect = False  # rectangular training batches (disables mosaic and shuffling)
+    c.cos_lr = False  # cosine learning-rate schedule instead of linear
+    c.close_mosaic = 10  # disable mosaic for the last N epochs (0: never)
+    c.resume = False  # True (latest checkpoint in the run dir) or a path to a run dir / checkpoint
+    c.amp = True  # mixed precision: bfloat16 compute on accelerators (float32 on CPU)
+    c.fraction = 1.0  # fraction of the training images to use
+    c.profile = False  # (Ultralytics export profiling; accepted, unused)
+    c.freeze = ml_collections.FieldReference(None, field_type=object)  # int N (layers 0..N-1) or list of layer indices
+    c.multi_scale = False  # (accepted; multi-scale training is not implemented: fixed shapes per compile)
+    c.val = True  # validate every epoch (the final epoch is always validated)
+    c.split = "val"  # dataset split used for validation
+    c.save_json = False  # write COCO-format predictions.json during final validation
+    c.conf = ml_collections.FieldReference(None, field_type=float)  # confidence threshold (0.001 for val)
+    c.iou = 0.7  # NMS IoU threshold
+    c.max_det = 300  # maximum detections per image
+    c.half = False  # (v8 inference option; bfloat16 compute is chosen by amp)
+    c.plots = True  # save plots and sample images
+    # --- optimisation ---------------------------------------------------------------------------------
+    c.lr0 = 0.01  # initial learning rate (ignored by optimizer=auto)
+    c.lrf = 0.01  # final learning rate = lr0 * lrf
+    c.momentum = 0.937  # SGD momentum / Adam beta1 (ignored by optimizer=auto)
+    c.weight_decay = 0.0005  # weight decay, scaled by batch * accumulate / nbs
+    c.warmup_epochs = 3.0  # warmup length in epochs (at least 100 iterations, v8)
+    c.warmup_momentum = 0.8  # momentum at the start of warmup
+    c.warmup_bias_lr = 0.1  # learning rate of the bias group at the start of warmup
+    c.box = 7.5  # box (CIoU) loss gain
+    c.cls = 0.5  # classification (BCE) loss gain
+    c.dfl = 1.5  # distribution focal loss gain
+    c.label_smoothing = 0.0  # (v8 key, unused by the detection loss)
+    c.nbs = 64  # nominal batch size: gradients are accumulated to it
+    # --- augmentation ---------------------------------------------------------------------------------
+    c.hsv_h = 0.015  # hue gain
+    c.hsv_s = 0.7  # saturation gain
+    c.hsv_v = 0.4  # value gain
+    c.degrees = 0.0  # rotation (+/- degrees)
+    c.translate = 0.1  # translation (+/- fraction)
+    c.scale = 0.5  # scale gain
+    c.shear = 0.0  # shear (+/- degrees)
+    c.perspective = 0.0  # perspective (+/- fraction)
+    c.flipud = 0.0  # vertical flip probability
+    c.fliplr = 0.5  # horizontal flip probability
+    c.bgr = 0.0  # probability of feeding BGR instead of RGB
+    c.mosaic = 1.0  # mosaic probability
+    c.mixup = 0.0  # mixup probability
+    c.copy_paste = 0.0  # copy-paste probability (segments only: no effect on box datasets)
+    c.cfg = ml_collections.FieldReference(None, field_type=str)  # YAML file whose keys override these defaults
+    # --- yolojax only ---------------------------------------------------------------------------------
+    c.compat = "v8"  # 'v8' (Ultralytics 8.2.103, default) or 'current' (8.4) semantics where they differ
+    c.dtype = "auto"  # compute dtype: auto (bfloat16 with amp on GPU/TPU, float32 on CPU), float32, bfloat16
+    c.bn_sync = True  # BatchNorm statistics over the global batch (False: per device, as Ultralytics DDP)
+    c.checkpoint_every = 0  # also checkpoint every N steps inside an epoch (0: only at epoch ends)
+    c.keep_checkpoints = 2  # Orbax checkpoints kept besides best
+    c.log_every = 10  # read metrics back from the device every N steps (asynchronous otherwise)
+    c.coordinator_address = ml_collections.FieldReference(None, field_type=str)  # multi-host: host:port of process 0
+    c.num_processes = ml_collections.FieldReference(None, field_type=int)  # multi-host: number of processes
+    c.process_id = ml_collections.FieldReference(None, field_type=int)  # multi-host: this process's id
+    return c

@@ -1,0 +1,26 @@
+"""YOLOv8n on the built-in synthetic shapes dataset (generated on first use; no network needed).
+
+    python -m yolojax.train --config=configs/shapes.py
+
+On a 2-core CPU: a few minutes; mAP50 rises well above 0.5 within these epochs (see README).
+"""
+from __future__ import annotations
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from default import get_config as _default  # noqa: E402
+
+
+def get_config():
+    c = _default()
+    c.data = "shapes"
+    c.model = "yolov8n.yaml"
+    c.epochs = 10
+    c.imgsz = 128
+    c.batch = 16
+    c.close_mosaic = 3
+    c.workers = 0
+    c.warmup_epochs = 1.0
+    return c

@@ -1,0 +1,107 @@
+"""Config helpers: defaults, overrides with closest-key errors, run directories, value normalisation."""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import pathlib
+from typing import Any, Mapping
+
+import ml_collections
+import yaml
+
+REPO_CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+
+
+class ConfigError(ValueError):
+    """An unknown or malformed configuration key/value."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """``configs/default.py``'s ``get_config()`` (also importable from an installed package)."""
+    path = REPO_CONFIGS / "default.py"
+    if not path.is_file():  # installed without the repo: the copy shipped in the package
+        path = pathlib.Path(__file__).resolve().parents[1] / "cfg" / "default.py"
+    spec = importlib.util.spec_from_file_location("yolojax_default_config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config()
+
+
+def closest_key(key: str, valid) -> str | None:
+    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any], *,
+                    source: str = "argument") -> ml_collections.ConfigDict:
+    """Set ``overrides`` on a copy of ``config``; an unknown key fails naming the closest valid one."""
+    config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy without FieldReference typing issues
+    valid = list(config.keys())
+    for key, value in overrides.items():
+        if key not in valid:
+            near = closest_key(key, valid)
+            hint = f" Did you mean '{near}'?" if near else ""
+            raise ConfigError(f"'{key}' is not a valid yolojax/Ultralytics train {source}.{hint} "
+                              f"Run 'yolojax cfg' to list every key with its default.")
+        config[key] = value
+    return config
+
+
+def load_cfg_file(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Apply ``cfg=<yaml>`` overrides (Ultralytics' cfg argument)."""
+    if not config.get("cfg"):
+        return config
+    path = pathlib.Path(config.cfg)
+    if not path.is_file():
+        raise ConfigError(f"cfg={config.cfg!r}: file not found.")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of train arguments.")
+    data.pop("cfg", None)
+    return apply_overrides(config, data, source=f"key in {path}")
+
+
+def check_imgsz(imgsz: int, stride: int = 32) -> int:
+    """Round up to a multiple of the max stride, as Ultralytics does (with a warning)."""
+    if isinstance(imgsz, (list, tuple)):
+        imgsz = max(imgsz)
+    imgsz = int(imgsz)
+    new = max(stride, -(-imgsz // stride) * stride)
+    if new != imgsz:
+        print(f"WARNING: imgsz={imgsz} must be a multiple of max stride {stride}, updating to {new}")
+    return new
+
+
+def parse_freeze(freeze) -> tuple[int, ...]:
+    if freeze in (None, "", "None", False):
+        return ()
+    if isinstance(freeze, str):
+        freeze = yaml.safe_load(freeze)
+    if isinstance(freeze, int):
+        return tuple(range(freeze))
+    return tuple(int(i) for i in freeze)
+
+
+def increment_path(path: pathlib.Path, exist_ok: bool = False) -> pathlib.Path:
+    """runs/detect/train -> train2, train3 … (v8-era: no separator); never reuses a run silently."""
+    path = pathlib.Path(path)
+    if exist_ok or not path.exists():
+        return path
+    n = 2
+    while (path.parent / f"{path.name}{n}").exists():
+        n += 1
+    return path.parent / f"{path.name}{n}"
+
+
+def run_dir(config) -> pathlib.Path:
+    project = pathlib.Path(config.get("project") or "runs/detect")
+    return increment_path(project / (config.get("name") or "train"), bool(config.get("exist_ok")))
+
+
+def save_args_yaml(config, path: pathlib.Path) -> None:
+    path.write_text(yaml.safe_dump(to_plain(config), sort_keys=False))
+
+
+def to_plain(config) -> dict:
+    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}

@@ -1,0 +1,165 @@
+"""The train state and the pure, jittable train and eval steps.
+
+    state = create_train_state(model, variables, hyper, labels=...)   # see TrainHyper
+    state, metrics = train_step(state, batch)     # jit it with donate_argnums=0
+    out = eval_step(ema_variables, images, model=..., ...)   # decode + NMS (+ losses), fixed-size outputs
+
+``batch``: {"images": (B, S, S, 3) uint8 RGB, "boxes": (B, M, 4) float32 pixel xyxy, "classes": (B, M) int32,
+"mask": (B, M) bool}. One call of ``train_step`` consumes one batch (one Ultralytics iteration ``ni``):
+forward (train-mode BN), TaskAligned assignment and loss, gradient, accumulation, and - every
+``accumulate`` iterations - gradient clipping (global norm 10), the optimizer update and the EMA update.
+No host synchronisation: the schedule is computed on the device from the iteration counter.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from yolojax.engine.optim import Schedule, build_optimizer, ema_decay, param_group_labels, set_hyperparams
+from yolojax.loss import detection_loss
+from yolojax.nn.blocks import decode_levels
+from yolojax.ops.nms import non_max_suppression
+
+MAX_GRAD_NORM = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainHyper:
+    """Static (hashable) settings of the train step."""
+
+    schedule: Schedule
+    optimizer: str = "SGD"
+    weight_decay: float = 0.0005  # already scaled by batch * accumulate / nbs
+    box: float = 7.5
+    cls: float = 0.5
+    dfl: float = 1.5
+    compat: str = "v8"
+    frozen_layers: tuple[int, ...] = ()
+    ema_decay: float = 0.9999
+    ema_tau: float = 2000.0
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # global iteration ni (batches consumed)
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    grad_accum: Any  # summed gradients since the last optimizer step
+    last_opt_step: jax.Array  # ni of the last optimizer step (-1 before the first)
+    ema_params: Any
+    ema_batch_stats: Any
+    ema_updates: jax.Array
+    model: nn.Module = flax.struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    hyper: TrainHyper = flax.struct.field(pytree_node=False)
+
+    @property
+    def ema_variables(self):
+        return {"params": self.ema_params, "batch_stats": self.ema_batch_stats}
+
+    @property
+    def variables(self):
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def create_train_state(model: nn.Module, variables, hyper: TrainHyper) -> TrainState:
+    """A fresh state: optimizer state for the three parameter groups, EMA = a copy of the weights."""
+    params = jax.tree.map(jnp.asarray, variables["params"])
+    batch_stats = jax.tree.map(jnp.asarray, variables["batch_stats"])
+    labels = param_group_labels(params, hyper.frozen_layers)
+    s = hyper.schedule
+    tx = build_optimizer(hyper.optimizer, lr0=s.lr0, momentum=s.momentum, weight_decay=hyper.weight_decay,
+                         labels=labels)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=tx.init(params),
+        grad_accum=jax.tree.map(jnp.zeros_like, params), last_opt_step=jnp.full((), -1, jnp.int32),
+        ema_params=jax.tree.map(jnp.array, params), ema_batch_stats=jax.tree.map(jnp.array, batch_stats),
+        ema_updates=jnp.zeros((), jnp.int32), model=model, tx=tx, hyper=hyper)
+
+
+def clip_by_global_norm_torch(grads, max_norm: float = MAX_GRAD_NORM):
+    """``torch.nn.utils.clip_grad_norm_``: scale by max_norm / (norm + 1e-6) when that is below 1."""
+    norm = optax.global_norm(grads)
+    coef = jnp.minimum(max_norm / (norm + 1e-6), 1.0)
+    return jax.tree.map(lambda g: g * coef, grads), norm
+
+
+def preprocess(images, dtype=jnp.float32):
+    """uint8 NHWC -> float in [0, 1] (on the device: the host ships bytes)."""
+    return images.astype(jnp.float32) / 255.0
+
+
+def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
+    """One iteration: loss + grad on ``batch``, accumulate, and step the optimizer when due."""
+    h = state.hyper
+    targets = {"boxes": batch["boxes"], "classes": batch["classes"], "mask": batch["mask"]}
+    images = preprocess(batch["images"])
+    nc = state.model.num_classes
+
+    def loss_fn(params):
+        levels, updates = state.model.apply({"params": params, "batch_stats": state.batch_stats}, images,
+                                            train=True, mutable=["batch_stats"])
+        total, items = detection_loss(levels, targets, num_classes=nc, box=h.box, cls=h.cls, dfl=h.dfl,
+                                      compat=h.compat)
+        return total, (items, updates["batch_stats"])
+
+    (total, (items, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_accum = jax.tree.map(jnp.add, state.grad_accum, grads)
+    ni = state.step
+    lrs, momentum, accumulate = h.schedule.at(ni)
+    due = (ni - state.last_opt_step) >= accumulate
+
+    def do_update(_):
+        clipped, norm = clip_by_global_norm_torch(grad_accum)
+        opt_state = set_hyperparams(state.opt_state, lrs, momentum)
+        updates, opt_state = state.tx.update(clipped, opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_updates = state.ema_updates + 1
+        d = ema_decay(ema_updates, h.ema_decay, h.ema_tau)
+        blend = lambda e, v: d * e + (1.0 - d) * v  # noqa: E731
+        return (params, opt_state, jax.tree.map(jnp.zeros_like, grad_accum), ni,
+                jax.tree.map(blend, state.ema_params, params), jax.tree.map(blend, state.ema_batch_stats, batch_stats),
+                ema_updates, norm)
+
+    def no_update(_):
+        return (state.params, state.opt_state, grad_accum, state.last_opt_step, state.ema_params,
+                state.ema_batch_stats, state.ema_updates, jnp.zeros((), jnp.float32))
+
+    params, opt_state, grad_accum, last, ema_p, ema_bs, ema_updates, grad_norm = jax.lax.cond(
+        due, do_update, no_update, None)
+    new_state = state.replace(step=ni + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+                              grad_accum=grad_accum, last_opt_step=last, ema_params=ema_p, ema_batch_stats=ema_bs,
+                              ema_updates=ema_updates)
+    metrics = {**items, "loss": total, "instances": jnp.sum(batch["mask"]), "optimizer_step": due,
+               "grad_norm": grad_norm, "lr/pg0": lrs["bias"] if h.compat == "v8" else lrs["weight"],
+               "lr/pg1": lrs["weight"] if h.compat == "v8" else lrs["bn"],
+               "lr/pg2": lrs["bn"] if h.compat == "v8" else lrs["bias"]}
+    return new_state, metrics
+
+
+def eval_step(variables, images, *, model: nn.Module, conf: float = 0.001, iou: float = 0.7, max_det: int = 300,
+              agnostic: bool = False, multi_label: bool = True, targets=None, loss_gains=(7.5, 0.5, 1.5),
+              compat: str = "v8"):
+    """Eval-mode forward, decode, NMS (+ the loss items when ``targets`` are given). Fixed-size outputs.
+
+    Returns {"boxes" (B, max_det, 4) xyxy input pixels, "scores", "classes", "valid"} and, with targets,
+    "box_loss"/"cls_loss"/"dfl_loss" computed from the eval-mode raw outputs (Ultralytics' val losses)."""
+    x = preprocess(images)
+    levels = model.apply(variables, x, train=False, decode=False)
+    preds = decode_levels(levels, model.strides)
+    boxes, scores, classes, valid = non_max_suppression(
+        preds, conf, iou, agnostic=agnostic, multi_label=multi_label and model.num_classes > 1, max_det=max_det)
+    out = {"boxes": boxes, "scores": scores, "classes": classes, "valid": valid}
+    if targets is not None:
+        box, cls, dfl = loss_gains
+        _, items = detection_loss(levels, targets, num_classes=model.num_classes, box=box, cls=cls, dfl=dfl,
+                                  compat=compat)
+        out.update(items)
+    return out

@@ -1,0 +1,191 @@
+"""``train_and_evaluate(config, workdir)``: the training loop with Ultralytics' semantics (spec §3).
+
+Setup (data, model, transfer, optimizer, schedule, mesh, state or resume), then per epoch: the compiled
+train step over the loader's batches, validation of the EMA weights, fitness / best / early stopping,
+``results.csv``, an Orbax checkpoint and the ``last.npz`` / ``best.npz`` exports. Only process 0 writes
+files other than the (collective) checkpoints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yolojax.engine import config as cfgmod
+from yolojax.engine.checkpoint import Checkpointer
+from yolojax.engine.devices import check_batch_divides, data_sharding, make_mesh, replicated, select_devices
+from yolojax.engine.optim import OPTIMIZERS, Schedule, accumulate_steps, auto_optimizer, warmup_iterations
+from yolojax.engine.state import TrainHyper, create_train_state, train_step
+from yolojax.engine.validate import Validator
+from yolojax.report.results import ResultsLog, format_epoch_header, format_progress
+
+LOSS_KEYS = ("box_loss", "cls_loss", "dfl_loss")
+
+
+@dataclasses.dataclass
+class Setup:
+    config: Any
+    save_dir: pathlib.Path
+    model: Any
+    variables: dict
+    names: dict
+    train_loader: Any
+    val_loader: Any
+    hyper: TrainHyper
+    mesh: Any
+    optimizer_line: str
+
+
+def _log(*args) -> None:
+    if jax.process_index() == 0:
+        print(*args, flush=True)
+
+
+def _compute_dtype(config, devices):
+    name = str(config.get("dtype", "auto"))
+    if name == "auto":
+        on_accel = devices[0].platform not in ("cpu",)
+        return jnp.bfloat16 if (config.amp and on_accel) else jnp.float32
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def build_model(config, nc: int, names: dict, dtype):
+    """(model, variables) for ``config.model``: a YAML builds from scratch (Ultralytics init); weights
+    (.pt/.npz) build the same architecture for the dataset's nc and transfer matching tensors."""
+    from yolojax.nn import YOLOv8
+    from yolojax.nn.yolo import init_variables
+    from yolojax.weights import load_checkpoint, transfer
+
+    src = str(config.model)
+    compat = config.compat
+    if src.endswith((".yaml", ".yml")):
+        model = YOLOv8.from_yaml(src, num_classes=nc, compat=compat, dtype=dtype)
+        variables = init_variables(model, seed=config.seed)
+        pretrained = config.pretrained if isinstance(config.pretrained, str) else None
+    else:
+        w = load_checkpoint(src)
+        model = w.model.clone(num_classes=nc, compat=compat, dtype=dtype)
+        variables = init_variables(model, seed=config.seed)
+        pretrained = src if config.pretrained is not False else None
+        if isinstance(config.pretrained, str) and config.pretrained not in ("", "True", "true"):
+            pretrained = config.pretrained
+        if pretrained == src:
+            variables, _ = transfer(w.variables, variables)
+            pretrained = None
+    if pretrained:
+        variables, _ = transfer(load_checkpoint(pretrained).variables, variables)
+    return model, jax.tree.map(np.asarray, variables)
+
+
+def setup(config, workdir=None) -> Setup:
+    from yolojax.data import DetectionDataset, TrainLoader, ValLoader, check_dataset
+
+    config = cfgmod.load_cfg_file(config)
+    config.imgsz = cfgmod.check_imgsz(config.imgsz)
+    devices = select_devices(config.device)
+    n_dev = len(devices)
+    check_batch_divides(int(config.batch), n_dev)
+    mesh = make_mesh(devices)
+    save_dir = pathlib.Path(workdir) if workdir else cfgmod.run_dir(config)
+    data = check_dataset(config.data)
+    names = dict(data["names"])
+    if config.single_cls:
+        names = {0: "item"}
+    nc = len(names)
+    workers = int(config.workers)
+    if devices[0].platform == "cpu" and jax.process_count() == 1:
+        workers = 0  # as Ultralytics on CPU: worker processes compete with the step for the same cores
+    train_ds = DetectionDataset.from_config(data, "train", imgsz=config.imgsz, single_cls=config.single_cls,
+                                            fraction=config.fraction, compat=config.compat, cache=config.cache or None)
+    val_ds = DetectionDataset.from_config(data, config.split if data.get(config.split) else "val",
+                                          imgsz=config.imgsz, single_cls=config.single_cls, compat=config.compat,
+                                          cache=config.cache or None, verbose=False)
+    epochs = int(config.epochs)
+    close_at = (epochs - int(config.close_mosaic)) if int(config.close_mosaic) > 0 else None
+    hyp = {k: config[k] for k in ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
+                                   "flipud", "fliplr", "mosaic", "mixup", "bgr")}
+    if config.rect:
+        hyp.update(mosaic=0.0, mixup=0.0)
+    train_loader = TrainLoader(train_ds, batch_size=int(config.batch), seed=int(config.seed), hyp=hyp,
+                               workers=workers, close_mosaic_epoch=close_at, compat=config.compat)
+    batch = train_loader.global_batch
+    check_batch_divides(batch, n_dev)
+    val_batch = 2 * batch // n_dev * n_dev
+    val_loader = ValLoader(val_ds, batch_size=max(val_batch, n_dev), rect=True, workers=workers, compat=config.compat)
+
+    dtype = _compute_dtype(config, devices)
+    model, variables = build_model(config, nc, names, dtype)
+
+    nb = train_loader.num_batches
+    nbs = int(config.nbs)
+    accumulate = accumulate_steps(nbs, batch)
+    weight_decay = float(config.weight_decay) * batch * accumulate / nbs
+    iterations = math.ceil(len(train_ds) / max(batch, nbs)) * epochs
+    name, lr0, momentum = str(config.optimizer), float(config.lr0), float(config.momentum)
+    warmup_bias_lr = float(config.warmup_bias_lr)
+    lines = []
+    if name == "auto":
+        lines.append(f"optimizer: 'optimizer=auto' found, ignoring 'lr0={lr0}' and 'momentum={momentum}' and "
+                     f"determining best 'optimizer', 'lr0' and 'momentum' automatically... ")
+        name, lr0, momentum = auto_optimizer(nc, iterations, config.compat)
+        warmup_bias_lr = 0.0
+    if name not in OPTIMIZERS:
+        near = cfgmod.closest_key(name, OPTIMIZERS)
+        raise cfgmod.ConfigError(f"optimizer={name!r} is not supported; choose one of {OPTIMIZERS} or auto."
+                                 + (f" Did you mean '{near}'?" if near else ""))
+    schedule = Schedule(lr0=lr0, lrf=float(config.lrf), epochs=epochs, nb=nb,
+                        nw=warmup_iterations(float(config.warmup_epochs), nb, epochs, config.compat),
+                        momentum=momentum, warmup_momentum=float(config.warmup_momentum),
+                        warmup_bias_lr=warmup_bias_lr, cos_lr=bool(config.cos_lr), accumulate=accumulate,
+                        nbs_over_batch=nbs / batch, compat=config.compat,
+                        uses_momentum=name in ("SGD", "RMSProp"))
+    frozen = cfgmod.parse_freeze(config.freeze)
+    hyper = TrainHyper(schedule=schedule, optimizer=name, weight_decay=weight_decay, box=float(config.box),
+                       cls=float(config.cls), dfl=float(config.dfl), compat=config.compat, frozen_layers=frozen)
+    mom_txt = f"momentum={momentum}" if name in ("SGD", "RMSProp") else f"betas=({momentum}, 0.999)"
+    lines.append(f"optimizer: {name}(lr={lr0}, {mom_txt}) with parameter groups "
+                 f"{_count_groups(variables['params'], weight_decay)}")
+    config.batch = batch
+    return Setup(config, save_dir, model, variables, names, train_loader, val_loader, hyper, mesh, "\n".join(lines))
+
+
+def _count_groups(params, weight_decay: float) -> str:
+    from yolojax.engine.optim import param_group_labels
+
+    labels = jax.tree.leaves(param_group_labels(params))
+    return (f"{labels.count('bn')} weight(decay=0.0), {labels.count('weight')} weight(decay={weight_decay:g}), "
+            f"{labels.count('bias')} bias(decay=0.0)")
+
+
+class EarlyStopping:
+    """Stop when fitness has not improved for ``patience`` epochs (v8: ties count as improvement)."""
+
+    def __init__(self, patience: int, compat: str = "v8"):
+        self.patience = patience or float("inf")
+        self.best_fitness, self.best_epoch, self.compat = 0.0, 0, compat
+
+    def __call__(self, epoch: int, fitness: float | None) -> bool:
+        if fitness is None:
+            return False
+        improved = fitness >= self.best_fitness if self.compat == "v8" else (fitness > self.best_fitness
+                                                                             or self.best_fitness == 0)
+        if improved:
+            self.best_epoch, self.best_fitness = epoch, fitness
+        return (epoch - self.best_epoch) >= self.patience
+
+    def possible_stop(self, epoch: int) -> bool:
+        return (epoch - self.best_epoch) >= self.patience - 1
+
+    def state(self) -> dict:
+        return {"best_fitness": self.best_fitness, "best_epoch": self.best_epoch}
+
+    def load(self, s: dict) -> None:
+        self.best_fitness, self.best_epoch = float(s["best_fitness"]), int(s["best_epoch"])

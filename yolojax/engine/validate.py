@@ -1,0 +1,122 @@
+"""The validator: jitted forward + decode + NMS (+ losses) on the device, matching and AP on the host.
+
+Used by the trainer every epoch (EMA weights, rectangular batches, val losses) and by ``yolojax.val``.
+Batches are dispatched one ahead of the host-side matching, so the device works while the host
+computes IoUs for the previous batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yolojax.engine.state import eval_step
+from yolojax.metrics import ConfusionMatrix, DetectionStatsAccumulator, DetMetrics
+
+
+@dataclasses.dataclass
+class ValResult:
+    metrics: DetMetrics
+    losses: dict[str, float]  # val/box_loss, val/cls_loss, val/dfl_loss (empty without losses)
+    speed: dict[str, float]  # ms per image: preprocess, inference, loss, postprocess
+    table: list[str]
+    seen: int
+    accumulator: DetectionStatsAccumulator
+    first_batches: list[dict]  # the first batches with predictions (for plots)
+
+
+class Validator:
+    """``Validator(model, loader, names)(variables) -> ValResult``.
+
+    ``put`` places a host batch on the devices (the trainer passes its sharding helper); by default
+    ``jax.device_put`` on the default device."""
+
+    def __init__(self, model, loader, names: Mapping[int, str], *, conf: float | None = None, iou: float = 0.7,
+                 max_det: int = 300, single_cls: bool = False, compat: str = "v8", compute_loss: bool = True,
+                 loss_gains=(7.5, 0.5, 1.5), put: Callable | None = None, plots_batches: int = 3,
+                 confusion: bool = True):
+        self.model, self.loader, self.names = model, loader, dict(names)
+        self.conf = 0.001 if conf is None else float(conf)
+        self.iou, self.max_det, self.single_cls, self.compat = float(iou), int(max_det), single_cls, compat
+        self.compute_loss, self.loss_gains = compute_loss, tuple(loss_gains)
+        self.put = put or (lambda batch: jax.device_put(batch))
+        self.plots_batches, self.confusion = plots_batches, confusion
+        self._step = jax.jit(functools.partial(
+            eval_step, model=model, max_det=self.max_det, agnostic=single_cls, multi_label=True,
+            loss_gains=self.loss_gains, compat=compat))
+        self.compiled_shapes: set = set()
+
+    def _dispatch(self, variables, batch):
+        dev = self.put({k: batch[k] for k in ("images", "boxes", "classes", "mask")})
+        targets = {k: dev[k] for k in ("boxes", "classes", "mask")} if self.compute_loss else None
+        self.compiled_shapes.add((batch["images"].shape, batch["boxes"].shape if self.compute_loss else None))
+        return self._step(variables, dev["images"], conf=self.conf, iou=self.iou, targets=targets)
+
+    def __call__(self, variables, *, progress: Callable | None = None) -> ValResult:
+        nc = self.model.num_classes
+        cm = ConfusionMatrix(nc, conf=0.25 if self.compat == "v8" else self.conf, compat=self.compat) \
+            if self.confusion else None
+        acc = DetectionStatsAccumulator(nc, self.names, compat=self.compat, single_cls=self.single_cls,
+                                        confusion_matrix=cm)
+        loss_sum = np.zeros(3)
+        n_batches, seen = 0, 0
+        t_pre = t_inf = t_post = 0.0
+        first: list[dict] = []
+        pending = None
+        it = iter(self.loader)
+        t0 = time.perf_counter()
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                batch = None
+            t1 = time.perf_counter()
+            t_pre += t1 - t0
+            out = self._dispatch(variables, batch) if batch is not None else None  # async: returns at once
+            if pending is not None:
+                pb, pout = pending
+                t2 = time.perf_counter()
+                host = jax.device_get(pout)
+                t3 = time.perf_counter()
+                t_inf += t3 - t2
+                seen += self._accumulate(acc, pb, host)
+                if self.compute_loss:
+                    loss_sum += [float(host["box_loss"]), float(host["cls_loss"]), float(host["dfl_loss"])]
+                n_batches += 1
+                if len(first) < self.plots_batches:
+                    first.append({"batch": pb, "pred": host})
+                t_post += time.perf_counter() - t3
+                if progress is not None:
+                    progress(n_batches)
+            if batch is None:
+                break
+            pending = (batch, out)
+            t0 = time.perf_counter()
+        metrics = acc.compute()
+        losses = {}
+        if self.compute_loss and n_batches:
+            losses = {f"val/{k}": round(float(v) / n_batches, 5)
+                      for k, v in zip(("box_loss", "cls_loss", "dfl_loss"), loss_sum)}
+        n = max(seen, 1)
+        speed = {"preprocess": 1e3 * t_pre / n, "inference": 1e3 * t_inf / n, "loss": 0.0,
+                 "postprocess": 1e3 * t_post / n}
+        return ValResult(metrics, losses, speed, acc.table_lines(metrics), seen, acc, first)
+
+    @staticmethod
+    def _accumulate(acc: DetectionStatsAccumulator, batch: dict, host: dict) -> int:
+        seen = 0
+        for i in range(batch["images"].shape[0]):
+            if not batch["image_valid"][i]:
+                continue
+            keep = host["valid"][i]
+            gt = batch["mask"][i]
+            acc.update(host["boxes"][i][keep], host["scores"][i][keep], host["classes"][i][keep],
+                       batch["boxes"][i][gt], batch["classes"][i][gt],
+                       ratio_pad=batch["ratio_pad"][i], orig_hw=batch["ori_shape"][i])
+            seen += 1
+        return seen

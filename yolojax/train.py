@@ -1,0 +1,336 @@
+"""Train a YOLOv8 detector: ``python -m yolojax.train --config=configs/shapes.py [--config.key=value ...]``.
+
+``train_and_evaluate(config, workdir)`` is the library entry point; this module's ``main`` only parses
+flags. Callbacks (Ultralytics' event names) receive a ``RunContext`` whose fields the loop keeps current.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yolojax.engine import config as cfgmod
+from yolojax.engine.checkpoint import Checkpointer
+from yolojax.engine.devices import data_sharding, replicated
+from yolojax.engine.state import create_train_state, train_step
+from yolojax.engine.trainer import EarlyStopping, _log, setup
+from yolojax.engine.validate import Validator
+from yolojax.report.results import ResultsLog, format_epoch_header, format_progress
+
+EVENTS = ("on_pretrain_routine_end", "on_train_start", "on_train_epoch_start", "on_train_batch_end",
+          "on_train_epoch_end", "on_fit_epoch_end", "on_model_save", "on_train_end")
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What callbacks see. Fields are updated in place as the run progresses."""
+
+    config: Any = None
+    save_dir: pathlib.Path | None = None
+    setup: Any = None
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0  # global iteration
+    batch: dict | None = None  # the last host batch (uint8 images, boxes, classes, mask)
+    batch_metrics: dict | None = None
+    row: dict | None = None  # the last results.csv row
+    val: Any = None  # the last ValResult
+    metrics: dict = dataclasses.field(default_factory=dict)
+    compile_seconds: float = 0.0
+    images_per_second: float = 0.0
+    final: Any = None  # ValResult of the final validation (best weights)
+
+
+def _host_config(config):
+    import ml_collections
+
+    return ml_collections.ConfigDict(cfgmod.to_plain(config))
+
+
+def _find_resume(config, workdir):
+    """(run dir, Checkpointer) for ``resume=True`` (workdir, else the newest run) or a path."""
+    target = config.resume
+    if isinstance(target, str) and target not in ("True", "true", "1"):
+        p = pathlib.Path(target)
+        if p.is_file():  # weights/last.npz or similar: its run directory
+            p = p.parent.parent if p.parent.name == "weights" else p.parent
+        if p.name == "ckpt":
+            p = p.parent.parent
+        elif p.name == "weights":
+            p = p.parent
+        run = p
+    elif workdir:
+        run = pathlib.Path(workdir)
+    else:
+        root = pathlib.Path(config.get("project") or "runs/detect")
+        runs = sorted(root.glob("*/weights/ckpt"), key=lambda d: d.stat().st_mtime)
+        if not runs:
+            raise FileNotFoundError(f"resume=True but no checkpoint was found under {root}/*/weights/ckpt. Give the "
+                                    f"run directory: --config.resume=runs/detect/train")
+        run = runs[-1].parent.parent
+    ckdir = run / "weights" / "ckpt"
+    if not ckdir.is_dir():
+        raise FileNotFoundError(f"resume: {run} holds no checkpoint ({ckdir} is missing).")
+    return run, Checkpointer(ckdir)
+
+
+RESUME_OVERRIDES = ("device", "workers", "epochs", "patience", "val", "plots", "save_period", "time", "verbose")
+
+
+def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callable]] | None = None) -> dict:
+    """Train per ``config`` into ``workdir`` (default runs/detect/trainN); returns the final metrics dict."""
+    config = _host_config(config)
+    callbacks = callbacks or {}
+    ckpt = None
+    meta: dict | None = None
+    if config.resume:
+        run, ckpt = _find_resume(config, workdir)
+        meta = ckpt.read_meta()
+        stored = dict(meta["config"])
+        for key in RESUME_OVERRIDES:  # the run's own config wins, except these
+            if key in ("epochs",) and config[key] <= stored[key]:
+                continue
+            if config[key] != cfgmod.default_config()[key] or key == "device":
+                stored[key] = config[key]
+        finished = meta.get("finished", False)
+        if finished and stored["epochs"] <= meta["config"]["epochs"]:
+            raise SystemExit(f"{run}: training to {meta['config']['epochs']} epochs is finished, nothing to resume. "
+                             f"Start a new run, or extend this one with --config.resume={run} "
+                             f"--config.epochs=N (N > {meta['config']['epochs']}).")
+        config = cfgmod.apply_overrides(cfgmod.default_config(), stored, source="checkpoint key")
+        config.resume = str(run)
+        workdir = run
+    s = setup(config, workdir)
+    config, save_dir, mesh = s.config, s.save_dir, s.mesh
+    is_main = jax.process_index() == 0
+    ctx = RunContext(config=config, save_dir=save_dir, setup=s, epochs=int(config.epochs))
+    fire = lambda event: [cb(ctx) for cb in callbacks.get(event, [])]  # noqa: E731
+
+    weights_dir = save_dir / "weights"
+    if is_main:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        cfgmod.save_args_yaml(config, save_dir / "args.yaml")
+    ckpt = ckpt or Checkpointer(weights_dir / "ckpt", max_to_keep=int(config.keep_checkpoints))
+    repl, data = replicated(mesh), data_sharding(mesh)
+    state = create_train_state(s.model, s.variables, s.hyper)
+    state = jax.device_put(state, repl)
+    results = ResultsLog(save_dir / "results.csv")
+    stopper = EarlyStopping(int(config.patience or 0), config.compat)
+    start_epoch, start_step, best_fitness = 0, 0, None
+    tsum, tcount = np.zeros(3), 0
+    if meta is not None:
+        state, meta = ckpt.restore(state)
+        state = jax.device_put(state, repl)
+        start_epoch, start_step = int(meta["epoch"]), int(meta["step_in_epoch"])
+        best_fitness = meta.get("best_fitness")
+        stopper.load(meta["stopper"])
+        results.rows = list(meta["results"])
+        tsum, tcount = np.asarray(meta["tloss_sum"], float), int(meta["tloss_count"])
+        if start_step >= s.train_loader.num_batches:
+            start_epoch, start_step, tsum, tcount = start_epoch + 1, 0, np.zeros(3), 0
+        _log(f"Resuming training {save_dir} from epoch {start_epoch + 1} step {start_step} of "
+             f"{config.epochs} epochs")
+        if is_main:
+            results.write()
+
+    step_fn = jax.jit(train_step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+    put = lambda b: jax.tree.map(  # noqa: E731
+        lambda x: jax.make_array_from_process_local_data(data, x), b)
+    validator = Validator(s.model, s.val_loader, s.names, conf=config.conf, iou=config.iou, max_det=config.max_det,
+                          single_cls=config.single_cls, compat=config.compat,
+                          loss_gains=(config.box, config.cls, config.dfl), put=put)
+    _log(s.optimizer_line)
+    nb, epochs = s.train_loader.num_batches, int(config.epochs)
+    _log(f"Image sizes {config.imgsz} train, {config.imgsz} val\nUsing {config.workers} dataloader workers\n"
+         f"Logging results to {save_dir}\nStarting training for {epochs} epochs...")
+    fire("on_pretrain_routine_end")
+    fire("on_train_start")
+    t_start = time.time()
+    shapes_seen: set = set()
+    stop = False
+    epoch = start_epoch
+    it = s.train_loader.iterator(start_epoch, start_step, end_epoch=epochs) if start_epoch < epochs else None
+    tty = sys.stdout.isatty() and is_main
+    last_metrics: dict = {}
+    for epoch in range(start_epoch, epochs):
+        ctx.epoch = epoch
+        fire("on_train_epoch_start")
+        if s.train_loader.close_mosaic_epoch is not None and epoch == s.train_loader.close_mosaic_epoch:
+            _log("Closing dataloader mosaic")
+        _log(format_epoch_header())
+        first_step = start_step if epoch == start_epoch else 0
+        if epoch != start_epoch:
+            tsum, tcount = np.zeros(3), 0
+        dev_sum = jnp.zeros(3)
+        t_epoch = time.time()
+        n_images = 0
+        for i in range(first_step, nb):
+            batch = next(it)
+            key = (batch["images"].shape, batch["boxes"].shape)
+            if key not in shapes_seen:
+                shapes_seen.add(key)
+                t0 = time.time()
+                lowered = step_fn.lower(state, put(batch))
+                lowered.compile()
+                ctx.compile_seconds += time.time() - t0
+                _log(f"compiled train step for images {key[0]}, boxes {key[1]} in {time.time() - t0:.1f}s "
+                     f"({len(shapes_seen)} shape(s) so far)")
+            state, m = step_fn(state, put(batch))
+            dev_sum = dev_sum + jnp.stack([m["box_loss"], m["cls_loss"], m["dfl_loss"]])
+            n_images += batch["images"].shape[0]
+            ctx.step, ctx.batch, ctx.batch_metrics = epoch * nb + i, batch, m
+            last_metrics = m
+            fire("on_train_batch_end")
+            done = i + 1 == nb
+            if tty or done or (i + 1) % max(int(config.log_every), 1) == 0:
+                means = (tsum + np.asarray(dev_sum)) / (tcount + i + 1 - first_step)
+                if tty or done:
+                    line = format_progress(epoch, epochs, _mem_gb(), means, int(m["instances"]),
+                                           int(config.imgsz))
+                    print(("\r" if tty else "") + line + f" {i + 1}/{nb}", end="\n" if done else "", flush=True)
+            if config.time and time.time() - t_start > float(config.time) * 3600:
+                stop = True
+            if int(config.checkpoint_every) > 0 and (i + 1) % int(config.checkpoint_every) == 0 and not done:
+                _save(ckpt, state, config, epoch, i + 1, best_fitness, stopper, results,
+                      tsum + np.asarray(dev_sum), tcount + i + 1 - first_step, finished=False)
+            if stop:
+                break
+        tsum = tsum + np.asarray(dev_sum)
+        tcount = tcount + (i + 1 - first_step)
+        ctx.images_per_second = n_images / max(time.time() - t_epoch, 1e-9)
+        fire("on_train_epoch_end")
+        final_epoch = epoch + 1 >= epochs or stop
+        row = {"epoch": epoch + 1, **{f"train/{k}": round(float(v), 5)
+                                      for k, v in zip(("box_loss", "cls_loss", "dfl_loss"), tsum / max(tcount, 1))}}
+        row.update({k: float(last_metrics[k]) for k in ("lr/pg0", "lr/pg1", "lr/pg2")})
+        fitness = None
+        if config.val or final_epoch or stopper.possible_stop(epoch):
+            val = validator(state.ema_variables)
+            ctx.val = val
+            for line in val.table[:2]:
+                _log(line)
+            row.update(val.metrics.results_dict)
+            row.update(val.losses)
+            fitness = float(val.metrics.fitness(config.compat))
+        row.pop("fitness", None)
+        ctx.row = row
+        if fitness is not None and (best_fitness is None or best_fitness < fitness
+                                    or (config.compat == "v8" and best_fitness == 0)):
+            best_fitness = fitness
+            is_best = True
+        else:
+            is_best = False
+        stop = stopper(epoch + 1, fitness) or stop
+        results.append(row)
+        final_epoch = final_epoch or stop
+        if config.save or final_epoch:
+            _save(ckpt, state, config, epoch, nb, best_fitness, stopper, results, tsum, tcount,
+                  finished=final_epoch)
+            if is_main:
+                from yolojax.weights import save_state_dict
+
+                ema = jax.device_get(state.ema_variables)
+                save_state_dict(ema, weights_dir / "last.npz", names=s.names)
+                if is_best:
+                    save_state_dict(ema, weights_dir / "best.npz", names=s.names)
+                if int(config.save_period) > 0 and epoch % int(config.save_period) == 0:
+                    save_state_dict(ema, weights_dir / f"epoch{epoch}.npz", names=s.names)
+            fire("on_model_save")
+        if is_main:
+            results.write()
+        ctx.metrics = {**row, "fitness": fitness}
+        fire("on_fit_epoch_end")
+        if stop:
+            if stopper.patience != float("inf") and (epoch + 1 - stopper.best_epoch) >= stopper.patience:
+                _log(f"Stopping training early as no improvement observed in last {stopper.patience} epochs. "
+                     f"Best results observed at epoch {stopper.best_epoch}.")
+            break
+    if it is not None:
+        it.close()
+    hours = (time.time() - t_start) / 3600
+    _log(f"\n{epoch - start_epoch + 1} epochs completed in {hours:.3f} hours.")
+    final = _final_eval(validator, weights_dir, config, s)
+    ctx.final = final
+    ckpt.close()
+    out = dict(ctx.metrics)
+    if final is not None:
+        out.update(final.metrics.results_dict)
+        out["fitness"] = float(final.metrics.fitness(config.compat))
+    out["save_dir"] = str(save_dir)
+    fire("on_train_end")
+    return out
+
+
+def _final_eval(validator: Validator, weights_dir: pathlib.Path, config, s):
+    """Validate best.npz (else last.npz) with the per-class table, as Ultralytics' final_eval does."""
+    from yolojax.weights import load
+
+    path = weights_dir / "best.npz"
+    if not path.is_file():
+        path = weights_dir / "last.npz"
+    if not path.is_file():
+        return None
+    _log(f"\nValidating {path}...")
+    _, variables = load(path)
+    variables = jax.device_put(variables, replicated(s.mesh))
+    result = validator(variables)
+    for line in result.table if config.verbose else result.table[:2]:
+        _log(line)
+    sp = result.speed
+    _log(f"Speed: {sp['preprocess']:.1f}ms preprocess, {sp['inference']:.1f}ms inference, {sp['loss']:.1f}ms loss, "
+         f"{sp['postprocess']:.1f}ms postprocess per image")
+    _log(f"Results saved to {weights_dir.parent}")
+    return result
+
+
+def _save(ckpt, state, config, epoch, step_in_epoch, best_fitness, stopper, results, tsum, tcount, *, finished):
+    meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "best_fitness": best_fitness,
+            "stopper": stopper.state(), "results": results.rows, "tloss_sum": list(map(float, tsum)),
+            "tloss_count": int(tcount), "config": cfgmod.to_plain(config), "finished": bool(finished),
+            "data_iterator": {"epoch": epoch, "step": step_in_epoch}}
+    ckpt.save(int(jax.device_get(state.step)), state, meta)
+
+
+def _mem_gb() -> float:
+    try:
+        stats = jax.local_devices()[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use", 0) / 1e9
+    except Exception:
+        return 0.0
+
+
+def main(argv=None) -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    cfg_flag = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
+                                               lock_config=True)
+    flags.DEFINE_string("workdir", None, "Run directory (default: runs/detect/train, train2, ...).")
+
+    def _main(_):
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        config = cfg_flag.value if cfg_flag.value is not None else cfgmod.default_config()
+        try:
+            train_and_evaluate(config, flags.FLAGS.workdir)
+        except Exception as e:  # noqa: BLE001 - user errors become one paragraph, the rest propagate
+            from yolojax.errors import user_error_types
+
+            if isinstance(e, user_error_types()):
+                print(f"ERROR: {e}", file=sys.stderr)
+                raise SystemExit(2) from None
+            raise
+
+    app.run(_main, argv=argv)
+
+
+if __name__ == "__main__":
+    main()
