@@ -87,7 +87,12 @@ RESUME_OVERRIDES = ("device", "workers", "epochs", "patience", "val", "plots", "
 def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callable]] | None = None) -> dict:
     """Train per ``config`` into ``workdir`` (default runs/detect/trainN); returns the final metrics dict."""
     config = _host_config(config)
-    callbacks = callbacks or {}
+    from yolojax.report.callbacks import default_callbacks
+
+    merged = default_callbacks(config)
+    for event, fns in (callbacks or {}).items():
+        merged.setdefault(event, []).extend(fns)
+    callbacks = merged
     ckpt = None
     meta: dict | None = None
     if config.resume:
