@@ -44,8 +44,8 @@ def _candidates_in_gts(anchor_points, gt_boxes, eps):
 
 def _enlarge_small_gts(gt_boxes, gt_mask, min_side):
     """[current] widen/heighten real gt boxes whose side is below ``min_side`` to ``min_side`` about their
-    centre. Every box goes through the xywh round trip, as in Ultralytics, so that the candidate test sees
-    the same rounding for the boxes that are not enlarged."""
+    centre. Every real box goes through the xywh round trip (not only the enlarged ones): that reproduces the
+    reference's rounding of the candidate test (checked against fixtures/v84)."""
     xywh = xyxy2xywh(gt_boxes)
     wh = xywh[..., 2:]
     small = (wh < min_side) & gt_mask[..., None]
