@@ -144,7 +144,13 @@ class Schedule:
 
 
 def accumulate_steps(nbs: int, batch: int) -> int:
+    """Batches whose gradients are summed into one optimizer step: max(round(nbs / batch), 1)."""
     return max(round(nbs / batch), 1)
+
+
+def scaled_weight_decay(weight_decay: float, batch: int, nbs: int) -> float:
+    """weight_decay * batch * accumulate / nbs (e.g. batch 16 -> 5e-4, 24 -> 5.625e-4, 128 -> 1e-3)."""
+    return weight_decay * batch * accumulate_steps(nbs, batch) / nbs
 
 
 def warmup_iterations(warmup_epochs: float, nb: int, epochs: int, compat: str = "v8") -> int:
@@ -154,4 +160,5 @@ def warmup_iterations(warmup_epochs: float, nb: int, epochs: int, compat: str = 
 
 
 def ema_decay(updates, decay: float = 0.9999, tau: float = 2000.0):
-    return decay * (1 - jnp.exp(-jnp.asarray(updates, jnp.float32) / tau))
+    """d = decay * (1 - exp(-updates / tau)); expm1 keeps float32 exact where 1 - exp(x) would cancel."""
+    return decay * -jnp.expm1(-jnp.asarray(updates, jnp.float32) / tau)

@@ -22,7 +22,8 @@ import numpy as np
 from yolojax.engine import config as cfgmod
 from yolojax.engine.checkpoint import Checkpointer
 from yolojax.engine.devices import check_batch_divides, data_sharding, make_mesh, replicated, select_devices
-from yolojax.engine.optim import OPTIMIZERS, Schedule, accumulate_steps, auto_optimizer, warmup_iterations
+from yolojax.engine.optim import (OPTIMIZERS, Schedule, accumulate_steps, auto_optimizer, scaled_weight_decay,
+                                  warmup_iterations)
 from yolojax.engine.state import TrainHyper, create_train_state, train_step
 from yolojax.engine.validate import Validator
 from yolojax.report.results import ResultsLog, format_epoch_header, format_progress
@@ -127,7 +128,7 @@ def setup(config, workdir=None) -> Setup:
     nb = train_loader.num_batches
     nbs = int(config.nbs)
     accumulate = accumulate_steps(nbs, batch)
-    weight_decay = float(config.weight_decay) * batch * accumulate / nbs
+    weight_decay = scaled_weight_decay(float(config.weight_decay), batch, nbs)
     iterations = math.ceil(len(train_ds) / max(batch, nbs)) * epochs
     name, lr0, momentum = str(config.optimizer), float(config.lr0), float(config.momentum)
     warmup_bias_lr = float(config.warmup_bias_lr)

@@ -1,0 +1,139 @@
+"""Optimizer semantics against hand-computed values from the spec (§3.3-3.7)."""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from yolojax.engine.optim import (Schedule, accumulate_steps, auto_optimizer, build_optimizer, ema_decay,
+                                  param_group_labels, scaled_weight_decay, set_hyperparams, warmup_iterations)
+
+
+def tiny_params():
+    return {"model_0": {"conv": {"kernel": jnp.array([1.0, -2.0])},
+                        "bn": {"scale": jnp.array([1.0]), "bias": jnp.array([0.5])}},
+            "model_22": {"cv2_0_2": {"kernel": jnp.array([3.0]), "bias": jnp.array([1.0])}}}
+
+
+def test_parameter_groups_follow_ultralytics():
+    labels = param_group_labels(tiny_params())
+    assert labels["model_0"]["conv"]["kernel"] == "weight"
+    assert labels["model_0"]["bn"]["scale"] == "bn"
+    assert labels["model_0"]["bn"]["bias"] == "bias"
+    assert labels["model_22"]["cv2_0_2"]["bias"] == "bias"
+    frozen = param_group_labels(tiny_params(), frozen_layers=(0,))
+    assert frozen["model_0"]["conv"]["kernel"] == "frozen" and frozen["model_22"]["cv2_0_2"]["kernel"] == "weight"
+
+
+def test_auto_optimizer_rule():
+    assert auto_optimizer(80, 10001) == ("SGD", 0.01, 0.9)
+    name, lr, mom = auto_optimizer(80, 10000)
+    assert (name, lr, mom) == ("AdamW", 0.000119, 0.9)  # round(0.002 * 5 / 84, 6)
+    assert auto_optimizer(2, 500)[1] == 0.001667
+
+
+@pytest.mark.parametrize("batch,acc,wd", [(16, 4, 5e-4), (8, 8, 5e-4), (24, 3, 5.625e-4), (32, 2, 5e-4),
+                                          (40, 2, 6.25e-4), (48, 1, 3.75e-4), (128, 1, 1e-3)])
+def test_accumulation_and_weight_decay_scaling(batch, acc, wd):
+    assert accumulate_steps(64, batch) == acc  # Python round: round(64/128) = round(0.5) = 0 -> 1
+    assert scaled_weight_decay(5e-4, batch, 64) == pytest.approx(wd)
+
+
+def test_warmup_iterations():
+    assert warmup_iterations(3.0, 10, 100) == 100  # v8-era floor of 100 iterations
+    assert warmup_iterations(3.0, 50, 100) == 150
+    assert warmup_iterations(0.0, 50, 100) == -1
+    assert warmup_iterations(3.0, 10, 100, compat="current") == 30
+    assert warmup_iterations(3.0, 10, 2, compat="current") == 10  # never covers the last epoch
+
+
+def schedule(**kw):
+    base = dict(lr0=0.01, lrf=0.01, epochs=3, nb=100, nw=100, momentum=0.937, warmup_momentum=0.8,
+                warmup_bias_lr=0.1, accumulate=4, nbs_over_batch=4.0)
+    base.update(kw)
+    return Schedule(**base)
+
+
+def test_warmup_and_linear_schedule_values():
+    s = schedule()
+    lf = lambda e: (1 - e / 3) * (1 - 0.01) + 0.01  # noqa: E731
+    lrs, mom, acc = s.at(0)
+    assert float(lrs["weight"]) == 0.0 and float(lrs["bias"]) == pytest.approx(0.1)
+    assert float(mom) == pytest.approx(0.8) and int(acc) == 1
+    lrs, mom, acc = s.at(50)  # halfway through warmup, epoch 0
+    assert float(lrs["weight"]) == pytest.approx(0.005)
+    assert float(lrs["bn"]) == pytest.approx(0.005)
+    assert float(lrs["bias"]) == pytest.approx(0.1 + 0.5 * (0.01 - 0.1))
+    assert float(mom) == pytest.approx(0.8 + 0.5 * 0.137)
+    assert int(acc) == 2  # round(interp(50, [0, 100], [1, 4])) = round(2.5) = 2 (half to even)
+    assert int(s.at(75)[2]) == 3  # round(3.25)
+    lrs, mom, acc = s.at(100)  # last warmup iteration: epoch 1's scheduled value
+    assert float(lrs["bias"]) == pytest.approx(0.01 * lf(1), rel=1e-6)
+    lrs, mom, acc = s.at(150)  # after warmup: lr0 * lf(epoch), full accumulation, final momentum
+    assert float(lrs["weight"]) == pytest.approx(0.01 * lf(1), rel=1e-6)
+    assert float(mom) == pytest.approx(0.937) and int(acc) == 4
+    assert float(s.at(250)[0]["bias"]) == pytest.approx(0.01 * lf(2), rel=1e-6)
+
+
+def test_cosine_schedule_and_adam_momentum():
+    s = schedule(cos_lr=True, nw=-1, uses_momentum=False)
+    lf = lambda e: ((1 - math.cos(e * math.pi / 3)) / 2) * (0.01 - 1) + 1  # noqa: E731
+    for ni, e in ((0, 0), (120, 1), (299, 2)):
+        lrs, mom, acc = s.at(ni)
+        assert float(lrs["weight"]) == pytest.approx(0.01 * lf(e), rel=1e-6)
+        assert float(mom) == pytest.approx(0.937)
+        assert int(acc) == 4
+
+
+def test_ema_decay_ramp():
+    for updates in (1, 10, 2000, 100000):
+        assert float(ema_decay(updates)) == pytest.approx(0.9999 * (1 - math.exp(-updates / 2000)), rel=1e-6)
+
+
+def _step(name, params, grads, lr, momentum, wd, n=1):
+    tx = build_optimizer(name, lr0=lr, momentum=momentum, weight_decay=wd, labels=param_group_labels(params))
+    state = tx.init(params)
+    lrs = {"bias": lr, "weight": lr, "bn": lr}
+    out = []
+    for _ in range(n):
+        state = set_hyperparams(state, lrs, momentum)
+        updates, state = tx.update(grads, state, params)
+        params = jax.tree.map(lambda p, u: p + u, params, updates)
+        out.append(params)
+    return out
+
+
+def test_sgd_nesterov_matches_torch_by_hand():
+    params = tiny_params()
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    grads["model_0"]["conv"]["kernel"] = jnp.array([0.5, 0.25])
+    p1, p2 = _step("SGD", params, grads, lr=0.1, momentum=0.9, wd=0.01, n=2)
+    # step 1: g = grad + wd*p = [0.51, 0.23]; buf = g; p -= lr * (g + 0.9 * buf)
+    np.testing.assert_allclose(p1["model_0"]["conv"]["kernel"], [0.9031, -2.0437], rtol=1e-6)
+    # step 2: g = [0.509031, 0.229563]; buf = 0.9 * [0.51, 0.23] + g; p -= lr * (g + 0.9 * buf)
+    np.testing.assert_allclose(p2["model_0"]["conv"]["kernel"], [0.76507411, -2.10594697], rtol=1e-6)
+    # no decay on BN weights and biases: p - lr * 1.9 * 0.5
+    np.testing.assert_allclose(p1["model_0"]["bn"]["scale"], [1.0 - 0.095], rtol=1e-6)
+    np.testing.assert_allclose(p1["model_22"]["cv2_0_2"]["bias"], [1.0 - 0.095], rtol=1e-6)
+
+
+def test_adamw_matches_torch_by_hand():
+    params = {"model_0": {"conv": {"kernel": jnp.array([1.0])}}}
+    grads = {"model_0": {"conv": {"kernel": jnp.array([0.5])}}}
+    (p1,) = _step("AdamW", params, grads, lr=0.01, momentum=0.9, wd=0.1)
+    # torch: p *= 1 - lr*wd -> 0.999; m_hat = 0.5, v_hat = 0.25; p -= lr * m_hat / (sqrt(v_hat) + 1e-8)
+    expected = 0.999 - 0.01 * 0.5 / (0.5 + 1e-8)
+    np.testing.assert_allclose(p1["model_0"]["conv"]["kernel"], [expected], rtol=1e-7)
+
+
+def test_frozen_parameters_never_change():
+    params = tiny_params()
+    grads = jax.tree.map(jnp.ones_like, params)
+    tx = build_optimizer("SGD", lr0=0.1, momentum=0.9, weight_decay=0.01,
+                         labels=param_group_labels(params, frozen_layers=(0,)))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree.leaves(updates["model_0"]))
+    assert float(jnp.abs(updates["model_22"]["cv2_0_2"]["kernel"]).max()) > 0
