@@ -66,6 +66,10 @@ class DetectionDataset:
                     fraction: float = 1.0, compat: str = "v8", cache=None, verbose: bool = True):
         """Build from a data YAML / bundled name / checked dict. ``fraction`` applies to the train split only."""
         info = data if isinstance(data, dict) and "nc" in data and "yaml_file" in data else check_dataset(data)
+        if info.get("tfds"):  # records of a TensorFlow Datasets split, decoded on demand
+            from yolojax.data.tfds import TfdsDetectionDataset
+            return TfdsDetectionDataset.from_checked(info, split, imgsz=imgsz, single_cls=single_cls,
+                                                     fraction=fraction, cache=cache, verbose=verbose)
         if not info.get(split):
             raise DatasetError(f"Dataset {info.get('yaml_file')} has no '{split}' split.")
         files = list_images(info[split], compat=compat, fraction=fraction if split == "train" else 1.0)

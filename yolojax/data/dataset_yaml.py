@@ -123,8 +123,9 @@ def check_dataset(data: str | os.PathLike | Mapping, *, autodownload: bool = Tru
         d, where = dict(data), "The dataset dict"
     else:
         s = os.fspath(data)
-        if s.startswith("tfds:"):
-            raise DatasetError(f"'{s}' is a TFDS dataset: use yolojax.data.tfds, not a data YAML.")
+        if s.startswith("tfds:"):  # TensorFlow Datasets (optional extra): see yolojax/data/tfds.py
+            from yolojax.data.tfds import check_tfds_dataset
+            return check_tfds_dataset(s, autodownload=autodownload)
         p = pathlib.Path(s).expanduser()
         if not p.exists():
             if s.lower().removesuffix(".yaml") == "shapes":

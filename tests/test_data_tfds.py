@@ -1,0 +1,236 @@
+"""TFDS datasets (``data="tfds:voc/2007"``, ``"tfds:coco/2017"``) read through tensorflow-datasets, offline.
+
+``tfds.testing.mock_data`` cannot serve this reader without TensorFlow: its fake examples must be *encoded* to honour
+the ``SkipDecoding`` image decoder we use (decoding lazily is the point), and tfds encodes numpy images with TF. So the
+fixtures are tiny datasets *prepared by tfds itself* (ArrayRecord, no TF needed): builders named ``voc``/``coco``
+with the stock feature specs (VOC's copied from the stock builder; COCO's written out, since the stock COCO builder
+needs TF to construct) and hand-written examples, whose boxes and pixels we know. Skipped without tensorflow-datasets
+(CI installs only the ``dev`` extra).
+"""
+from __future__ import annotations
+
+import pickle
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+from yolojax.data import augment  # noqa: E402
+from yolojax.data.dataset import DetectionDataset, augment_hyp, train_sample, val_sample  # noqa: E402
+from yolojax.data.dataset_yaml import DatasetError, check_dataset  # noqa: E402
+from yolojax.data.tfds import (TfdsDetectionDataset, example_labels, import_tfds, parse_spec,  # noqa: E402
+                               TfdsSpec)
+
+COCO_NAMES = [f"coco_class_{i}" for i in range(80)]
+
+
+def _png(img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", img)  # lossless: the decoded BGR image must equal `img`
+    assert ok
+    return buf.tobytes()
+
+
+def _image(i: int, h: int, w: int) -> np.ndarray:
+    """A BGR image whose three channels differ (so a channel swap is caught) and vary with position."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.stack([(xx * 3 + i) % 256, (yy * 5) % 256, np.full_like(xx, 40 * i % 256)], -1).astype(np.uint8)
+
+
+# Per example: (h, w, [(ymin, xmin, ymax, xmax, label, dropped_flag), ...]).
+VOC_EXAMPLES = {
+    "train": [(40, 60, [(0.1, 0.2, 0.5, 0.6, 14, False), (0.0, 0.0, 1.0, 1.0, 3, True)]), (32, 48, [])],
+    "validation": [(50, 30, [(0.25, 0.5, 0.75, 1.0, 19, False)])],
+    "test": [(36, 64, [(0.2, 0.1, 0.4, 0.9, 0, False), (0.5, 0.5, 0.9, 0.7, 7, False)])],
+}
+COCO_EXAMPLES = {
+    "train": [(30, 40, [(0.1, 0.1, 0.3, 0.2, 79, False), (0.4, 0.4, 0.8, 0.9, 0, True)])],
+    "validation": [(44, 28, [(0.0, 0.25, 0.5, 0.75, 5, False)]), (20, 20, [])],
+}
+
+
+def _prepare(data_dir):
+    voc_features = tfds.builder("voc/2007").info.features  # the stock VOC spec (constructing it needs no TF)
+
+    class FakeVoc(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        name = "voc"
+        VERSION = tfds.core.Version("5.0.0")
+        BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="2007")]
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=voc_features)
+
+        def _split_generators(self, dl_manager):
+            return {s: self._generate_examples(s) for s in VOC_EXAMPLES}
+
+        def _generate_examples(self, split):
+            offset = {"train": 0, "validation": 10, "test": 20}[split]
+            for i, (h, w, objs) in enumerate(VOC_EXAMPLES[split], offset):
+                yield i, {"image": _png(_image(i, h, w)), "image/filename": f"{i:06d}.jpg",
+                          "labels": [o[4] for o in objs], "labels_no_difficult": [o[4] for o in objs if not o[5]],
+                          "objects": [{"bbox": tfds.features.BBox(*o[:4]), "label": o[4], "is_difficult": o[5],
+                                       "is_truncated": False, "pose": 0} for o in objs]}
+
+    class FakeCoco(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        name = "coco"
+        VERSION = tfds.core.Version("1.1.0")
+        BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="2017")]
+
+        def _info(self):  # tfds' coco/2017 spec (object_detection/coco.py) with hypothetical class names
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(encoding_format="jpeg"), "image/filename": tfds.features.Text(),
+                "image/id": np.int64,
+                "objects": tfds.features.Sequence({
+                    "id": np.int64, "area": np.int64, "bbox": tfds.features.BBoxFeature(),
+                    "label": tfds.features.ClassLabel(names=COCO_NAMES), "is_crowd": np.bool_})}))
+
+        def _split_generators(self, dl_manager):
+            return {s: self._generate_examples(s) for s in COCO_EXAMPLES}
+
+        def _generate_examples(self, split):
+            offset = {"train": 100, "validation": 200}[split]
+            for i, (h, w, objs) in enumerate(COCO_EXAMPLES[split], offset):
+                yield i, {"image": _png(_image(i, h, w)), "image/filename": f"{i:012d}.jpg", "image/id": i,
+                          "objects": [{"id": 1000 * i + j, "area": 1, "bbox": tfds.features.BBox(*o[:4]),
+                                       "label": o[4], "is_crowd": o[5]} for j, o in enumerate(objs)]}
+
+    for b in (FakeVoc(config="2007", data_dir=data_dir), FakeCoco(config="2017", data_dir=data_dir)):
+        b.download_and_prepare(file_format="array_record")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tfds_data")
+    _prepare(str(d))
+    return str(d)
+
+
+@pytest.fixture
+def tfds_env(data_dir, monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", data_dir)  # honoured at call time: check_dataset needs no data_dir
+
+    def no_download(self, *a, **k):
+        raise AssertionError(f"the test tried to download {self.name} (the fixture data was not found)")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)  # never the network
+    return data_dir
+
+
+def _expected(table, splits, offset_of):
+    """{filename: (image BGR, (n, 5) labels xywh)} computed by hand from the (ymin, xmin, ymax, xmax) boxes."""
+    out = {}
+    for split in splits:
+        for i, (h, w, objs) in enumerate(table[split], offset_of[split]):
+            rows = [(o[4], (o[1] + o[3]) / 2, (o[0] + o[2]) / 2, o[3] - o[1], o[2] - o[0]) for o in objs if not o[5]]
+            out[i] = (_image(i, h, w), np.asarray(rows, np.float32).reshape(-1, 5))
+    return out
+
+
+def test_parse_spec():
+    assert parse_spec("tfds:coco/2017") == TfdsSpec("coco/2017", "train", "validation")
+    assert parse_spec("tfds:voc/2007") == TfdsSpec("voc/2007", "train+validation", "test")  # Ultralytics' VOC.yaml
+    assert parse_spec("tfds:voc/2012") == TfdsSpec("voc/2012", "train", "validation")
+    assert parse_spec("tfds:coco/2017:1.1.0") == TfdsSpec("coco/2017:1.1.0", "train", "validation")
+    assert parse_spec("tfds:voc/2007:5.0.0:train[:50%],validation") == TfdsSpec("voc/2007:5.0.0", "train[:50%]",
+                                                                                 "validation")
+    assert parse_spec("tfds:voc/2007:train") == TfdsSpec("voc/2007", "train", "test")
+    with pytest.raises(DatasetError, match="tfds:NAME"):
+        parse_spec("tfds:coco 2017")
+
+
+def test_example_labels_converts_and_rejects():
+    objs = {"bbox": np.array([[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0]], np.float32), "label": np.array([3, 1]),
+            "is_crowd": np.array([False, True])}
+    np.testing.assert_allclose(example_labels(objs, 5), [[3, 0.4, 0.3, 0.4, 0.4]], atol=1e-6)
+    assert example_labels({"bbox": np.zeros((0, 4)), "label": np.zeros(0)}, 5).shape == (0, 5)
+    for bad, msg in [({"bbox": [[0.1, 0.1, 0.2, 0.2]], "label": [5]}, "class id 5"),
+                     ({"bbox": [[0.1, 0.1, 1.2, 0.2]], "label": [0]}, r"outside \[0, 1\]"),
+                     ({"bbox": [[0.5, 0.1, 0.2, 0.2]], "label": [0]}, "ymax < ymin"),
+                     ({"bbox": [[0.1, 0.1, 0.2, 0.2]], "label": [0, 1]}, "1 boxes but 2 labels")]:
+        with pytest.raises(ValueError, match=msg):
+            example_labels(bad, 5)
+
+
+def _check_against(ds, expected, imgsz_is_long_side=True):
+    assert sorted(int(f.split(".")[0]) for f in ds.im_files) == sorted(expected)
+    for k, f in enumerate(ds.im_files):
+        img, lb = expected[int(f.split(".")[0])]
+        np.testing.assert_allclose(ds.labels[k], lb, atol=1e-6)
+        assert tuple(ds.shapes[k]) == img.shape[:2]
+        got = ds._read(k)
+        assert got.dtype == np.uint8 and got.shape[2] == 3
+        np.testing.assert_array_equal(got, augment.resize_long_side(img, ds.imgsz))
+
+
+def test_voc2007_through_check_dataset(tfds_env):
+    info = check_dataset("tfds:voc/2007")
+    names = tfds.builder("voc/2007").info.features["objects"]["label"].names
+    assert info["names"] == dict(enumerate(names)) and info["nc"] == 20 and names[14] == "person"
+    assert info["train"] == ["train+validation"] and info["val"] == ["test"] and info["test"] is None
+    offsets = {"train": 0, "validation": 10, "test": 20}
+    train = DetectionDataset.from_config(info, "train", imgsz=64, verbose=False)
+    assert isinstance(train, TfdsDetectionDataset) and len(train) == 3
+    _check_against(train, _expected(VOC_EXAMPLES, ["train", "validation"], offsets))  # difficult box dropped
+    val = DetectionDataset.from_config("tfds:voc/2007", "val", imgsz=64, verbose=False)
+    _check_against(val, _expected(VOC_EXAMPLES, ["test"], offsets))
+    img, boxes, cls, (h0, w0) = val.load(0)  # pixel xyxy of the resized image, as for YOLO-folder datasets
+    i = int(val.im_files[0].split(".")[0])
+    exp = _expected(VOC_EXAMPLES, ["test"], offsets)[i][1]
+    assert (h0, w0) == tuple(val.shapes[0]) and img.shape[:2] == (36, 64)
+    np.testing.assert_allclose(boxes[:, 0], (exp[:, 1] - exp[:, 3] / 2) * 64, atol=1e-4)
+    np.testing.assert_array_equal(cls, exp[:, 0].astype(np.int32))
+
+
+def test_coco2017_without_tensorflow_reads_prepared_files(tfds_env):
+    # The stock coco builder needs TF to construct; without TF the prepared copy is read from its files.
+    info = check_dataset("tfds:coco/2017")
+    assert info["names"] == dict(enumerate(COCO_NAMES)) and info["val"] == ["validation"]
+    offsets = {"train": 100, "validation": 200}
+    train = DetectionDataset.from_config(info, "train", imgsz=40, verbose=False)
+    _check_against(train, _expected(COCO_EXAMPLES, ["train"], offsets))  # crowd box dropped
+    assert train.labels[0].shape == (1, 5) and train.im_files == ["000000000100.jpg"]  # stem = COCO image id
+    val = DetectionDataset.from_config(info, "val", imgsz=40, verbose=False)
+    _check_against(val, _expected(COCO_EXAMPLES, ["validation"], offsets))
+
+
+def test_pipelines_and_pickling(tfds_env):
+    ds = DetectionDataset.from_config("tfds:voc/2007", "train", imgsz=64, verbose=False)
+    clone = pickle.loads(pickle.dumps(ds))  # what Grain does to reach worker processes
+    for k in range(len(ds)):
+        np.testing.assert_array_equal(clone._read(k), ds._read(k))
+    img, boxes, cls = train_sample(ds, 0, np.random.default_rng(0), augment_hyp(), mosaic=True)
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and len(boxes) == len(cls)
+    vimg, vboxes, vcls, ratio_pad, ori = val_sample(ds, 0, (64, 64))
+    assert vimg.shape == (64, 64, 3) and ori == tuple(ds.shapes[0])
+
+
+def test_split_subsets_single_cls_and_fraction(tfds_env):
+    info = check_dataset("tfds:voc/2007:train,validation")
+    assert info["test"] == ["test"]
+    ds = DetectionDataset.from_config(info, "train", imgsz=64, single_cls=True, verbose=False)
+    assert len(ds) == 2 and all((lb[:, 0] == 0).all() for lb in ds.labels)
+    assert len(DetectionDataset.from_config(info, "train", imgsz=64, fraction=0.5, verbose=False)) == 1
+
+
+def test_bad_split_and_corrupt_record(tfds_env, capsys):
+    info = check_dataset("tfds:voc/2007:nosuchsplit")
+    with pytest.raises(DatasetError, match="nosuchsplit"):
+        DetectionDataset.from_config(info, "train", verbose=False)
+    # A record whose box is inconsistent is skipped, counted and named; the others are kept.
+    good = {"image": _png(_image(1, 20, 30)), "image/filename": b"a.jpg",
+            "objects": {"bbox": np.array([[0.1, 0.1, 0.2, 0.3]], np.float32), "label": np.array([1])}}
+    bad = {"image": _png(_image(2, 20, 30)), "image/filename": b"b.jpg",
+           "objects": {"bbox": np.array([[0.1, 0.1, 0.2, 0.3]], np.float32), "label": np.array([7])}}
+    ds = TfdsDetectionDataset.from_source([good, bad], {0: "x", 1: "y"}, where="tfds:fake split 'train'", imgsz=32)
+    out = capsys.readouterr().out
+    assert ds.im_files == ["a.jpg"] and "1 corrupt" in out and "record 1 (b.jpg)" in out and "class id 7" in out
+
+
+def test_missing_tfds_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # makes `import tensorflow_datasets` fail
+    with pytest.raises(DatasetError, match=r"pip install 'yolojax\[tfds\]'"):
+        import_tfds()
+    with pytest.raises(DatasetError, match=r"pip install 'yolojax\[tfds\]'"):
+        check_dataset("tfds:coco/2017")

@@ -1,0 +1,296 @@
+"""TensorFlow Datasets as detection datasets: ``data="tfds:coco/2017"``, ``"tfds:voc/2007"`` (issue 4 item 7).
+
+    check_dataset("tfds:voc/2007")            # -> the usual checked dict, plus "tfds": {"name", "data_dir"}
+    DetectionDataset.from_config("tfds:coco/2017", "val", imgsz=640)   # -> TfdsDetectionDataset
+
+Data string: ``tfds:NAME[/CONFIG][:VERSION][:TRAIN[,VAL]]`` where TRAIN/VAL are tfds split expressions (``train``,
+``train+validation``, ``train[:10%]``...). Default splits (what the trainer's ``train``/``val`` roles read):
+
+* ``coco/*``: train → ``train``, val → ``validation`` (tfds' ``test`` split of COCO has no boxes).
+* ``voc/2007``: train → ``train+validation``, val → ``test``: Ultralytics' VOC.yaml validates on VOC2007 test and
+  trains on the trainval sets (it adds VOC2012 trainval too; ask for ``tfds:voc/2007:train+validation`` and merge
+  by hand if you want that).
+* ``voc/2012`` and anything else: train → ``train``, val → ``validation`` (else ``test``).
+
+Boxes: tfds stores normalised ``(ymin, xmin, ymax, xmax)``; we store ``class, x, y, w, h`` normalised like YOLO
+labels. Objects flagged ``is_crowd`` (COCO) or ``is_difficult`` (VOC) are dropped, as Ultralytics' COCO/VOC label
+converters do. Class names come from the ``objects/label`` ``ClassLabel`` feature.
+
+Random access: the split is read through ``builder.as_data_source`` (ArrayRecord; no TensorFlow needed to *read*)
+with the image left encoded; the metadata pass reads every record once (labels + image size from the header), and
+``_read`` decodes one image on demand with OpenCV into BGR uint8 resized like ``DetectionDataset._read``, so the
+same augmentation and validation pipelines apply. EXIF orientation is ignored on decode because the boxes refer to
+the stored pixel grid. The data source pickles (reopens its files) for Grain worker processes.
+
+Preparing: a dataset not yet prepared in the tfds data dir (``$TFDS_DATA_DIR``, default ``~/tensorflow_datasets``)
+is downloaded and prepared in ArrayRecord format when ``autodownload`` (this needs TensorFlow: the ``tfds`` extra).
+A dataset prepared earlier as TFRecord only cannot be read randomly: the error says how to convert it. Without
+TensorFlow the stock COCO builder cannot even be constructed; an already prepared dataset is then read from its
+files (``tfds.builder_from_directory``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import re
+from typing import Any
+
+import cv2
+import numpy as np
+
+from yolojax.data import augment
+from yolojax.data.dataset import DetectionDataset
+from yolojax.data.dataset_yaml import DatasetError
+
+PREFIX = "tfds:"
+INSTALL_HINT = "pip install 'yolojax[tfds]'"
+_SPEC_RE = re.compile(r"^(?P<name>[A-Za-z0-9_\-]+(?:/[A-Za-z0-9_\-\.]+)?)(?::(?P<version>\d+(?:\.(?:\d+|\*)){0,2}))?"
+                      r"(?::(?P<splits>[^,]+(?:,[^,]+)?))?$")
+# Per-object boolean flags whose boxes Ultralytics' converters leave out of the labels.
+DROP_FLAGS = ("is_crowd", "is_difficult")
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSpec:
+    """A parsed ``tfds:`` data string: ``name`` as tfds.builder takes it (``coco/2017`` or ``coco/2017:1.1.0``)."""
+
+    name: str
+    train: str
+    val: str
+
+
+def default_splits(name: str) -> tuple[str, str]:
+    """(train, val) tfds split expressions for a dataset name without version (see the module docstring)."""
+    base = name.split(":")[0]
+    if base == "voc/2007":
+        return "train+validation", "test"
+    return "train", "validation"
+
+
+def parse_spec(data: str) -> TfdsSpec:
+    """``tfds:NAME[/CONFIG][:VERSION][:TRAIN[,VAL]]`` → TfdsSpec; DatasetError naming the string if malformed."""
+    body = data[len(PREFIX):] if data.startswith(PREFIX) else data
+    m = _SPEC_RE.match(body.strip())
+    if not m:
+        raise DatasetError(f"data={data!r} is not a valid TFDS data string. Use 'tfds:NAME[/CONFIG][:VERSION]"
+                           "[:TRAIN_SPLIT[,VAL_SPLIT]]', e.g. 'tfds:coco/2017' or 'tfds:voc/2007:train,validation'.")
+    name = m["name"] + (f":{m['version']}" if m["version"] else "")
+    train, val = default_splits(m["name"])
+    if m["splits"]:
+        parts = [p.strip() for p in m["splits"].split(",")]
+        train = parts[0] or train
+        val = parts[1] if len(parts) > 1 and parts[1] else val
+    return TfdsSpec(name, train, val)
+
+
+def import_tfds():
+    """``tensorflow_datasets``, or a DatasetError saying how to install it (imported lazily: an optional extra)."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise DatasetError(f"TFDS datasets need tensorflow-datasets, which is not installed ({e}). Install it with "
+                           f"{INSTALL_HINT} (tensorflow-datasets, importlib_resources and TensorFlow, which tfds "
+                           "needs to build COCO and VOC), then retry.") from e
+    return tfds
+
+
+def _is_missing_tf(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, ModuleNotFoundError) and "tensorflow" in str(e) and "datasets" not in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def open_builder(name: str, *, data_dir: str | None = None, autodownload: bool = True):
+    """A tfds builder for ``name`` whose data is prepared (downloading/preparing it as ArrayRecord if allowed)."""
+    tfds = import_tfds()
+    # tfds reads $TFDS_DATA_DIR once, at import; we honour it at call time.
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:
+        if not _is_missing_tf(e):
+            raise DatasetError(f"data='tfds:{name}': tensorflow-datasets could not open this dataset ({e}). Check "
+                               "the name (see https://www.tensorflow.org/datasets/catalog).") from e
+        try:  # The stock builder code needs TensorFlow; a prepared copy can still be read from its files.
+            from tensorflow_datasets.core import read_only_builder
+
+            return read_only_builder.builder_from_files(name, data_dir=data_dir)
+        except Exception as e2:
+            raise DatasetError(f"data='tfds:{name}': building this dataset's tfds builder needs TensorFlow, which is "
+                               f"not installed, and no prepared copy was found ({e2}). Run `{INSTALL_HINT}` so "
+                               "that it can be downloaded and prepared, then retry.") from e
+    if not builder.is_prepared():
+        if not autodownload:
+            raise DatasetError(f"data='tfds:{name}' is not prepared in {builder.data_dir} and autodownload is off. "
+                               f"Prepare it with `tfds build {name} --file_format=array_record`.")
+        try:
+            builder.download_and_prepare(file_format="array_record")
+        except Exception as e:
+            raise DatasetError(f"data='tfds:{name}': download_and_prepare into {builder.data_dir} failed: {e}. "
+                               f"Check the network and that `{INSTALL_HINT}` (TensorFlow included) was run, or "
+                               f"prepare it by hand with `tfds build {name} --file_format=array_record`.") from e
+    return builder
+
+
+def _class_names(builder, name: str) -> dict[int, str]:
+    try:
+        label = builder.info.features["objects"]["label"]
+        names = list(label.names)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise DatasetError(f"data='tfds:{name}' has no 'objects/label' ClassLabel feature and 'objects/bbox' boxes "
+                           f"(features: {builder.info.features}); only object-detection datasets (COCO, VOC, ...) "
+                           "are supported.") from e
+    return dict(enumerate(names))
+
+
+def check_tfds_dataset(data: str, *, data_dir: str | None = None, autodownload: bool = True) -> dict[str, Any]:
+    """``check_dataset`` for ``tfds:`` strings: the same dict (``train``/``val`` hold one split expression each,
+    ``test`` the dataset's ``test`` split if it is not val) plus ``"tfds": {"name", "data_dir"}``."""
+    spec = parse_spec(data)
+    builder = open_builder(spec.name, data_dir=data_dir, autodownload=autodownload)
+    names = _class_names(builder, spec.name)
+    splits = set(builder.info.splits)
+    val = spec.val
+    if val == "validation" and "validation" not in splits and "test" in splits:
+        val = "test"
+    test = "test" if "test" in splits and val != "test" else None
+    return {"path": builder.data_dir, "train": [spec.train], "val": [val], "test": [test] if test else None,
+            "names": names, "nc": len(names), "yaml_file": None, "download": None,
+            "tfds": {"name": spec.name, "data_dir": data_dir}}
+
+
+def _image_hw(image) -> tuple[int, int]:
+    """(h, w) of an encoded image from its header (PIL reads no pixels), or of an already decoded array."""
+    if isinstance(image, np.ndarray) and image.ndim >= 2 and image.dtype != object:
+        return int(image.shape[0]), int(image.shape[1])
+    from PIL import Image
+
+    with Image.open(io.BytesIO(bytes(image))) as im:
+        w, h = im.size
+    return int(h), int(w)
+
+
+def example_labels(objects: dict, nc: int) -> np.ndarray:
+    """tfds ``objects`` → (n, 5) float32 ``class, x, y, w, h`` (normalised); crowd/difficult objects dropped.
+
+    Raises ValueError for inconsistent lengths, non-finite or out-of-[0, 1] boxes, or class ids outside [0, nc).
+    """
+    bbox = np.asarray(objects.get("bbox", np.zeros((0, 4))), np.float32).reshape(-1, 4)
+    cls = np.asarray(objects.get("label", np.zeros((0,))), np.int64).reshape(-1)
+    if len(cls) != len(bbox):
+        raise ValueError(f"{len(bbox)} boxes but {len(cls)} labels")
+    keep = np.ones(len(bbox), bool)
+    for flag in DROP_FLAGS:
+        if flag in objects:
+            f = np.asarray(objects[flag], bool).reshape(-1)
+            if len(f) != len(bbox):
+                raise ValueError(f"{len(bbox)} boxes but {len(f)} '{flag}' flags")
+            keep &= ~f
+    bbox, cls = bbox[keep], cls[keep]
+    if not np.isfinite(bbox).all() or (bbox < 0).any() or (bbox > 1).any():
+        raise ValueError("box coordinates outside [0, 1]")
+    if ((bbox[:, 2] < bbox[:, 0]) | (bbox[:, 3] < bbox[:, 1])).any():
+        raise ValueError("box with ymax < ymin or xmax < xmin")
+    if len(cls) and (cls.min() < 0 or cls.max() >= nc):
+        raise ValueError(f"class id {int(cls.max() if cls.max() >= nc else cls.min())} outside [0, {nc})")
+    ymin, xmin, ymax, xmax = bbox.T
+    rows = np.stack([cls.astype(np.float32), (xmin + xmax) / 2, (ymin + ymax) / 2, xmax - xmin, ymax - ymin], 1)
+    return rows.astype(np.float32).reshape(-1, 5)
+
+
+def _text(v) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+@dataclasses.dataclass
+class TfdsDetectionDataset(DetectionDataset):
+    """A ``DetectionDataset`` whose images are records of a tfds split (decoded on demand).
+
+    ``im_files[i]`` is the record's ``image/filename`` (COCO: ``000000397133.jpg``, so the stem is the image id),
+    ``record_ids[i]`` its index in ``source`` (records that fail verification are left out).
+    """
+
+    source: Any = None
+    record_ids: np.ndarray | None = None
+
+    @classmethod
+    def from_checked(cls, info: dict, split: str = "train", *, imgsz: int = 640, single_cls: bool = False,
+                     fraction: float = 1.0, cache=None, verbose: bool = True) -> "TfdsDetectionDataset":
+        """Build from ``check_tfds_dataset``'s dict (what ``DetectionDataset.from_config`` routes here)."""
+        if not info.get(split):
+            raise DatasetError(f"data='tfds:{info['tfds']['name']}' has no '{split}' split.")
+        name, expr = info["tfds"]["name"], info[split][0]
+        tfds = import_tfds()
+        builder = open_builder(name, data_dir=info["tfds"]["data_dir"], autodownload=False)
+        where = f"tfds:{name} split '{expr}'"
+        try:
+            source = builder.as_data_source(expr, decoders={"image": tfds.decode.SkipDecoding()})
+        except NotImplementedError as e:  # prepared as TFRecord only
+            raise DatasetError(f"{where}: random access needs the ArrayRecord format but {builder.data_dir} holds "
+                               f"{builder.info.file_format} files. Convert it once with `tfds convert_format "
+                               f"--dataset_dir={builder.data_dir} --out_file_format=array_record` (or rebuild with "
+                               f"`tfds build {name} --file_format=array_record`).") from e
+        except (ValueError, KeyError) as e:
+            raise DatasetError(f"{where}: {e}. Available splits: {', '.join(builder.info.splits)}.") from e
+        return cls.from_source(source, info["names"], where=where, imgsz=imgsz, single_cls=single_cls,
+                               fraction=fraction if split == "train" else 1.0, cache=cache,
+                               prefix=f"{split}: ", verbose=verbose)
+
+    @classmethod
+    def from_source(cls, source, names: dict[int, str], *, where: str, imgsz: int = 640, single_cls: bool = False,
+                    fraction: float = 1.0, cache=None, prefix: str = "", verbose: bool = True):
+        """Read every record's labels and image size once from a random-access tfds source (image not decoded)."""
+        n = len(source)
+        if fraction < 1.0:
+            n = max(1, round(n * fraction))
+        files, shapes, labels, ids, msgs = [], [], [], [], []
+        backgrounds = corrupt = 0
+        for i in range(n):
+            ex = source[i]
+            fname = _text(ex.get("image/filename", f"{where}[{i}]"))
+            try:
+                lb = example_labels(ex.get("objects", {}), len(names))
+                h, w = _image_hw(ex["image"])
+            except Exception as e:  # noqa: BLE001 - any unreadable record is reported and skipped
+                msgs.append(f"{where} record {i} ({fname}): ignoring corrupt example: {e}")
+                corrupt += 1
+                continue
+            if len(lb):
+                uniq = np.unique(lb, axis=0)
+                if len(uniq) < len(lb):
+                    msgs.append(f"{where} record {i} ({fname}): {len(lb) - len(uniq)} duplicate labels removed")
+                    lb = uniq
+            else:
+                backgrounds += 1
+            files.append(fname), shapes.append((h, w)), labels.append(lb), ids.append(i)
+        if verbose:
+            print(f"{prefix}Reading {where}... {n} images, {backgrounds} backgrounds, {corrupt} corrupt")
+            for m in msgs[:20]:
+                print(f"{prefix}WARNING {m}")
+        if not files:
+            raise DatasetError(f"{where}: no valid examples among {n}: {'; '.join(msgs[:3]) or 'empty split'}.")
+        if single_cls:
+            labels = [np.concatenate([np.zeros_like(lb[:, :1]), lb[:, 1:]], 1) for lb in labels]
+        ds = cls(files, np.asarray(shapes, np.int64).reshape(-1, 2), labels, dict(names), int(imgsz),
+                 source=source, record_ids=np.asarray(ids, np.int64))
+        if cache in (True, "ram"):
+            ds.ram_cache = [ds._read(i) for i in range(len(ds))]
+        elif cache not in (None, False, "", "False"):
+            raise DatasetError(f"cache={cache!r} is not supported: use cache='ram' or no cache.")
+        return ds
+
+    def _read(self, i: int) -> np.ndarray:
+        """Decode record ``i`` to BGR uint8 (h, w, 3), long side resized to ``imgsz`` (as ``DetectionDataset``)."""
+        image = self.source[int(self.record_ids[i])]["image"]
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:  # already decoded RGB
+            img = np.ascontiguousarray(image[..., ::-1])
+        else:
+            buf = np.frombuffer(bytes(image), np.uint8)
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if img is None:
+            raise DatasetError(f"{self.im_files[i]} (tfds record {int(self.record_ids[i])}): OpenCV could not decode "
+                               "this image. Re-prepare the dataset (tfds build --overwrite).")
+        return augment.resize_long_side(img, self.imgsz)
