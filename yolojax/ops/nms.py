@@ -15,9 +15,10 @@ Shape discipline: nothing here depends on how many boxes pass the threshold. Can
 ``K = min(max_nms, A * nc)`` slots (``A`` in single-label mode) chosen with ``lax.top_k`` (which also sorts them),
 with a validity mask. The greedy selection is a ``lax.while_loop`` of at most ``max_det`` picks; each pick takes
 the first still-alive candidate (the highest remaining score, because the slots are sorted) and suppresses the
-candidates it overlaps, so one pick costs O(K) and the whole image O(max_det * K) -- exactly greedy NMS, without
-ever forming the K x K IoU matrix (30,000^2 floats would be 3.6 GB). The loop stops early once no candidate is
-alive, which is the common case at ``conf_thres = 0.25``.
+candidates it overlaps, so the whole image costs at most O(max_det * K) -- exactly greedy NMS, without
+ever forming the K x K IoU matrix (30,000^2 floats would be 3.6 GB). Slots are visited in windows of
+``NMS_WINDOW`` so that a pick scans only its window, and the loop stops once ``max_det`` boxes are kept or the
+valid candidates (a prefix of the sorted slots) run out -- the common case at ``conf_thres = 0.25``.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# Sorted candidates are processed in windows of this many slots (see _greedy_nms); any value is exact.
+NMS_WINDOW = 512
 
 
 def _xywh_to_xyxy(xywh: jax.Array) -> jax.Array:
@@ -66,36 +70,74 @@ def _select_candidates(pred: jax.Array, conf_thres, *, multi_label: bool, max_nm
     return boxes[anchor_idx], jnp.where(valid, scores, 0.0), classes, valid
 
 
-def _greedy_nms(boxes: jax.Array, valid: jax.Array, iou_thres, max_det: int):
+def _pairwise_iou(box, areas_box, boxes, areas):
+    """IoU of box(es) against ``boxes``, torchvision's float32 formula: inter / (area_a + area_b - inter).
+
+    ``box`` (..., 1, 4) broadcasts against ``boxes`` (N, 4); no eps, so two zero-area boxes give NaN, which
+    compares False below (not suppressed), as in torchvision.
+    """
+    inter_w = jnp.maximum(jnp.minimum(box[..., 2], boxes[:, 2]) - jnp.maximum(box[..., 0], boxes[:, 0]), 0.0)
+    inter_h = jnp.maximum(jnp.minimum(box[..., 3], boxes[:, 3]) - jnp.maximum(box[..., 1], boxes[:, 1]), 0.0)
+    inter = inter_w * inter_h
+    return inter / (areas_box + areas - inter)
+
+
+def _greedy_nms(boxes: jax.Array, valid: jax.Array, iou_thres, max_det: int, window: int = NMS_WINDOW):
     """Greedy NMS over candidates already sorted by descending score.
+
+    The sorted slots are visited in windows of ``window``: a window is first cleared of candidates that overlap
+    any box kept in earlier windows (all of which score higher), then picks run inside it. Each pick takes the
+    first alive slot and suppresses what it overlaps. This is exactly greedy NMS, and it touches only the
+    windows needed to reach ``max_det`` or to exhaust the valid candidates (a prefix of the slots), instead of
+    scanning all K slots on each of the ``max_det`` picks.
 
     Args:
       boxes: (K, 4) xyxy, already shifted per class.
-      valid: (K,) which slots hold real candidates.
+      valid: (K,) which slots hold real candidates (a prefix, since slots are sorted by score).
     Returns:
       keep (max_det,) int32 slot indices in pick order, count () int32 of real entries in ``keep``.
     """
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = (x2 - x1) * (y2 - y1)
+    num_slots = boxes.shape[0]
+    window = min(window, num_slots)
+    num_windows = -(-num_slots // window)
+    pad = num_windows * window - num_slots
+    boxes = jnp.pad(boxes, ((0, pad), (0, 0)))
+    valid = jnp.pad(valid, (0, pad))
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
-    def cond(state):
-        alive, _, count = state
+    def pick_cond(state):
+        alive, _, _, _, count = state
         return (count < max_det) & jnp.any(alive)
 
-    def body(state):
-        alive, keep, count = state
+    def pick_body(state):
+        alive, win_boxes, win_areas, (keep, kept_boxes, kept_areas, offset), count = state
         i = jnp.argmax(alive)  # first alive slot = highest remaining score
-        inter_w = jnp.maximum(jnp.minimum(x2[i], x2) - jnp.maximum(x1[i], x1), 0.0)
-        inter_h = jnp.maximum(jnp.minimum(y2[i], y2) - jnp.maximum(y1[i], y1), 0.0)
-        inter = inter_w * inter_h
-        iou = inter / (areas[i] + areas - inter)
-        # NaN IoU (two degenerate zero-area boxes) compares False: not suppressed, as in torchvision.
-        alive = alive & ~(iou > iou_thres)
-        alive = alive.at[i].set(False)
-        return alive, keep.at[count].set(i.astype(jnp.int32)), count + 1
+        iou = _pairwise_iou(win_boxes[i], win_areas[i], win_boxes, win_areas)
+        alive = (alive & ~(iou > iou_thres)).at[i].set(False)
+        kept = (keep.at[count].set(offset + i.astype(jnp.int32)), kept_boxes.at[count].set(win_boxes[i]),
+                kept_areas.at[count].set(win_areas[i]), offset)
+        return alive, win_boxes, win_areas, kept, count + 1
 
-    keep0 = jnp.zeros((max_det,), jnp.int32)
-    _, keep, count = jax.lax.while_loop(cond, body, (valid, keep0, jnp.int32(0)))
+    def window_cond(state):
+        w, _, _, _, count = state
+        return (count < max_det) & (w < num_windows) & valid[jnp.minimum(w, num_windows - 1) * window]
+
+    def window_body(state):
+        w, keep, kept_boxes, kept_areas, count = state
+        offset = (w * window).astype(jnp.int32)
+        win_boxes = jax.lax.dynamic_slice_in_dim(boxes, offset, window)
+        win_areas = jax.lax.dynamic_slice_in_dim(areas, offset, window)
+        win_valid = jax.lax.dynamic_slice_in_dim(valid, offset, window)
+        # (window, max_det): suppression by every box kept so far
+        iou = _pairwise_iou(kept_boxes[:, None, :], kept_areas[:, None], win_boxes, win_areas)
+        already = jnp.any((iou > iou_thres) & (jnp.arange(max_det) < count)[:, None], axis=0)
+        state = (win_valid & ~already, win_boxes, win_areas, (keep, kept_boxes, kept_areas, offset), count)
+        _, _, _, (keep, kept_boxes, kept_areas, _), count = jax.lax.while_loop(pick_cond, pick_body, state)
+        return w + 1, keep, kept_boxes, kept_areas, count
+
+    init = (jnp.int32(0), jnp.zeros((max_det,), jnp.int32), jnp.zeros((max_det, 4), boxes.dtype),
+            jnp.zeros((max_det,), boxes.dtype), jnp.int32(0))
+    _, keep, _, _, count = jax.lax.while_loop(window_cond, window_body, init)
     return keep, count
 
 
