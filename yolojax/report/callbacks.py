@@ -45,6 +45,14 @@ def _get(config, key, default):
         return getattr(config, key, default)
 
 
+def _host_scalar(x) -> float:
+    """A replicated device scalar as a float; on multi-host runs only this process's copy is read (a global
+    array that is not fully addressable cannot be fetched whole)."""
+    if getattr(x, "is_fully_addressable", True) is False:
+        x = x.addressable_data(0)
+    return float(np.asarray(x))
+
+
 def _warn(msg: str) -> None:
     print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
@@ -156,7 +164,7 @@ class RunReporter:
     # ------------------------------------------------------------------------------------------- jobs
 
     def _log_iteration(self, picked: dict, step: int) -> None:
-        values = {(f"train_iter/{k}" if k in LOSS_KEYS else f"train_iter/{k.replace('/', '_')}"): float(np.asarray(v))
+        values = {(f"train_iter/{k}" if k in LOSS_KEYS else f"train_iter/{k.replace('/', '_')}"): _host_scalar(v)
                   for k, v in picked.items()}
         self.tb.scalars(values, step)
 

@@ -250,7 +250,8 @@ def plot_pr_curve(path, recall: np.ndarray, precision: np.ndarray, ap50: Sequenc
     return _save_figure(fig, path)
 
 
-def plot_metric_curve(path, conf: np.ndarray, values: np.ndarray, labels: Sequence[str], *, ylabel: str) -> pathlib.Path:
+def plot_metric_curve(path, conf: np.ndarray, values: np.ndarray, labels: Sequence[str], *,
+                      ylabel: str) -> pathlib.Path:
     """F1_curve.png / P_curve.png / R_curve.png: ``values`` (K, 1000) per class against confidence ``conf``
     (1000,); the thick line is the class mean, labelled with its (smoothed) best value and confidence."""
     from yolojax.metrics import smooth
