@@ -88,6 +88,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.bn_sync = True  # BatchNorm statistics over the global batch (False: per device, as Ultralytics DDP)
     c.checkpoint_every = 0  # also checkpoint every N steps inside an epoch (0: only at epoch ends)
     c.keep_checkpoints = 2  # Orbax checkpoints kept besides best
+    c.tensorboard = True  # write TensorBoard event files into the run directory
     c.log_every = 10  # read metrics back from the device every N steps (asynchronous otherwise)
     c.coordinator_address = ml_collections.FieldReference(None, field_type=str)  # multi-host: host:port of process 0
     c.num_processes = ml_collections.FieldReference(None, field_type=int)  # multi-host: number of processes

@@ -36,3 +36,35 @@ def fixtures_dir() -> pathlib.Path:
     if not FIXTURES.is_dir():
         pytest.skip(f"reference fixtures not found at {FIXTURES}")
     return FIXTURES
+
+
+TINY_MODEL = {  # yolov8 layer table at width 1/16 (channels 8..64): compiles and trains fast on 2 CPU cores
+    "nc": 80, "depth_multiple": 0.33, "width_multiple": 0.0625, "max_channels": 1024,
+    "backbone": [[-1, 1, "Conv", [64, 3, 2]], [-1, 1, "Conv", [128, 3, 2]], [-1, 3, "C2f", [128, True]],
+                 [-1, 1, "Conv", [256, 3, 2]], [-1, 6, "C2f", [256, True]], [-1, 1, "Conv", [512, 3, 2]],
+                 [-1, 6, "C2f", [512, True]], [-1, 1, "Conv", [1024, 3, 2]], [-1, 3, "C2f", [1024, True]],
+                 [-1, 1, "SPPF", [1024, 5]]],
+    "head": [[-1, 1, "nn.Upsample", ["None", 2, "nearest"]], [[-1, 6], 1, "Concat", [1]], [-1, 3, "C2f", [512]],
+             [-1, 1, "nn.Upsample", ["None", 2, "nearest"]], [[-1, 4], 1, "Concat", [1]], [-1, 3, "C2f", [256]],
+             [-1, 1, "Conv", [256, 3, 2]], [[-1, 12], 1, "Concat", [1]], [-1, 3, "C2f", [512]],
+             [-1, 1, "Conv", [512, 3, 2]], [[-1, 9], 1, "Concat", [1]], [-1, 3, "C2f", [1024]],
+             [[15, 18, 21], 1, "Detect", ["nc"]]],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_yaml(tmp_path_factory) -> pathlib.Path:
+    """A YOLOv8 model YAML 1/16 as wide as yolov8l (yolov8n is 1/4)."""
+    import yaml
+
+    path = tmp_path_factory.mktemp("models") / "yolov8-tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_MODEL))
+    return path
+
+
+@pytest.fixture(scope="session")
+def shapes_small(tmp_path_factory) -> pathlib.Path:
+    """A small synthetic shapes dataset (data.yaml path), generated once per test session."""
+    from yolojax.data import make_shapes_dataset
+
+    return make_shapes_dataset(tmp_path_factory.mktemp("data") / "shapes", n_train=32, n_val=16, seed=0)

@@ -185,7 +185,8 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                 lowered = step_fn.lower(state, put(batch))
                 lowered.compile()
                 ctx.compile_seconds += time.time() - t0
-                _log(f"compiled train step for images {key[0]}, boxes {key[1]} in {time.time() - t0:.1f}s "
+                t_epoch += time.time() - t0  # images/s measures steps, not compiles
+                _log(("\n" if tty and i > first_step else "") + f"compiled train step for images {key[0]}, boxes {key[1]} in {time.time() - t0:.1f}s "
                      f"({len(shapes_seen)} shape(s) so far)")
             state, m = step_fn(state, put(batch))
             dev_sum = dev_sum + jnp.stack([m["box_loss"], m["cls_loss"], m["dfl_loss"]])
@@ -242,11 +243,11 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                 from yolojax.weights import save_state_dict
 
                 ema = jax.device_get(state.ema_variables)
-                save_state_dict(ema, weights_dir / "last.npz", names=s.names)
+                save_state_dict(ema, weights_dir / "last.npz", names=s.names, model=s.model)
                 if is_best:
-                    save_state_dict(ema, weights_dir / "best.npz", names=s.names)
+                    save_state_dict(ema, weights_dir / "best.npz", names=s.names, model=s.model)
                 if int(config.save_period) > 0 and epoch % int(config.save_period) == 0:
-                    save_state_dict(ema, weights_dir / f"epoch{epoch}.npz", names=s.names)
+                    save_state_dict(ema, weights_dir / f"epoch{epoch}.npz", names=s.names, model=s.model)
             fire("on_model_save")
         if is_main:
             results.write()

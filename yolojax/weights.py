@@ -18,6 +18,7 @@ files load in Ultralytics.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import pathlib
@@ -147,6 +148,8 @@ def load_checkpoint(path) -> LoadedWeights:
             raise CheckpointFormatError(f"{path}: not a readable .npz state dict ({e}).") from e
         if "__names__" in sd:
             names = {i: str(n) for i, n in enumerate(sd.pop("__names__").tolist())}
+        if "__model__" in sd:  # the architecture, as a JSON model dict (yolojax exports)
+            yaml_cfg = json.loads(str(sd.pop("__model__")))
     else:
         ckpt = load_pt(path)
         if not isinstance(ckpt, dict):
@@ -176,15 +179,22 @@ def load(path):
     return w.model, w.variables
 
 
-def save_state_dict(variables, path, *, names: dict[int, str] | None = None, dfl_key: str | None = None) -> None:
-    """Write the Ultralytics-named state dict as ``.npz`` (atomically: temp file, then rename)."""
+def save_state_dict(variables, path, *, names: dict[int, str] | None = None, model: YOLOv8 | None = None,
+                    dfl_key: str | None = None) -> None:
+    """Write the Ultralytics-named state dict as ``.npz`` (atomically: temp file, then rename).
+
+    With ``model`` the architecture is stored too (``__model__``, a JSON model dict), so that ``load`` rebuilds
+    non-standard widths; with ``names`` the class names (``__names__``). Both keys are ignored by tools that
+    only want the tensors."""
     sd = to_state_dict(variables)
     if dfl_key is None:
-        head = max(int(k.split(".")[1]) for k in sd)
+        head = max(int(k.split(".")[1]) for k in sd if k.startswith("model."))
         dfl_key = f"model.{head}.dfl.conv.weight"
     sd[dfl_key] = np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1)
     if names:
         sd["__names__"] = np.array([names[i] for i in sorted(names)])
+    if model is not None:
+        sd["__model__"] = np.array(json.dumps(model.to_yaml_dict()))
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")

@@ -136,6 +136,14 @@ class YOLOv8(nn.Module):
             strides.append(stride)
         return plan
 
+    def to_yaml_dict(self) -> dict:
+        """An Ultralytics-style model dict that ``from_yaml`` rebuilds this architecture from."""
+        depth, width, max_ch = self.resolved_multiples()
+        rows = [[frm if isinstance(frm, int) else list(frm), n, module, list(args)]
+                for frm, n, module, args in self.layers]
+        return {"nc": self.num_classes, "scale": self.scale, "depth_multiple": depth, "width_multiple": width,
+                "max_channels": max_ch, "backbone": rows, "head": []}
+
     @property
     def strides(self) -> tuple[int, ...]:
         return self.plan()[-1][2]["strides"]
@@ -187,7 +195,7 @@ class YOLOv8(nn.Module):
                 raise FileNotFoundError(
                     f"Model YAML {name!r} not found. Give a path to an Ultralytics model YAML of the v8 detect "
                     f"family, or a name such as 'yolov8n.yaml' (scales n/s/m/l/x) to build the standard network.")
-        if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
+        if not isinstance(cfg, dict) or "backbone" not in cfg or cfg.get("head") is None:
             raise ValueError(f"Model YAML {name or ''} needs 'backbone' and 'head' layer lists.")
         nc = int(num_classes if num_classes is not None else cfg.get("nc", 80))
         multiples = None
@@ -208,6 +216,8 @@ class YOLOv8(nn.Module):
             frm = frm if isinstance(frm, int) else tuple(frm)
             args = tuple("nc" if a == "nc" else a for a in args)
             layers.append((frm, int(n), str(module), args))
+        if s in YOLOV8_SCALES and layers == list(YOLOV8_LAYERS) and multiples == YOLOV8_SCALES[s]:
+            multiples = None  # the standard network: keep the compact form
         return cls(scale=s or "custom", num_classes=nc, layers=tuple(layers), multiples=multiples, **kwargs)
 
 

@@ -37,6 +37,7 @@ class ResultsLog:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".results", suffix=".csv")
         with os.fdopen(fd, "w") as f:
             f.write(self.text())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, self.path)
 
 
