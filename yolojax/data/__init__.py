@@ -16,6 +16,7 @@ _EXPORTS = {
     "DetectionDataset": "dataset", "train_sample": "dataset", "val_sample": "dataset", "augment_hyp": "dataset",
     "TrainLoader": "loader", "ValLoader": "loader", "BatchIterator": "loader", "pad_boxes": "loader",
     "make_shapes_dataset": "synthetic", "shapes_yaml": "synthetic",
+    "TfdsDetectionDataset": "tfds", "check_tfds_dataset": "tfds",
 }
 __all__ = sorted(_EXPORTS)
 
