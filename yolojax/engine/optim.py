@@ -11,8 +11,9 @@ every epoch trains at ``lr0 * lf(epoch)`` (8.2.103 steps the scheduler at the st
 """
 from __future__ import annotations
 
-import dataclasses
 import math
+
+import flax
 from typing import Any
 
 import jax
@@ -97,9 +98,11 @@ def set_hyperparams(opt_state, lrs: dict[str, jax.Array], momentum: jax.Array):
     return opt_state._replace(inner_states=inner)
 
 
-@dataclasses.dataclass(frozen=True)
+@flax.struct.dataclass
 class Schedule:
-    """Everything the in-step schedule needs; hashable, so it can be a static jit argument."""
+    """Everything the in-step schedule needs. The numbers are pytree leaves (runtime values carried in the
+    train state), so runs that differ only in epochs, lr or dataset size share one compiled step; the
+    three flags that change the computation are static."""
 
     lr0: float
     lrf: float
@@ -109,11 +112,14 @@ class Schedule:
     momentum: float
     warmup_momentum: float
     warmup_bias_lr: float
-    cos_lr: bool = False
     accumulate: int = 1  # max(round(nbs / batch), 1)
     nbs_over_batch: float = 1.0
-    compat: str = "v8"
-    uses_momentum: bool = True  # SGD/RMSProp: momentum is warmed up
+    cos_lr: bool = flax.struct.field(pytree_node=False, default=False)
+    compat: str = flax.struct.field(pytree_node=False, default="v8")
+    uses_momentum: bool = flax.struct.field(pytree_node=False, default=True)  # SGD/RMSProp warm momentum up
+
+    def as_arrays(self) -> "Schedule":
+        return jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), self)
 
     def lf(self, epoch):
         e = jnp.asarray(epoch, jnp.float32)
@@ -128,8 +134,7 @@ class Schedule:
         ni = jnp.asarray(ni, jnp.float32)
         epoch = jnp.floor(ni / self.nb)
         target = self.lr0 * self.lf(epoch)
-        nw = max(self.nw, 1)
-        frac = jnp.clip(ni / nw, 0.0, 1.0)
+        frac = jnp.clip(ni / jnp.maximum(self.nw, 1), 0.0, 1.0)
         in_warmup = (ni <= self.nw) & (self.nw > 0)
         lrs = {}
         for group in ("bias", "weight", "bn"):
@@ -137,9 +142,9 @@ class Schedule:
             lrs[group] = jnp.where(in_warmup, start + frac * (target - start), target)
         mom = jnp.where(in_warmup & self.uses_momentum,
                         self.warmup_momentum + frac * (self.momentum - self.warmup_momentum), self.momentum)
-        acc_end = self.nbs_over_batch if self.compat == "v8" else float(self.accumulate)
+        acc_end = self.nbs_over_batch if self.compat == "v8" else self.accumulate
         acc_warm = jnp.maximum(1.0, jnp.round(1.0 + frac * (acc_end - 1.0)))
-        accumulate = jnp.where(in_warmup, acc_warm, float(self.accumulate)).astype(jnp.int32)
+        accumulate = jnp.where(in_warmup, acc_warm, self.accumulate).astype(jnp.int32)
         return lrs, mom, accumulate
 
 

@@ -31,9 +31,10 @@ MAX_GRAD_NORM = 10.0
 
 @dataclasses.dataclass(frozen=True)
 class TrainHyper:
-    """Static (hashable) settings of the train step."""
+    """Settings of the train step. ``schedule`` moves into the state (runtime values, see ``Schedule``);
+    everything else is static (hashable) and part of the compiled program."""
 
-    schedule: Schedule
+    schedule: Schedule | None
     optimizer: str = "SGD"
     weight_decay: float = 0.0005  # already scaled by batch * accumulate / nbs
     box: float = 7.5
@@ -56,6 +57,7 @@ class TrainState:
     ema_params: Any
     ema_batch_stats: Any
     ema_updates: jax.Array
+    schedule: Schedule  # lr/momentum/accumulation schedule (numbers are leaves: no recompiles)
     model: nn.Module = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
     hyper: TrainHyper = flax.struct.field(pytree_node=False)
@@ -77,11 +79,14 @@ def create_train_state(model: nn.Module, variables, hyper: TrainHyper) -> TrainS
     s = hyper.schedule
     tx = build_optimizer(hyper.optimizer, lr0=s.lr0, momentum=s.momentum, weight_decay=hyper.weight_decay,
                          labels=labels)
+    opt_state = tx.init(params)
+    # weight decay is an injected hyperparameter (runtime value): keep it out of the static settings
+    hyper = dataclasses.replace(hyper, schedule=None, weight_decay=0.0)
     return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=tx.init(params),
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=opt_state,
         grad_accum=jax.tree.map(jnp.zeros_like, params), last_opt_step=jnp.full((), -1, jnp.int32),
         ema_params=jax.tree.map(jnp.array, params), ema_batch_stats=jax.tree.map(jnp.array, batch_stats),
-        ema_updates=jnp.zeros((), jnp.int32), model=model, tx=tx, hyper=hyper)
+        ema_updates=jnp.zeros((), jnp.int32), schedule=s.as_arrays(), model=model, tx=tx, hyper=hyper)
 
 
 def clip_by_global_norm_torch(grads, max_norm: float = MAX_GRAD_NORM):
@@ -113,7 +118,7 @@ def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
     (total, (items, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grad_accum = jax.tree.map(jnp.add, state.grad_accum, grads)
     ni = state.step
-    lrs, momentum, accumulate = h.schedule.at(ni)
+    lrs, momentum, accumulate = state.schedule.at(ni)
     due = (ni - state.last_opt_step) >= accumulate
 
     def do_update(_):
