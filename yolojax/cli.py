@@ -1,0 +1,210 @@
+"""The ``yolojax`` command: Ultralytics' ``yolo`` syntax (spec §6.2).
+
+    yolojax [detect] MODE [key=value ...]      MODE: train, val, predict
+    yolojax detect train data=coco8.yaml model=yolov8n.pt epochs=100 imgsz=640 device=0,1
+    yolojax train resume model=runs/detect/train/weights/last.npz
+    yolojax val model=runs/detect/train/weights/best.npz data=coco8.yaml
+    yolojax predict model=yolov8n.pt source=images/
+    yolojax cfg | help | version
+
+Values: none -> None, true/false -> bool (any case), Python literals (numbers, lists, tuples: ``0,1``), else the
+string itself. A bare key whose default is a bool (``resume``, ``rect``, ...) means True. User errors (a missing
+file, an unknown key, a device that is not here) print one paragraph on stderr and exit with code 2.
+"""
+from __future__ import annotations
+
+import ast
+import pathlib
+import sys
+from typing import Any
+
+TASKS = ("detect", "segment", "classify", "pose", "obb")
+MODES = ("train", "val", "predict", "export", "track", "benchmark")
+SPECIAL = ("help", "cfg", "version", "copy-cfg", "settings", "checks")
+HELP = """yolojax: YOLOv8 detection training in JAX, with Ultralytics' command line.
+
+    yolojax [detect] MODE [key=value ...]
+
+    MODE      train | val | predict   (also: help, cfg, version)
+    key=value any Ultralytics argument, e.g. data=coco8.yaml model=yolov8n.pt epochs=100 imgsz=640 device=0
+
+Examples
+    yolojax detect train data=coco8.yaml model=yolov8n.yaml epochs=100 imgsz=640
+    yolojax detect train data=coco8.yaml model=yolov8n.pt epochs=100 imgsz=640 device=0,1
+    yolojax detect train data=coco8.yaml model=yolov8n.yaml pretrained=yolov8n.pt epochs=100 imgsz=640
+    yolojax train resume model=runs/detect/train/weights/last.npz
+    yolojax val model=runs/detect/train/weights/best.npz data=coco8.yaml imgsz=640
+    yolojax predict model=runs/detect/train/weights/best.npz source=path/to/images save=True
+    yolojax cfg        (every train argument with its default)
+
+Weights are never downloaded: put yolov8n.pt (Ultralytics' GitHub release assets) in the working directory.
+Runs go to runs/detect/train, train2, ... with weights/best.npz and weights/last.npz.
+Python: from yolojax import YOLO; YOLO("yolov8n.yaml").train(data="coco8.yaml", epochs=3)
+"""
+
+
+class CLIError(ValueError):
+    """A malformed command line."""
+
+
+def smart_value(text: str) -> Any:
+    """Ultralytics' value rules: none -> None, true/false -> bool, a Python literal, else the string."""
+    low = text.lower()
+    if low == "none":
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        return text
+
+
+def merge_equals(args: list[str]) -> list[str]:
+    """Join ``key = value``, ``key= value`` and ``key =value`` into ``key=value`` (as Ultralytics does)."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "=" and out and i + 1 < len(args):
+            out[-1] += "=" + args[i + 1]
+            i += 2
+            continue
+        if a.endswith("=") and i + 1 < len(args) and "=" not in args[i + 1]:
+            out.append(a + args[i + 1])
+            i += 2
+            continue
+        if a.startswith("=") and out:
+            out[-1] += a
+            i += 1
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def parse_args(argv: list[str]) -> tuple[str | None, str | None, dict[str, Any]]:
+    """``(task, mode, overrides)`` from the command line words."""
+    from yolojax.engine.config import default_config
+
+    defaults = default_config().to_dict()
+    task = mode = None
+    overrides: dict[str, Any] = {}
+    for word in merge_equals(list(argv)):
+        if word.startswith("-"):
+            print(f"WARNING: argument '{word}' does not need leading dashes; using '{word.lstrip('-')}'.",
+                  file=sys.stderr)
+            word = word.lstrip("-")
+        if "=" in word:
+            key, _, value = word.partition("=")
+            if not key:
+                raise CLIError(f"'{word}' has no key before '='. Write key=value, e.g. epochs=10.")
+            overrides[key] = smart_value(value)
+        elif word in TASKS and task is None and mode is None:
+            task = word
+        elif word in MODES + SPECIAL and mode is None:
+            mode = word
+        elif word in defaults and isinstance(defaults[word], bool):
+            overrides[word] = True
+        elif word in defaults:
+            raise CLIError(f"'{word}' needs a value: write {word}=VALUE (default {defaults[word]!r}).")
+        else:
+            from yolojax.engine.config import closest_key
+
+            near = closest_key(word, list(defaults) + list(MODES) + list(SPECIAL))
+            raise CLIError(f"'{word}' is not a yolojax mode, task or argument." + (f" Did you mean '{near}'?" if near
+                                                                                  else "") + " Run 'yolojax help'.")
+    return task, mode, overrides
+
+
+def print_cfg() -> None:
+    """Every train argument with its default, in ``configs/default.py`` order, with its comment."""
+    import re
+
+    from yolojax.engine.config import REPO_CONFIGS, default_config
+
+    values = default_config().to_dict()
+    comments: dict[str, str] = {}
+    for path in (REPO_CONFIGS / "default.py", pathlib.Path(__file__).parent / "cfg" / "default.py"):
+        if path.is_file():
+            for m in re.finditer(r"^\s*c\.(\w+)\s*=.*?(?:#\s*(.*))?$", path.read_text(), re.M):
+                comments.setdefault(m.group(1), (m.group(2) or "").strip())
+            break
+    order = [k for k in comments if k in values] + sorted(k for k in values if k not in comments)
+    for key in order:
+        value = values[key]
+        text = "null" if value is None else str(value)
+        note = f"  # {comments[key]}" if comments.get(key) else ""
+        print(f"{key}: {text}{note}")
+
+
+def run(argv: list[str]) -> Any:
+    """Execute a command line; returns what the mode returned (metrics, predictions) or None."""
+    task, mode, overrides = parse_args(argv)
+    if mode in (None, "help"):
+        print(HELP)
+        return None
+    if mode == "version":
+        from yolojax import __version__
+
+        print(__version__)
+        return None
+    if mode == "cfg":
+        print_cfg()
+        return None
+    if task not in (None, "detect"):
+        raise CLIError(f"task '{task}': yolojax implements detection only (yolojax detect {mode} ...).")
+    if mode not in ("train", "val", "predict"):
+        raise CLIError(f"mode '{mode}' is not part of yolojax (train, val and predict are; export, tracking and "
+                       f"benchmarks stay with Ultralytics).")
+    overrides.pop("task", None)
+    overrides.pop("mode", None)
+    from yolojax.model import YOLO
+
+    if mode == "train":
+        model_src = overrides.pop("model", None)
+        if overrides.get("resume") and model_src is None:
+            raise CLIError("resume needs the interrupted run's weights: yolojax train resume "
+                           "model=runs/detect/train/weights/last.npz")
+        model = YOLO(model_src or "yolov8n.yaml")
+        return model.train(**overrides)
+    model_src = overrides.pop("model", None)
+    if model_src is None:
+        raise CLIError(f"yolojax {mode} needs model=WEIGHTS (a .pt, .npz or run directory).")
+    model = YOLO(model_src)
+    if mode == "val":
+        return model.val(**overrides)
+    source = overrides.pop("source", None)
+    if source is None:
+        raise CLIError("yolojax predict needs source=PATH (an image, a directory or a glob).")
+    return model.predict(source, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit code (0 ok, 2 user error)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        from absl import flags
+
+        flags.FLAGS.mark_as_parsed()  # Grain worker processes read absl flags
+    except Exception:  # pragma: no cover
+        pass
+    try:
+        run(argv)
+    except BrokenPipeError:  # `yolojax cfg | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as e:  # noqa: BLE001 - user errors become one paragraph, the rest propagate
+        from yolojax.errors import user_error_types
+
+        if isinstance(e, (CLIError,) + user_error_types()):
+            print(f"ERROR: {e}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
