@@ -1,0 +1,213 @@
+"""End-to-end training throughput (loader + train step, mosaic on): yolojax's trainer vs Ultralytics' ``model.train``.
+
+    python benchmarks/e2e.py [--images 256] [--imgsz 640] [--batch 16] [--workers 2] [--model yolov8n]
+        [--width W] [--device cpu|0] [--no-ultralytics] [--ultralytics-python PATH] [--no-record]
+
+Generates ``--images`` synthetic JPEGs (640x480, the shapes dataset's drawing, 6 classes) plus 8 validation
+images in a temp dir, writes one data YAML, then trains 1 epoch on them with both trainers, same files, batch,
+image size, workers, SGD lr0 0.01, mosaic on (``close_mosaic=0``), ``val=False``, ``plots=False``:
+
+* yolojax: ``yolojax.train.train_and_evaluate`` in this process (its callbacks time the epoch);
+* Ultralytics: ``YOLO(model).train(...)`` in a subprocess under ``--ultralytics-python`` (``YOLO_OFFLINE=1``).
+
+images/s = images after the first batch / (end of the epoch's last step - end of the first step), so start-up,
+the first compile / cuDNN autotune, and the final validation are excluded on both sides. One JSON line per
+trainer and the ratio; rows appended to benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+_UL_SCRIPT = r"""
+import json, sys, time
+from ultralytics import YOLO
+a = json.loads(sys.argv[1])
+marks = {}
+def batch_end(trainer):
+    marks.setdefault("first", time.perf_counter())
+    marks["batches"] = marks.get("batches", 0) + 1
+def epoch_end(trainer):
+    marks["end"] = time.perf_counter()
+model = YOLO(a["model"])
+model.add_callback("on_train_batch_end", batch_end)
+model.add_callback("on_train_epoch_end", epoch_end)
+t0 = time.perf_counter()
+error = None
+try:
+    model.train(data=a["data"], epochs=1, imgsz=a["imgsz"], batch=a["batch"], workers=a["workers"],
+                device=a["device"], val=False, plots=False, mosaic=1.0, close_mosaic=0, optimizer="SGD", lr0=0.01,
+                momentum=0.937, project=a["project"], name="ul", exist_ok=True, verbose=False, seed=0,
+                deterministic=False)
+except Exception as e:  # after the timed epoch (e.g. polars missing for its results.csv read-back): keep the marks
+    if "end" not in marks:
+        raise
+    error = repr(e)[:300]
+import ultralytics, torch
+print("RESULT " + json.dumps({"first": marks["first"], "end": marks["end"], "batches": marks["batches"],
+      "wall_s": time.perf_counter() - t0, "ultralytics": ultralytics.__version__, "torch": torch.__version__,
+      "error_after_epoch": error}))
+"""
+
+
+def make_dataset(root: Path, n_train: int, n_val: int = 8, h: int = 480, w: int = 640) -> Path:
+    """JPEG images + YOLO label files under root/images/{train,val}; returns the data YAML path."""
+    import cv2
+    import numpy as np
+
+    from yolojax.data.synthetic import NAMES, make_image
+
+    for split, n, offset in (("train", n_train, 0), ("val", n_val, 10**6)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            img, rows = make_image(np.random.default_rng([7, offset + i]), h, w)
+            cv2.imwrite(str(root / "images" / split / f"{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            (root / "labels" / split / f"{i:05d}.txt").write_text(
+                "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows))
+    names = "".join(f"  {i}: {n}\n" for i, n in enumerate(NAMES))
+    yaml_path = root / "data.yaml"
+    yaml_path.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}")
+    return yaml_path
+
+
+def model_yaml(args, root: Path) -> str:
+    """The model argument both trainers get: a standard name, or a custom-width YAML file."""
+    if args.width is None:
+        return f"{args.model}.yaml"
+    import yaml
+
+    from yolojax.nn.yolo import YOLOV8_SCALES, YOLOv8
+
+    scale = args.model.replace("yolov8", "")[:1] or "n"
+    depth, _, max_ch = YOLOV8_SCALES[scale]
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from train_step import ultralytics_model_dict
+
+    d = ultralytics_model_dict(YOLOv8(scale=scale, num_classes=6, multiples=(depth, args.width, max_ch)))
+    path = root / f"{args.model}-w{args.width}.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return str(path)
+
+
+def run_yolojax(args, data: Path, model: str, workdir: Path) -> dict:
+    from yolojax.engine import config as cfgmod
+    from yolojax.train import train_and_evaluate
+
+    marks: dict = {}
+
+    def batch_end(ctx):
+        marks.setdefault("first", time.perf_counter())
+        marks["batches"] = marks.get("batches", 0) + 1
+
+    def epoch_end(ctx):
+        marks["end"] = time.perf_counter()
+        marks["trainer_images_per_s"] = ctx.images_per_second
+        marks["compile_s"] = ctx.compile_seconds
+
+    overrides = {"model": model, "data": str(data), "epochs": 1, "imgsz": args.imgsz, "batch": args.batch,
+                 "workers": args.workers, "val": False, "plots": False, "close_mosaic": 0, "optimizer": "SGD",
+                 "lr0": 0.01, "momentum": 0.937, "pretrained": False, "verbose": False}
+    if args.device is not None:
+        overrides["device"] = args.device
+    config = cfgmod.apply_overrides(cfgmod.default_config(), overrides)
+    t0 = time.perf_counter()
+    train_and_evaluate(config, str(workdir),
+                       callbacks={"on_train_batch_end": [batch_end], "on_train_epoch_end": [epoch_end]})
+    marks["wall_s"] = time.perf_counter() - t0
+    return marks
+
+
+def run_ultralytics(args, data: Path, model: str, project: Path) -> dict | None:
+    spec = {"model": model, "data": str(data), "imgsz": args.imgsz, "batch": args.batch, "workers": args.workers,
+            "device": args.device if args.device is not None else ("cpu" if not _has_cuda(args) else 0),
+            "project": str(project)}
+    env = dict(os.environ, YOLO_OFFLINE="1")
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([args.ultralytics_python, "-c", _UL_SCRIPT, json.dumps(spec)], capture_output=True,
+                          text=True, env=env, timeout=7200, cwd=project)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    print(f"Ultralytics model.train failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
+    return None
+
+
+def _has_cuda(args) -> bool:
+    probe = subprocess.run([args.ultralytics_python, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True)
+    return probe.stdout.strip() == "True"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=256, help="training images (640x480 JPEGs)")
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--model", default="yolov8n")
+    ap.add_argument("--width", type=float, default=None, help="custom width multiple (tiny test models)")
+    ap.add_argument("--device", default=None, help="both trainers' device argument (default: GPU 0 if any, else cpu)")
+    ap.add_argument("--no-ultralytics", action="store_true")
+    ap.add_argument("--ultralytics-python", default="/work/ulvenv/bin/python")
+    ap.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    try:
+        from absl import flags
+
+        flags.FLAGS.mark_as_parsed()  # Grain 0.2.18 workers read absl flags
+    except Exception:
+        pass
+    import jax
+
+    load = f"load {os.getloadavg()[0]:.1f}"
+    machine = f"{platform.machine()} {os.cpu_count()} cpu, {jax.devices()[0].device_kind}; {load}"
+    date = datetime.date.today().isoformat()
+    setting = (f"{args.model}{f' width {args.width}' if args.width else ''} b{args.batch} @{args.imgsz}, "
+               f"{args.images} JPEG 640x480, mosaic on, workers {args.workers}, 1 epoch")
+    counted = args.images - min(args.batch, args.images)  # images after the first batch
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = make_dataset(root / "data", args.images)
+        model = model_yaml(args, root)
+        ours = run_yolojax(args, data, model, root / "yolojax_run")
+        ips = counted / max(ours["end"] - ours["first"], 1e-9)
+        rec = {"benchmark": "e2e_epoch", "impl": "yolojax", "setting": setting, "images_per_s": round(ips, 2),
+               "trainer_images_per_s": round(ours["trainer_images_per_s"], 2),
+               "compile_s": round(ours["compile_s"], 2), "wall_s": round(ours["wall_s"], 1),
+               "batches": ours["batches"], "jax": jax.__version__, "backend": jax.default_backend()}
+        print(json.dumps(rec), flush=True)
+        rows.append(f"| {date} | {machine} | jax {jax.__version__} | e2e yolojax trainer 1 epoch | {ips:.1f} img/s "
+                    f"| {setting}; first batch excluded; compile {ours['compile_s']:.1f} s; wall {ours['wall_s']:.0f} s |")
+        if not args.no_ultralytics and Path(args.ultralytics_python).exists():
+            ul = run_ultralytics(args, data, model if args.width else f"{args.model}.yaml", root)
+            if ul is not None:
+                ul_ips = counted / max(ul["end"] - ul["first"], 1e-9)
+                urec = {"benchmark": "e2e_epoch", "impl": "ultralytics", "setting": setting,
+                        "images_per_s": round(ul_ips, 2), "wall_s": round(ul["wall_s"], 1), "batches": ul["batches"],
+                        "ultralytics": ul["ultralytics"], "torch": ul["torch"],
+                        "ratio_yolojax_over_ultralytics": round(ips / ul_ips, 3)}
+                print(json.dumps(urec), flush=True)
+                rows.append(f"| {date} | {machine} | ultralytics {ul['ultralytics']}, torch {ul['torch']} | e2e "
+                            f"ultralytics model.train 1 epoch | {ul_ips:.1f} img/s | {setting}; first batch excluded; "
+                            f"wall {ul['wall_s']:.0f} s; yolojax/ultralytics = {ips / ul_ips:.2f}x |")
+    if not args.no_record:
+        path = REPO / "benchmarks" / "RESULTS.md"
+        with open(path, "a") as f:
+            f.write("".join(r + "\n" for r in rows))
+
+
+if __name__ == "__main__":
+    main()

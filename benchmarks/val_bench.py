@@ -1,0 +1,167 @@
+"""Validation throughput: yolojax's ``Validator`` vs Ultralytics' ``model.val`` on the same images and weights.
+
+    python benchmarks/val_bench.py [--images 128] [--imgsz 640] [--batch 16] [--weights PT] [--workers 0]
+        [--width W] [--no-ultralytics] [--ultralytics-python PATH] [--no-record]
+
+Generates ``--images`` synthetic 640x480 JPEGs with labels (the shapes drawing, classes 0-5) as the val split of a
+data YAML whose names are the model's. Both sides validate the same weights (``--weights``, an Ultralytics
+``.pt``; default the yolov8n checkpoint in ../shared/fixtures/v82) at conf 0.001, IoU 0.7, max_det 300, rect
+batches: yolojax through ``yolojax.val.validate`` (jitted forward + decode + NMS on the device, matching and AP on
+the host), Ultralytics through ``YOLO(weights).val(...)`` in a subprocess (``YOLO_OFFLINE=1``, ``plots=False``).
+Each side runs twice in its process; images/s is from the second (warm) pass, so JIT compiles and cuDNN autotune
+are excluded on both sides (the first pass is reported too). ``--width`` validates a randomly initialised custom
+width yolojax model instead (tiny test runs; no Ultralytics). One JSON line per side; rows appended to
+benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_WEIGHTS = REPO.parent / "shared" / "fixtures" / "v82" / "ckpt_n_last.pt"
+
+_UL_SCRIPT = r"""
+import json, sys, time
+from ultralytics import YOLO
+a = json.loads(sys.argv[1])
+model = YOLO(a["weights"])
+out = {}
+for run in ("first", "second"):
+    t0 = time.perf_counter()
+    m = model.val(data=a["data"], imgsz=a["imgsz"], batch=a["batch"], conf=0.001, iou=0.7, max_det=300, rect=True,
+                  workers=a["workers"], device=a["device"], plots=False, verbose=False, project=a["project"],
+                  name="val", exist_ok=True)
+    out[run + "_s"] = time.perf_counter() - t0
+out["speed_ms"] = m.speed
+out["map50_95"] = float(m.box.map)
+out["map50"] = float(m.box.map50)
+import ultralytics, torch
+out["ultralytics"], out["torch"] = ultralytics.__version__, torch.__version__
+print("RESULT " + json.dumps(out))
+"""
+
+
+def make_val_dataset(root: Path, n: int, names: dict[int, str], h: int = 480, w: int = 640) -> Path:
+    import cv2
+    import numpy as np
+
+    from yolojax.data.synthetic import make_image
+
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "labels" / "val").mkdir(parents=True)
+    for i in range(n):
+        img, rows = make_image(np.random.default_rng([11, i]), h, w)
+        cv2.imwrite(str(root / "images" / "val" / f"{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        (root / "labels" / "val" / f"{i:05d}.txt").write_text(
+            "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows))
+    lines = "".join(f"  {k}: {json.dumps(v)}\n" for k, v in sorted(names.items()))
+    path = root / "data.yaml"
+    path.write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames:\n{lines}")
+    return path
+
+
+def load_model(args):
+    if args.width is not None:
+        from yolojax.nn.yolo import YOLOV8_SCALES, YOLOv8, init_variables
+
+        depth, _, max_ch = YOLOV8_SCALES["n"]
+        model = YOLOv8(scale="n", num_classes=6, multiples=(depth, args.width, max_ch))
+        from yolojax.data.synthetic import NAMES
+
+        return model, init_variables(model, seed=0), dict(enumerate(NAMES))
+    from yolojax.model import load_weights
+
+    w = load_weights(args.weights)
+    return w.model, w.variables, dict(w.names)
+
+
+def run_yolojax(args, model, variables, data: Path) -> dict:
+    from yolojax.val import validate
+
+    out = {}
+    for run in ("first", "second"):
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            m = validate(model, variables, data=str(data), imgsz=args.imgsz, batch=args.batch, conf=0.001, iou=0.7,
+                         max_det=300, rect=True, workers=args.workers, verbose=False)
+        out[run + "_s"] = time.perf_counter() - t0
+    out["map50_95"], out["map50"] = float(m.results_dict["metrics/mAP50-95(B)"]), float(
+        m.results_dict["metrics/mAP50(B)"])
+    out["speed_ms"] = dict(m.speed) if hasattr(m, "speed") else None
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=128)
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="Ultralytics .pt weights for both sides")
+    ap.add_argument("--width", type=float, default=None, help="random-init custom-width model (yolojax only)")
+    ap.add_argument("--device", default=None, help="Ultralytics' device (default: 0 with CUDA, else cpu)")
+    ap.add_argument("--no-ultralytics", action="store_true")
+    ap.add_argument("--ultralytics-python", default="/work/ulvenv/bin/python")
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    import jax
+
+    model, variables, names = load_model(args)
+    machine = f"{platform.machine()} {os.cpu_count()} cpu, {jax.devices()[0].device_kind}; load {os.getloadavg()[0]:.1f}"
+    date = datetime.date.today().isoformat()
+    what = "custom width {}".format(args.width) if args.width else Path(args.weights).name
+    setting = f"{what} @{args.imgsz} b{args.batch}, {args.images} JPEG 640x480, conf 0.001, rect, workers {args.workers}"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_val_dataset(Path(tmp) / "data", args.images, names)
+        ours = run_yolojax(args, model, variables, data)
+        ips = args.images / ours["second_s"]
+        rec = {"benchmark": "val", "impl": "yolojax", "setting": setting, "images_per_s": round(ips, 2),
+               "first_pass_s": round(ours["first_s"], 2), "second_pass_s": round(ours["second_s"], 2),
+               "map50_95": ours["map50_95"], "map50": ours["map50"], "speed_ms": ours["speed_ms"],
+               "jax": jax.__version__, "backend": jax.default_backend()}
+        print(json.dumps(rec), flush=True)
+        rows.append(f"| {date} | {machine} | jax {jax.__version__} | val_bench yolojax Validator | {ips:.1f} img/s | "
+                    f"{setting}; warm pass; first pass {ours['first_s']:.1f} s; mAP50-95 {ours['map50_95']:.4f} |")
+        if args.width is None and not args.no_ultralytics and Path(args.ultralytics_python).exists():
+            spec = {"weights": str(Path(args.weights).resolve()), "data": str(data), "imgsz": args.imgsz,
+                    "batch": args.batch, "workers": args.workers, "project": tmp,
+                    "device": args.device if args.device is not None else
+                    ("0" if jax.default_backend() == "gpu" else "cpu")}
+            env = dict(os.environ, YOLO_OFFLINE="1")
+            env.pop("XLA_FLAGS", None)
+            proc = subprocess.run([args.ultralytics_python, "-c", _UL_SCRIPT, json.dumps(spec)], capture_output=True,
+                                  text=True, env=env, timeout=3600, cwd=tmp)
+            ul = next((json.loads(l[7:]) for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if ul is None:
+                print(f"Ultralytics val failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
+            else:
+                ul_ips = args.images / ul["second_s"]
+                urec = {"benchmark": "val", "impl": "ultralytics", "setting": setting, "images_per_s": round(ul_ips, 2),
+                        "first_pass_s": round(ul["first_s"], 2), "second_pass_s": round(ul["second_s"], 2),
+                        "map50_95": ul["map50_95"], "map50": ul["map50"], "speed_ms": ul["speed_ms"],
+                        "ultralytics": ul["ultralytics"], "torch": ul["torch"],
+                        "ratio_yolojax_over_ultralytics": round(ips / ul_ips, 3)}
+                print(json.dumps(urec), flush=True)
+                rows.append(f"| {date} | {machine} | ultralytics {ul['ultralytics']}, torch {ul['torch']} | val_bench "
+                            f"ultralytics model.val | {ul_ips:.1f} img/s | {setting}; warm pass; mAP50-95 "
+                            f"{ul['map50_95']:.4f}; yolojax/ultralytics = {ips / ul_ips:.2f}x |")
+    if not args.no_record:
+        with open(REPO / "benchmarks" / "RESULTS.md", "a") as f:
+            f.write("".join(r + "\n" for r in rows))
+
+
+if __name__ == "__main__":
+    main()
