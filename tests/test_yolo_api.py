@@ -260,13 +260,6 @@ def test_train_from_yaml_plus_load(ws, run_pt):
     assert args["model"].endswith("weights/start.npz") and (run / "weights" / "start.npz").is_file()
 
 
-# train.py sets ``config.resume = str(run)`` on a ConfigDict whose ``resume`` field is typed bool (from the stored
-# config), which ml_collections refuses with a TypeError; until the trainer builds that config with the resume path
-# in it, resuming fails there. Any other failure of these tests is a real failure.
-RESUME_TYPEERROR = pytest.mark.xfail(raises=TypeError, strict=False,
-                                     reason="trainer: config.resume = str(run) on a bool-typed ConfigDict field")
-
-
 class _Killed(Exception):
     pass
 
@@ -290,7 +283,6 @@ def interrupted(ws, run_pt):
 
 
 @pytest.mark.slow
-@RESUME_TYPEERROR
 def test_resume_python_example(ws, interrupted):
     """Guide: model = YOLO("path/to/last.pt"); results = model.train(resume=True)."""
     run, _ = interrupted
@@ -305,7 +297,6 @@ def test_resume_python_example(ws, interrupted):
 
 
 @pytest.mark.slow
-@RESUME_TYPEERROR
 def test_resume_cli_example(ws, interrupted):
     """Guide: yolo train resume model=path/to/last.pt."""
     from yolojax.cli import main

@@ -51,7 +51,7 @@ class RunContext:
 def _host_config(config):
     import ml_collections
 
-    return ml_collections.ConfigDict(cfgmod.to_plain(config))
+    return ml_collections.ConfigDict(cfgmod.to_plain(config), type_safe=False)
 
 
 def _find_resume(config, workdir):
@@ -106,11 +106,11 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                 stored[key] = config[key]
         finished = meta.get("finished", False)
         if finished and stored["epochs"] <= meta["config"]["epochs"]:
-            raise SystemExit(f"{run}: training to {meta['config']['epochs']} epochs is finished, nothing to resume. "
+            raise cfgmod.ConfigError(f"{run}: training to {meta['config']['epochs']} epochs is finished, nothing to resume. "
                              f"Start a new run, or extend this one with --config.resume={run} "
                              f"--config.epochs=N (N > {meta['config']['epochs']}).")
+        stored["resume"] = str(run)
         config = cfgmod.apply_overrides(cfgmod.default_config(), stored, source="checkpoint key")
-        config.resume = str(run)
         workdir = run
     s = setup(config, workdir)
     config, save_dir, mesh = s.config, s.save_dir, s.mesh

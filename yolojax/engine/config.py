@@ -34,17 +34,18 @@ def closest_key(key: str, valid) -> str | None:
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any], *,
                     source: str = "argument") -> ml_collections.ConfigDict:
-    """Set ``overrides`` on a copy of ``config``; an unknown key fails naming the closest valid one."""
-    config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy without FieldReference typing issues
-    valid = list(config.keys())
-    for key, value in overrides.items():
-        if key not in valid:
-            near = closest_key(key, valid)
+    """A copy of ``config`` with ``overrides`` set; an unknown key fails naming the closest valid one.
+
+    The result is not type-locked: Ultralytics' arguments take several types (``resume`` bool or path,
+    ``pretrained`` bool or path, ``cache`` bool or 'ram', ``epochs`` possibly fractional in a YAML)."""
+    base = config.to_dict()
+    for key in overrides:
+        if key not in base:
+            near = closest_key(key, base)
             hint = f" Did you mean '{near}'?" if near else ""
             raise ConfigError(f"'{key}' is not a valid yolojax/Ultralytics train {source}.{hint} "
                               f"Run 'yolojax cfg' to list every key with its default.")
-        config[key] = value
-    return config
+    return ml_collections.ConfigDict({**base, **dict(overrides)}, type_safe=False)
 
 
 def load_cfg_file(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

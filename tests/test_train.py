@@ -1,0 +1,149 @@
+"""The trainer end to end: a real run learns, writes a complete run directory, and resumes exactly."""
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from yolojax.engine.config import ConfigError, apply_overrides, default_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_unknown_config_key_names_the_closest():
+    with pytest.raises(ConfigError, match="Did you mean 'epochs'"):
+        apply_overrides(default_config(), {"epoch": 3})
+    with pytest.raises(ConfigError, match="Did you mean 'imgsz'"):
+        apply_overrides(default_config(), {"img_size": 64})
+
+
+def test_run_dirs_increment_and_never_overwrite(tmp_path):
+    from yolojax.engine.config import run_dir
+
+    cfg = apply_overrides(default_config(), {"project": str(tmp_path), "name": "train"})
+    first = run_dir(cfg)
+    assert first == tmp_path / "train"
+    first.mkdir()
+    assert run_dir(cfg) == tmp_path / "train2"
+    (tmp_path / "train2").mkdir()
+    assert run_dir(cfg) == tmp_path / "train3"
+    assert run_dir(apply_overrides(cfg, {"exist_ok": True})) == tmp_path / "train"
+
+
+@pytest.fixture(scope="module")
+def e2e_run(tiny_model_yaml, tmp_path_factory):
+    """One real training run on the synthetic shapes (tiny model, 64 px), shared by the tests below."""
+    from yolojax.data import make_shapes_dataset
+    from yolojax.train import train_and_evaluate
+
+    data = make_shapes_dataset(tmp_path_factory.mktemp("e2e_data") / "shapes", n_train=64, n_val=16, seed=0)
+    workdir = tmp_path_factory.mktemp("e2e") / "train"
+    cfg = apply_overrides(default_config(), dict(
+        model=str(tiny_model_yaml), data=str(data), imgsz=64, batch=16, epochs=12, close_mosaic=2, workers=0,
+        warmup_epochs=0.0, plots=False, seed=0))
+    t0 = time.time()
+    out = train_and_evaluate(cfg, workdir)
+    return out, workdir, time.time() - t0
+
+
+@pytest.mark.slow
+def test_training_learns_and_writes_the_run_directory(e2e_run):
+    from yolojax.report.results import read_results_csv
+
+    out, workdir, _ = e2e_run
+    for rel in ("args.yaml", "results.csv", "weights/last.npz", "weights/best.npz"):
+        assert (workdir / rel).is_file(), rel
+    assert any((workdir / "weights" / "ckpt").iterdir())
+    rows = read_results_csv(workdir / "results.csv")
+    assert [r["epoch"] for r in rows] == list(range(1, 13))
+    first = sum(rows[0][f"train/{k}"] for k in ("box_loss", "cls_loss", "dfl_loss"))
+    last = sum(rows[-1][f"train/{k}"] for k in ("box_loss", "cls_loss", "dfl_loss"))
+    assert last < 0.8 * first, (first, last)
+    # An untrained head predicts nothing above chance: mAP50 of random boxes on this data is ~0.00. The
+    # synthetic shapes are large, high-contrast and class-coloured, so even a 1/16-width model finds them
+    # within a dozen short epochs; 0.05 is far above chance and leaves room for nondeterministic machines.
+    assert out["metrics/mAP50(B)"] > 0.05, out
+    assert rows[-1]["metrics/mAP50(B)"] >= rows[0]["metrics/mAP50(B)"]
+
+
+def _train_cmd(workdir, model, data, extra=()):
+    return [sys.executable, "-m", "yolojax.train", f"--config={REPO / 'configs' / 'default.py'}",
+            f"--workdir={workdir}", f"--config.model={model}", f"--config.data={data}", "--config.imgsz=64",
+            "--config.batch=8", "--config.epochs=2", "--config.close_mosaic=1", "--config.workers=0",
+            "--config.val=False", "--config.plots=False", "--config.checkpoint_every=1", "--config.warmup_epochs=0",
+            *extra]
+
+
+def _env():
+    env = dict(os.environ)
+    env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(REPO / ".cache" / "jax_tests"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _final_state(workdir: pathlib.Path):
+    import orbax.checkpoint as ocp
+
+    mgr = ocp.CheckpointManager(workdir / "weights" / "ckpt")
+    step = mgr.latest_step()
+    state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    mgr.close()
+    return step, state
+
+
+def _assert_trees_equal(a, b, path=""):
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _assert_trees_equal(a[k], b[k], f"{path}/{k}")
+    else:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=path)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_resume_is_bit_identical(tiny_model_yaml, shapes_small, tmp_path):
+    """32 images, batch 8: 4 steps an epoch, 8 in all; a checkpoint after every step."""
+    full = tmp_path / "full"
+    subprocess.run(_train_cmd(full, tiny_model_yaml, shapes_small), env=_env(), check=True, capture_output=True,
+                   timeout=600)
+    killed = tmp_path / "killed"
+    target = random.Random().choice([1, 2, 3, 5, 6, 7])  # not an epoch end
+    proc = subprocess.Popen(_train_cmd(killed, tiny_model_yaml, shapes_small), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckdir = killed / "weights" / "ckpt"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        steps = [int(p.name) for p in ckdir.glob("*") if p.name.isdigit()] if ckdir.is_dir() else []
+        if steps and max(steps) >= target:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "weights" / "last.npz").exists() or target > 4
+    res = subprocess.run(_train_cmd(killed, tiny_model_yaml, shapes_small, [f"--config.resume={killed}"]),
+                         env=_env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Resuming training" in res.stdout
+    step_full, state_full = _final_state(full)
+    step_res, state_res = _final_state(killed)
+    assert step_full == step_res == 8
+    for key in ("params", "batch_stats", "opt_state", "ema_params", "ema_batch_stats", "ema_updates"):
+        _assert_trees_equal(state_full[key], state_res[key], key)
+    a, b = np.load(full / "weights" / "last.npz"), np.load(killed / "weights" / "last.npz")
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    from yolojax.report.results import read_results_csv
+
+    assert [r["epoch"] for r in read_results_csv(killed / "results.csv")] == [1, 2]
+    # resuming a finished run says so and changes nothing
+    again = subprocess.run(_train_cmd(killed, tiny_model_yaml, shapes_small, [f"--config.resume={killed}"]),
+                           env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "is finished, nothing to resume" in (again.stdout + again.stderr)
