@@ -1,9 +1,21 @@
 """Device selection (Ultralytics' ``device`` argument) and the data-parallel mesh.
 
-    device=None / ""      first GPU if any (else TPU, else CPU), like Ultralytics
-    device=0, "0"         GPU 0;   "0,1" / [0, 1]: GPUs 0 and 1 (data parallel)
+    device=None / ""      first GPU if any (else TPU, else CPU), like Ultralytics; in a multi-process run
+                          (jax.distributed) every device of every process
+    device=0, "0"         GPU 0;   "0,1" / [0, 1] / "cuda:0,1": GPUs 0 and 1 (data parallel)
     device="cpu"          CPU (all CPU devices: with XLA_FLAGS=--xla_force_host_platform_device_count=N, N of them)
-    device="mps"          Apple Metal PJRT plugin;   "tpu": every TPU core;   "all": every accelerator
+    device="mps"          Apple Metal PJRT plugin (see ``metal.py``);   "tpu": every TPU core
+    device="all"          every accelerator (GPUs, else TPU cores, else the CPU devices);   "cuda"/"gpu": every GPU
+
+GPU indices are *per process* (per host), as ``CUDA_VISIBLE_DEVICES`` indices are for each Ultralytics DDP
+node: with 2 hosts and ``device="0,1"`` the mesh holds GPUs 0 and 1 of both hosts. The mesh lists devices
+process by process, so the rows a process feeds (``TrainLoader(process_index=...)``, rows
+``[p * B / P, (p + 1) * B / P)`` of every global batch) are the rows its own devices hold.
+
+Data parallelism: one mesh axis ``data``; the global batch is split evenly over it (``data_sharding``),
+parameters and optimizer state are replicated (``replicated``). BatchNorm statistics are then global-batch
+statistics (synchronised BN) because ``BatchNorm`` takes plain means over the sharded batch axis; per-device
+statistics, as Ultralytics DDP has, come from ``per_device_bn.make_train_step_per_device_bn``.
 """
 from __future__ import annotations
 
@@ -12,10 +24,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+WORDS = ("cpu", "mps", "tpu", "all", "gpu")
 
 
 class DeviceError(ValueError):
-    """A device string that does not name devices present here."""
+    """A device string that does not name devices present here, or a batch they cannot share evenly."""
 
 
 def _platform_devices(platform: str) -> list:
@@ -29,38 +42,72 @@ def _gpus() -> list:
     return _platform_devices("gpu") or _platform_devices("cuda") or _platform_devices("rocm")
 
 
+def _platforms() -> list[str]:
+    return sorted({d.platform for d in jax.devices()})
+
+
 def parse_device_ids(device) -> list[int] | str | None:
-    """Normalise Ultralytics' forms: None/'' -> None; 'cpu'/'mps'/'tpu'/'all' -> that word; ids -> [ints]."""
+    """Normalise Ultralytics' forms: None/'' -> None; 'cpu'/'mps'/'tpu'/'all'/'gpu' -> that word; ids -> [ints]."""
     if device is None:
         return None
+    if isinstance(device, bool):
+        raise DeviceError(f"device={device!r} is not understood. Use None (auto), 'cpu', a GPU index such as 0, a "
+                          f"list such as '0,1' or [0, 1], 'mps', 'tpu' or 'all'.")
     if isinstance(device, (list, tuple)):
         items = list(device)
-    elif isinstance(device, int):
-        items = [device]
+    elif isinstance(device, (int, np.integer)):
+        items = [int(device)]
     else:
         text = str(device).strip().lower().replace("cuda:", "").strip("[]() ")
         if text in ("", "none"):
             return None
-        if text in ("cpu", "mps", "tpu", "all", "gpu", "cuda"):
+        if text in WORDS or text == "cuda":
             return "gpu" if text == "cuda" else text
         items = [t for t in text.replace(" ", "").split(",") if t != ""]
     try:
-        ids = [int(t) for t in items]
+        ids = [_as_index(t) for t in items]
     except (TypeError, ValueError):
         raise DeviceError(f"device={device!r} is not understood. Use None (auto), 'cpu', a GPU index such as 0, a "
                           f"list such as '0,1' or [0, 1], 'mps', 'tpu' or 'all'.") from None
+    if not ids:
+        raise DeviceError(f"device={device!r} names no device. Use None (auto), 'cpu', 0, '0,1', 'mps', 'tpu' "
+                          f"or 'all'.")
     if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
-        raise DeviceError(f"device={device!r}: GPU indices must be distinct and non-negative.")
+        raise DeviceError(f"device={device!r}: GPU indices must be distinct and non-negative (e.g. '0,1').")
     return ids
 
 
+def _as_index(item) -> int:
+    if isinstance(item, bool) or isinstance(item, float):
+        raise TypeError(item)
+    if isinstance(item, str):
+        item = item.strip().lower().replace("cuda:", "")
+        if not item.lstrip("-").isdigit():
+            raise ValueError(item)
+    return int(item)
+
+
+def _per_process(devices: list) -> list[list]:
+    """``devices`` grouped by process, each group in the order JAX lists them."""
+    n = jax.process_count()
+    groups = [[d for d in devices if getattr(d, "process_index", 0) == p] for p in range(n)]
+    return groups
+
+
 def select_devices(device=None) -> list:
-    """The devices a run uses, in order (process-local devices for multi-host: see ``global_devices``)."""
+    """The (global) devices a run uses, process by process; a ``DeviceError`` when they are not here.
+
+    Single process: the listed local devices. Several processes: the same selection on every process, so
+    ``device="0,1"`` on two hosts gives four devices."""
     spec = parse_device_ids(device)
+    multi = jax.process_count() > 1
     if spec is None:
-        return [(_gpus() or _platform_devices("tpu") or jax.devices("cpu"))[0]]
+        accel = _gpus() or _platform_devices("tpu")
+        if multi:
+            return _by_process(accel or jax.devices("cpu"))
+        return [(accel or jax.devices("cpu"))[0]]
     if spec == "cpu":
-        return jax.devices("cpu")
+        return _by_process(jax.devices("cpu"))
     if spec == "mps":
         from yolojax.engine.metal import metal_devices
 
@@ -68,37 +115,64 @@ def select_devices(device=None) -> list:
     if spec == "tpu":
         tpus = _platform_devices("tpu")
         if not tpus:
-            raise DeviceError("device='tpu' but JAX sees no TPU here (jax.devices() lists "
-                              f"{sorted({d.platform for d in jax.devices()})}). Install jax[tpu] on a TPU VM, or use "
-                              "device=cpu.")
-        return tpus
+            raise DeviceError(f"device='tpu' but JAX sees no TPU here (jax.devices() lists platforms "
+                              f"{_platforms()}). Install jax[tpu] on a TPU VM, or use device=cpu.")
+        return _by_process(tpus)
     if spec in ("all", "gpu"):
-        accel = _gpus() or _platform_devices("tpu")
+        accel = _gpus() if spec == "gpu" else (_gpus() or _platform_devices("tpu"))
         if spec == "gpu" and not accel:
-            raise DeviceError("device='cuda' but JAX sees no GPU here.")
-        return accel or jax.devices("cpu")
+            raise DeviceError(f"device='cuda' but JAX sees no GPU here (platforms {_platforms()}). Install a CUDA "
+                              f"build of JAX (pip install -U 'jax[cuda12]'), or use device=cpu.")
+        return _by_process(accel or jax.devices("cpu"))
     gpus = _gpus()
     if not gpus:
         raise DeviceError(
             f"device={device!r} asks for GPU {spec if len(spec) > 1 else spec[0]}, but JAX sees no GPU on this machine "
-            f"(platforms: {sorted({d.platform for d in jax.devices()})}). Install a CUDA build of JAX "
-            f"(pip install -U 'jax[cuda12]') on a machine with an NVIDIA GPU, or train on the CPU with device=cpu.")
-    missing = [i for i in spec if i >= len(gpus)]
-    if missing:
-        raise DeviceError(f"device={device!r}: GPU {missing} does not exist; this machine has {len(gpus)} GPU(s) "
-                          f"(valid indices 0..{len(gpus) - 1}).")
-    return [gpus[i] for i in spec]
+            f"(platforms: {_platforms()}). Install a CUDA build of JAX (pip install -U 'jax[cuda12]') on a machine "
+            f"with an NVIDIA GPU, or train on the CPU with device=cpu.")
+    chosen = []
+    for p, local in enumerate(_per_process(gpus)):
+        missing = [i for i in spec if i >= len(local)]
+        if missing:
+            where = f" on process {p}" if multi else ""
+            raise DeviceError(f"device={device!r}: GPU {missing[0] if len(missing) == 1 else missing} does not "
+                              f"exist{where}; this machine has {len(local)} GPU(s) (valid indices 0.."
+                              f"{len(local) - 1}). Use fewer indices or device=None for the first GPU.")
+        chosen += [local[i] for i in spec]
+    return chosen
+
+
+def _by_process(devices: list) -> list:
+    return [d for group in _per_process(devices) for d in group]
+
+
+def local_devices(devices) -> list:
+    """The subset of ``devices`` this process drives (feeds with data)."""
+    me = jax.process_index()
+    return [d for d in devices if getattr(d, "process_index", 0) == me]
 
 
 def make_mesh(devices) -> Mesh:
-    return Mesh(np.asarray(devices).reshape(-1), (DATA_AXIS,))
+    """A 1-D mesh (axis ``data``) over ``devices``, grouped by process (see the module docstring)."""
+    devices = list(devices)
+    if not devices:
+        raise DeviceError("make_mesh: no devices given.")
+    counts = {len(g) for g in _per_process(devices) if g}
+    if len(counts) > 1:
+        raise DeviceError(f"Every process must drive the same number of devices; got {sorted(counts)} per process. "
+                          f"Give every host the same device setting.")
+    return Mesh(np.asarray(_by_process(devices), dtype=object).reshape(-1), (DATA_AXIS,))
 
 
 def check_batch_divides(batch: int, n_devices: int) -> None:
-    if batch % n_devices:
+    """``DeviceError`` unless ``batch`` images split evenly over ``n_devices`` (Ultralytics: batch // world)."""
+    if n_devices < 1:
+        raise DeviceError(f"check_batch_divides: {n_devices} devices.")
+    if batch < n_devices or batch % n_devices:
         lo, hi = batch - batch % n_devices, batch + n_devices - batch % n_devices
+        hint = f"batch={lo} or batch={hi}" if lo else f"batch={hi}"
         raise DeviceError(f"batch={batch} does not divide over {n_devices} devices: each device must get the same "
-                          f"number of images. Use batch={lo or hi} or batch={hi}.")
+                          f"number of images (batch is the total over all devices). Use {hint}, or fewer devices.")
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:

@@ -1,9 +1,12 @@
 """Apple silicon: ``device="mps"`` uses an installed Metal PJRT plugin (jax-metal's METAL platform or jax-mps).
 
-Limits (both community plugins): float32 only (``dtype`` is forced to float32), one device, and some XLA ops
-fall back or are missing; the CPU backend always works (``device=cpu``).
+Limits (both community plugins): float32 only (train with ``dtype=float32``; bfloat16/AMP is not used on
+Metal), one device (no data parallelism), and some XLA ops fall back or are missing, so a step may fail
+to compile on one plugin version and work on another. The CPU backend always works (``device=cpu``).
 """
 from __future__ import annotations
+
+import os
 
 import jax
 
@@ -12,7 +15,13 @@ from yolojax.engine.devices import DeviceError
 PLATFORMS = ("METAL", "metal", "mps", "MPS")
 
 
+def is_metal(device) -> bool:
+    """Whether ``device`` (a jax Device) belongs to a Metal plugin (then: float32 only)."""
+    return str(getattr(device, "platform", "")).lower() in ("metal", "mps")
+
+
 def metal_devices() -> list:
+    """The Metal device (one), or a ``DeviceError`` that says what to install."""
     for name in PLATFORMS:
         try:
             devs = jax.devices(name)
@@ -20,8 +29,11 @@ def metal_devices() -> list:
             continue
         if devs:
             return devs[:1]
+    forced = os.environ.get("JAX_PLATFORMS", "")
+    hint = (f" JAX_PLATFORMS={forced!r} is set in the environment and hides other backends: unset it or add the "
+            f"plugin's platform." if forced and not any(p.lower() in forced.lower() for p in PLATFORMS) else "")
     raise DeviceError(
         "device='mps' but no Apple Metal backend is installed for JAX. On Apple silicon install a Metal PJRT plugin "
         "that matches your jax version (jax-mps 0.10.x for jax 0.10 on Python 3.11, 0.11.x for jax 0.11; jax-metal "
-        "targets much older jax releases), then check that jax.devices() lists it. Training on the CPU works "
-        "everywhere: device=cpu.")
+        "targets much older jax releases), then check that jax.devices() lists it." + hint + " Training on the CPU "
+        "works everywhere: device=cpu.")

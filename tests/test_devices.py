@@ -1,0 +1,260 @@
+"""``device`` semantics (spec §3.16), mesh/sharding helpers, Metal/TPU messages and multi-host settings.
+
+The pytest process has one CPU device; GPU forms are checked against stand-in GPU lists (objects with the
+``id``/``platform``/``process_index`` a jax Device has), which is all ``select_devices`` reads. Four real CPU
+devices are covered in test_multidevice.py (subprocess).
+"""
+from __future__ import annotations
+
+import time
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from yolojax.engine import devices as devmod
+from yolojax.engine.devices import (DeviceError, check_batch_divides, data_sharding, make_mesh, parse_device_ids,
+                                    replicated, select_devices)
+from yolojax.engine.distributed import (DistributedError, StepWatchdog, collective_failure_guard,
+                                        distributed_settings, maybe_initialize, process_rows)
+
+
+def fake_gpus(n, processes=1):
+    return [types.SimpleNamespace(id=p * 100 + i, platform="gpu", process_index=p)
+            for p in range(processes) for i in range(n)]
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    gpus = fake_gpus(2)
+    monkeypatch.setattr(devmod, "_gpus", lambda: gpus)
+    return gpus
+
+
+# ---- forms ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device, expected", [
+    (None, None), ("", None), ("none", None), (0, [0]), ("0", [0]), ("0,1", [0, 1]), ([0, 1], [0, 1]),
+    ((1, 0), [1, 0]), ("cuda:0", [0]), ("cuda:0,1", [0, 1]), (" 0, 1 ", [0, 1]), ("[0,1]", [0, 1]),
+    (["cuda:1"], [1]), (np.int64(1), [1]), ("cpu", "cpu"), ("CPU", "cpu"), ("mps", "mps"), ("tpu", "tpu"),
+    ("all", "all"), ("cuda", "gpu"), ("gpu", "gpu"),
+])
+def test_parse_device_forms(device, expected):
+    assert parse_device_ids(device) == expected
+
+
+@pytest.mark.parametrize("device", ["gpu0", "cuda:x", "0,,a", "1.5", 1.5, "-1", -1, "0,0", [0, 0], [], "cpu,0",
+                                    True, ["a"], "metal0"])
+def test_bad_device_strings_raise(device):
+    with pytest.raises(DeviceError, match="device="):
+        parse_device_ids(device)
+
+
+def test_unset_device_is_first_gpu_else_cpu(two_gpus, monkeypatch):
+    assert select_devices(None) == [two_gpus[0]]
+    assert select_devices("") == [two_gpus[0]]
+    monkeypatch.setattr(devmod, "_gpus", lambda: [])
+    monkeypatch.setattr(devmod, "_platform_devices", lambda p: [])
+    assert select_devices(None) == [jax.devices("cpu")[0]]
+
+
+def test_gpu_ids_pick_those_gpus(two_gpus):
+    assert select_devices(0) == [two_gpus[0]]
+    assert select_devices("1") == [two_gpus[1]]
+    assert select_devices("0,1") == two_gpus
+    assert select_devices([1, 0]) == [two_gpus[1], two_gpus[0]]
+    assert select_devices("cuda:0") == [two_gpus[0]]
+    assert select_devices("all") == two_gpus
+    assert select_devices("cuda") == two_gpus
+
+
+@pytest.mark.parametrize("device", [2, "2", "0,2", [0, 1, 2], "cuda:3"])
+def test_gpu_id_that_does_not_exist(two_gpus, device):
+    with pytest.raises(DeviceError, match=r"does not exist; this machine has 2 GPU\(s\) \(valid indices 0..1\)"):
+        select_devices(device)
+
+
+@pytest.mark.parametrize("device", [0, "0", "0,1", [0, 1], "cuda:0", "cuda"])
+def test_gpu_request_without_gpu(device):
+    assert not devmod._gpus()  # this CPU machine
+    with pytest.raises(DeviceError, match="no GPU"):
+        select_devices(device)
+
+
+def test_cpu_all_and_unset_on_this_cpu_machine():
+    cpus = jax.devices("cpu")
+    assert select_devices("cpu") == cpus
+    assert select_devices("all") == cpus  # no accelerator: all = the CPU devices
+    assert select_devices(None) == cpus[:1]
+
+
+def test_tpu_and_mps_absent_give_install_hints(monkeypatch):
+    with pytest.raises(DeviceError, match="no TPU.*jax\\[tpu\\]"):
+        select_devices("tpu")
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    with pytest.raises(DeviceError, match="(?s)no Apple Metal backend.*jax-mps.*JAX_PLATFORMS='cpu'.*device=cpu"):
+        select_devices("mps")
+
+
+def test_tpu_and_metal_present(monkeypatch):
+    tpus = [types.SimpleNamespace(id=i, platform="tpu", process_index=0) for i in range(4)]
+    metal = [types.SimpleNamespace(id=0, platform="METAL", process_index=0)]
+    real = jax.devices
+
+    def devices(platform=None):
+        table = {"tpu": tpus, "METAL": metal}
+        if platform in table:
+            return table[platform]
+        if platform in ("gpu", "cuda", "rocm", "metal", "mps", "MPS"):
+            raise RuntimeError(f"Unknown backend {platform}")
+        return real(platform)
+
+    monkeypatch.setattr(jax, "devices", devices)
+    assert select_devices("tpu") == tpus
+    assert select_devices(None) == tpus[:1]  # no GPU: first TPU core
+    assert select_devices("all") == tpus
+    assert select_devices("mps") == metal
+    from yolojax.engine.metal import is_metal
+
+    assert is_metal(metal[0]) and not is_metal(tpus[0])
+
+
+def test_multi_process_gpu_ids_are_per_host(monkeypatch):
+    gpus = fake_gpus(2, processes=2)  # host 0: ids 0, 1; host 1: ids 100, 101
+    monkeypatch.setattr(devmod, "_gpus", lambda: gpus)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    assert [d.id for d in select_devices("1")] == [1, 101]
+    assert [d.id for d in select_devices("0,1")] == [0, 1, 100, 101]
+    assert [d.id for d in select_devices(None)] == [0, 1, 100, 101]  # multi-process: every device
+    with pytest.raises(DeviceError, match="GPU 2 does not exist on process 0"):
+        select_devices("0,2")
+
+
+# ---- batch split, mesh ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch, n, hint", [(10, 4, "batch=8 or batch=12"), (3, 2, "batch=2 or batch=4"),
+                                            (2, 4, "batch=4"), (7, 8, "batch=8")])
+def test_indivisible_batch(batch, n, hint):
+    with pytest.raises(DeviceError, match=f"batch={batch} does not divide over {n} devices.*Use {hint}"):
+        check_batch_divides(batch, n)
+
+
+@pytest.mark.parametrize("batch, n", [(8, 1), (8, 2), (8, 4), (16, 8), (3, 1)])
+def test_divisible_batch(batch, n):
+    check_batch_divides(batch, n)  # no error
+
+
+def test_mesh_and_shardings_place_batch_rows():
+    mesh = make_mesh(jax.devices("cpu"))
+    assert mesh.axis_names == ("data",) and mesh.devices.size == len(jax.devices("cpu"))
+    x = jax.device_put(np.arange(8.0).reshape(4, 2), data_sharding(mesh))
+    assert x.sharding.spec == jax.sharding.PartitionSpec("data")
+    assert replicated(mesh).spec == jax.sharding.PartitionSpec()
+    np.testing.assert_array_equal(np.asarray(x), np.arange(8.0).reshape(4, 2))
+
+
+def test_mesh_groups_devices_by_process(monkeypatch):
+    devs = [types.SimpleNamespace(id=i, process_index=p) for i, p in [(0, 0), (100, 1), (1, 0), (101, 1)]]
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(devmod, "Mesh", lambda arr, axes: (list(arr), axes))
+    arr, axes = make_mesh(devs)
+    assert [d.id for d in arr] == [0, 1, 100, 101] and axes == ("data",)
+    with pytest.raises(DeviceError, match="same number of devices"):
+        make_mesh(devs[:3])
+
+
+# ---- multi-host settings (no process group is started here) ----------------------------------------------
+
+def test_no_distributed_settings_for_a_single_process():
+    assert distributed_settings(None, {}) is None
+    assert distributed_settings({"coordinator_address": None, "num_processes": None, "process_id": None}, {}) is None
+    assert maybe_initialize(None, environ={}) is False
+    # a one-task SLURM job is a single process
+    assert distributed_settings(None, {"SLURM_JOB_ID": "1", "SLURM_NTASKS": "1"}) is None
+
+
+def test_distributed_settings_from_config_then_environment():
+    cfg = {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3}
+    s = distributed_settings(cfg, {"JAX_COORDINATOR_ADDRESS": "other:1", "JAX_NUM_PROCESSES": "2",
+                                   "JAX_PROCESS_ID": "1"})
+    assert s == {**cfg, "source": "config"}
+    s = distributed_settings(None, {"JAX_COORDINATOR_ADDRESS": "h:9", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"})
+    assert (s["coordinator_address"], s["num_processes"], s["process_id"]) == ("h:9", 2, 1)
+    assert "environment" in s["source"]
+    assert distributed_settings({"coordinator_address": "h:1", "num_processes": 1, "process_id": 0}, {}) is None
+
+
+@pytest.mark.parametrize("env, source", [
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "8"}, "SLURM"), ({"OMPI_COMM_WORLD_SIZE": "2"}, "Open MPI"),
+    ({"TPU_WORKER_HOSTNAMES": "a,b"}, "Cloud TPU"), ({"YOLOJAX_DISTRIBUTED": "1"}, "cluster"),
+])
+def test_cluster_auto_detection_calls_initialize_without_arguments(env, source):
+    assert distributed_settings(None, env) == {"source": f"{source} auto-detection"}
+    if source != "cluster":  # YOLOJAX_DISTRIBUTED=0 turns the detection off
+        assert distributed_settings(None, {**env, "YOLOJAX_DISTRIBUTED": "0"}) is None
+
+
+@pytest.mark.parametrize("cfg, match", [
+    ({"num_processes": 2, "process_id": 0}, "no coordinator address"),
+    ({"coordinator_address": "10.0.0.1", "num_processes": 2, "process_id": 0}, "needs a port"),
+    ({"coordinator_address": "h:1", "num_processes": 2, "process_id": 2}, r"process_id=2 is not in 0..1"),
+    ({"coordinator_address": "h:1", "num_processes": "two", "process_id": 0}, "must be integers"),
+    ({"coordinator_address": "h:1"}, "num_processes and process_id are not"),
+])
+def test_incomplete_distributed_settings(cfg, match):
+    with pytest.raises(DistributedError, match=match):
+        distributed_settings(cfg, {})
+
+
+def test_initialize_failure_is_a_clear_error(monkeypatch):
+    calls = {}
+
+    def fail(**kw):
+        calls.update(kw)
+        raise RuntimeError("DEADLINE_EXCEEDED: Barrier timed out")
+
+    monkeypatch.setattr(jax.distributed, "initialize", fail)
+    monkeypatch.setattr("yolojax.engine.distributed._is_initialized", lambda: False)
+    cfg = {"coordinator_address": "127.0.0.1:1", "num_processes": 2, "process_id": 1}
+    with pytest.raises(DistributedError, match=r"(?s)process 1 of 2 via coordinator 127.0.0.1:1.*within 7 s.*"
+                                               r"Barrier timed out.*same coordinator address"):
+        maybe_initialize(cfg, environ={"YOLOJAX_DIST_INIT_TIMEOUT": "7", "YOLOJAX_DIST_HEARTBEAT_TIMEOUT": "9"})
+    assert calls == {**cfg, "initialization_timeout": 7, "heartbeat_timeout_seconds": 9}
+
+
+def test_process_rows_split_the_global_batch():
+    rows = [process_rows(8, p, 2) for p in range(2)]
+    assert rows == [slice(0, 4), slice(4, 8)]
+    assert np.arange(8)[rows[1]].tolist() == [4, 5, 6, 7]
+    assert process_rows(8) == slice(0, 8)
+    with pytest.raises(DistributedError, match="does not divide over 3 processes"):
+        process_rows(8, 0, 3)
+
+
+def test_collective_failure_guard(monkeypatch):
+    with pytest.raises(ValueError, match="gloo"):  # single process: errors pass through unchanged
+        with collective_failure_guard():
+            raise ValueError("gloo all-reduce failed")
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(DistributedError, match="(?s)Another process most likely died.*resume"):
+        with collective_failure_guard():
+            raise RuntimeError("UNKNOWN: Gloo all-reduce failed: Read error: Connection reset by peer")
+    with pytest.raises(KeyError):  # unrelated errors are not rewritten
+        with collective_failure_guard():
+            raise KeyError("boxes")
+
+
+def test_step_watchdog_fires_only_without_progress():
+    fired = []
+    dog = StepWatchdog(0.4, on_timeout=fired.append).start()
+    for _ in range(8):  # steady progress for 0.8 s: no alarm
+        time.sleep(0.1)
+        dog.beat()
+    assert not fired
+    t0 = time.monotonic()
+    while not fired and time.monotonic() - t0 < 5:
+        time.sleep(0.05)
+    dog.stop()
+    assert fired and "no step finished" in fired[0] and 0.3 < time.monotonic() - t0 < 2.0
+    assert not dog._thread.is_alive()
