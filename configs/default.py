@@ -24,13 +24,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.imgsz = 640  # square train/val image size, a multiple of 32 (rounded up otherwise)
     c.save = True  # save checkpoints
     c.save_period = -1  # also keep a checkpoint every N epochs if > 0
-    c.cache = False  # cache decoded images: True/'ram' (disk caching is treated as ram)
+    c.cache = ml_collections.FieldReference(False, field_type=object)  # cache decoded images: True/'ram' (disk caching is treated as ram)
     c.device = ml_collections.FieldReference(None, field_type=str)  # None: first GPU else CPU; 0, '0,1', cpu, mps, tpu, all
     c.workers = 8  # data-loading worker processes (0: in the main process)
     c.project = ml_collections.FieldReference(None, field_type=str)  # output root (default runs/detect)
     c.name = ml_collections.FieldReference(None, field_type=str)  # run name (default train, train2, ...)
     c.exist_ok = False  # reuse an existing run directory instead of incrementing the name
-    c.pretrained = True  # bool, or a .pt/.npz path whose matching tensors are transferred
+    c.pretrained = ml_collections.FieldReference(True, field_type=object)  # bool, or a .pt/.npz path whose matching tensors are transferred
     c.optimizer = "auto"  # SGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSProp or auto
     c.verbose = True  # print per-class validation tables
     c.seed = 0  # random seed (data order, augmentation, init)
@@ -39,7 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.rect = False  # rectangular training batches (disables mosaic and shuffling)
     c.cos_lr = False  # cosine learning-rate schedule instead of linear
     c.close_mosaic = 10  # disable mosaic for the last N epochs (0: never)
-    c.resume = False  # True (latest checkpoint in the run dir) or a path to a run dir / checkpoint
+    c.resume = ml_collections.FieldReference(False, field_type=object)  # True (latest checkpoint in the run dir) or a path to a run dir / checkpoint
     c.amp = True  # mixed precision: bfloat16 compute on accelerators (float32 on CPU)
     c.fraction = 1.0  # fraction of the training images to use
     c.profile = False  # (Ultralytics export profiling; accepted, unused)
@@ -93,4 +93,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.coordinator_address = ml_collections.FieldReference(None, field_type=str)  # multi-host: host:port of process 0
     c.num_processes = ml_collections.FieldReference(None, field_type=int)  # multi-host: number of processes
     c.process_id = ml_collections.FieldReference(None, field_type=int)  # multi-host: this process's id
+    c.dist_init_timeout = 300  # multi-host: seconds to wait for every process to join
+    c.dist_heartbeat_timeout = 100  # multi-host: seconds without heartbeats before a peer is declared dead
     return c

@@ -45,9 +45,12 @@ def e2e_run(tiny_model_yaml, tmp_path_factory):
 
     data = make_shapes_dataset(tmp_path_factory.mktemp("e2e_data") / "shapes", n_train=64, n_val=16, seed=0)
     workdir = tmp_path_factory.mktemp("e2e") / "train"
+    # nbs=8 with batch 8: an optimizer step every batch (the default nbs=64 would accumulate 8 batches, one
+    # step per epoch of these 64 images); AdamW at 0.004 without warmup gets a 1/16-width model going fast.
     cfg = apply_overrides(default_config(), dict(
-        model=str(tiny_model_yaml), data=str(data), imgsz=64, batch=16, epochs=12, close_mosaic=2, workers=0,
-        warmup_epochs=0.0, plots=False, seed=0))
+        model=str(tiny_model_yaml), data=str(data), imgsz=64, batch=8, nbs=8, epochs=30, close_mosaic=5,
+        workers=0, optimizer="AdamW", lr0=0.004, momentum=0.9, warmup_epochs=0.0, val=False, plots=False,
+        tensorboard=False, seed=0))
     t0 = time.time()
     out = train_and_evaluate(cfg, workdir)
     return out, workdir, time.time() - t0
@@ -62,15 +65,43 @@ def test_training_learns_and_writes_the_run_directory(e2e_run):
         assert (workdir / rel).is_file(), rel
     assert any((workdir / "weights" / "ckpt").iterdir())
     rows = read_results_csv(workdir / "results.csv")
-    assert [r["epoch"] for r in rows] == list(range(1, 13))
+    assert [r["epoch"] for r in rows] == list(range(1, 31))
     first = sum(rows[0][f"train/{k}"] for k in ("box_loss", "cls_loss", "dfl_loss"))
     last = sum(rows[-1][f"train/{k}"] for k in ("box_loss", "cls_loss", "dfl_loss"))
     assert last < 0.8 * first, (first, last)
-    # An untrained head predicts nothing above chance: mAP50 of random boxes on this data is ~0.00. The
-    # synthetic shapes are large, high-contrast and class-coloured, so even a 1/16-width model finds them
-    # within a dozen short epochs; 0.05 is far above chance and leaves room for nondeterministic machines.
-    assert out["metrics/mAP50(B)"] > 0.05, out
-    assert rows[-1]["metrics/mAP50(B)"] >= rows[0]["metrics/mAP50(B)"]
+    # An untrained head scores every class ~1e-5 (Ultralytics' bias init), below the 0.001 validation threshold:
+    # no detections, mAP50 exactly 0. This setting reached 0.20 (2-core CPU); 0.1 is far above chance and leaves
+    # room for other machines' floating-point differences.
+    assert out["metrics/mAP50(B)"] > 0.1, out
+    assert rows[-1]["metrics/mAP50(B)"] == pytest.approx(out["metrics/mAP50(B)"], abs=0.05)
+
+
+@pytest.mark.slow
+def test_standalone_val_of_the_trained_weights_with_save_json(e2e_run, tmp_path):
+    """The run's best weights, validated standalone, reproduce the trainer's final numbers; save_json writes
+    COCO files and, when pycocotools is installed, COCO's own AP lands near ours."""
+    import json
+
+    from yolojax.val import validate_weights
+
+    out, workdir, _ = e2e_run
+    data = json.loads(json.dumps(__import__("yaml").safe_load((workdir / "args.yaml").read_text())))["data"]
+    m = validate_weights(workdir / "weights" / "best.npz", data, imgsz=64, batch=32, save_json=True,
+                         project=str(tmp_path), name="val")
+    assert m.box.map50 == pytest.approx(out["metrics/mAP50(B)"], abs=1e-6)
+    preds = json.loads((tmp_path / "val" / "predictions.json").read_text())
+    anno = json.loads((tmp_path / "val" / "annotations.json").read_text())
+    assert len(anno["images"]) == 16 and len(anno["annotations"]) > 0
+    assert preds and all(set(p) == {"image_id", "category_id", "bbox", "score"} for p in preds[:10])
+    try:
+        import pycocotools  # noqa: F401
+    except ImportError:
+        return
+    from yolojax.report.coco_json import coco_evaluate
+
+    coco = coco_evaluate(tmp_path / "val" / "predictions.json", tmp_path / "val" / "annotations.json")
+    # COCO interpolates recall differently and ignores nothing here; on the fixture data the two agree to 0.004
+    assert abs(coco["AP50-95"] - m.box.map) < 0.05
 
 
 def _train_cmd(workdir, model, data, extra=()):

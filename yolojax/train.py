@@ -87,7 +87,10 @@ RESUME_OVERRIDES = ("device", "workers", "epochs", "patience", "val", "plots", "
 def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callable]] | None = None) -> dict:
     """Train per ``config`` into ``workdir`` (default runs/detect/trainN); returns the final metrics dict."""
     config = _host_config(config)
+    from yolojax.engine.distributed import maybe_initialize
     from yolojax.report.callbacks import default_callbacks
+
+    maybe_initialize(config)  # multi-host: join the process group before any JAX computation
 
     merged = default_callbacks(config)
     for event, fns in (callbacks or {}).items():
@@ -145,12 +148,25 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
         if is_main:
             results.write()
 
-    step_fn = jax.jit(train_step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+    step = train_step
+    if not config.bn_sync and mesh.devices.size > 1:  # per-device BN statistics, as Ultralytics DDP
+        from yolojax.engine.per_device_bn import make_train_step_per_device_bn
+
+        step = make_train_step_per_device_bn(mesh)
+    step_fn = jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
     put = lambda b: jax.tree.map(  # noqa: E731
         lambda x: jax.make_array_from_process_local_data(data, x), b)
+    if jax.process_count() > 1:
+        # Multi-host validation: each process validates the whole val set on its first local device with its
+        # local copy of the (replicated) EMA weights, so no host statistics need gathering; process 0 reports.
+        local = jax.local_devices()[0]
+        val_put = lambda b: jax.device_put(b, local)  # noqa: E731
+        val_vars = lambda v: jax.tree.map(lambda a: a.addressable_data(0), v)  # noqa: E731
+    else:
+        val_put, val_vars = put, (lambda v: v)
     validator = Validator(s.model, s.val_loader, s.names, conf=config.conf, iou=config.iou, max_det=config.max_det,
                           single_cls=config.single_cls, compat=config.compat,
-                          loss_gains=(config.box, config.cls, config.dfl), put=put)
+                          loss_gains=(config.box, config.cls, config.dfl), put=val_put)
     _log(s.optimizer_line)
     nb, epochs = s.train_loader.num_batches, int(config.epochs)
     _log(f"Image sizes {config.imgsz} train, {config.imgsz} val\nUsing {config.workers} dataloader workers\n"
@@ -218,7 +234,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
         row.update({k: float(last_metrics[k]) for k in ("lr/pg0", "lr/pg1", "lr/pg2")})
         fitness = None
         if config.val or final_epoch or stopper.possible_stop(epoch):
-            val = validator(state.ema_variables)
+            val = validator(val_vars(state.ema_variables))
             ctx.val = val
             for line in val.table[:2]:
                 _log(line)
@@ -278,6 +294,8 @@ def _final_eval(validator: Validator, weights_dir: pathlib.Path, config, s):
     """Validate best.npz (else last.npz) with the per-class table, as Ultralytics' final_eval does."""
     from yolojax.weights import load
 
+    if jax.process_index() != 0:  # the exported weights live on process 0's disk
+        return None
     path = weights_dir / "best.npz"
     if not path.is_file():
         path = weights_dir / "last.npz"
@@ -285,10 +303,21 @@ def _final_eval(validator: Validator, weights_dir: pathlib.Path, config, s):
         return None
     _log(f"\nValidating {path}...")
     _, variables = load(path)
-    variables = jax.device_put(variables, replicated(s.mesh))
+    if jax.process_count() > 1:
+        variables = jax.device_put(variables, jax.local_devices()[0])
+    else:
+        variables = jax.device_put(variables, replicated(s.mesh))
+    validator.keep_predictions = bool(config.save_json)
     result = validator(variables)
     for line in result.table if config.verbose else result.table[:2]:
         _log(line)
+    if config.save_json and jax.process_index() == 0:
+        from yolojax.report.coco_json import write_validation_json
+
+        out = write_validation_json(weights_dir.parent, s.val_loader.dataset, result.predictions, names=s.names)
+        _log(f"Saving {out['predictions']}...")
+        if out["coco"] is not None:
+            _log(f"pycocotools: mAP50-95 {out['coco']['AP50-95']:.4f}, mAP50 {out['coco']['AP50']:.4f}")
     sp = result.speed
     _log(f"Speed: {sp['preprocess']:.1f}ms preprocess, {sp['inference']:.1f}ms inference, {sp['loss']:.1f}ms loss, "
          f"{sp['postprocess']:.1f}ms postprocess per image")

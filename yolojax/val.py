@@ -87,7 +87,7 @@ def speed_line(speed: dict[str, float]) -> str:
 def validate(model, variables, *, data, names: dict[int, str] | None = None, imgsz: int = 640, batch: int = 16,
              conf: float | None = None, iou: float = 0.7, max_det: int = 300, split: str = "val",
              single_cls: bool = False, compat: str = "v8", device=None, workers: int = 0, rect: bool = True,
-             verbose: bool = True, **ignored) -> ValMetrics:
+             verbose: bool = True, save_json: bool = False, project=None, name=None, **ignored) -> ValMetrics:
     """Validate ``variables`` of ``model`` on the ``split`` of ``data``; prints the table and Speed line."""
     import jax
 
@@ -97,7 +97,7 @@ def validate(model, variables, *, data, names: dict[int, str] | None = None, img
     from yolojax.engine.validate import Validator
 
     for key in ignored:
-        if key not in ("half", "save_json", "plots", "project", "name", "exist_ok", "dnn", "save_hybrid", "augment",
+        if key not in ("half", "plots", "exist_ok", "dnn", "save_hybrid", "augment",
                        "task", "mode", "model", "cache", "amp", "seed", "deterministic", "fraction"):
             from yolojax.engine.config import closest_key
 
@@ -118,13 +118,26 @@ def validate(model, variables, *, data, names: dict[int, str] | None = None, img
     loader = ValLoader(ds, batch_size=int(batch), rect=bool(rect), workers=int(workers), compat=compat)
     put = lambda b: jax.device_put(b, dev)  # noqa: E731
     validator = Validator(model, loader, ds_names, conf=conf, iou=iou, max_det=max_det, single_cls=single_cls,
-                          compat=compat, compute_loss=False, put=put)
+                          compat=compat, compute_loss=False, put=put, keep_predictions=save_json)
     result = validator(jax.device_put(variables, dev))
     lines = result.table if verbose else result.table[:2]
     for line in lines:
         print(line)
     print(speed_line(result.speed))
-    return ValMetrics.from_result(result, ds_names, None, compat)
+    save_dir = None
+    if save_json:
+        from yolojax.engine.config import increment_path
+        from yolojax.report.coco_json import write_validation_json
+
+        save_dir = increment_path(pathlib.Path(project or "runs/detect") / (name or "val"))
+        out = write_validation_json(save_dir, ds, result.predictions, names=ds_names)
+        print(f"Saving {out['predictions']}...")
+        if out["coco"] is not None:
+            print(f"pycocotools: mAP50-95 {out['coco']['AP50-95']:.4f}, mAP50 {out['coco']['AP50']:.4f} "
+                  f"(yolojax: {result.metrics.map:.4f}, {result.metrics.map50:.4f})")
+        else:
+            print("pycocotools is not installed: pip install pycocotools to print COCO's own AP beside ours.")
+    return ValMetrics.from_result(result, ds_names, save_dir, compat)
 
 
 def validate_weights(weights, data, **kwargs) -> ValMetrics:
@@ -148,11 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--compat", default="v8", choices=("v8", "current"))
     parser.add_argument("--single_cls", action="store_true")
+    parser.add_argument("--save_json", action="store_true", help="write COCO predictions.json (+ pycocotools AP)")
     args = parser.parse_args(argv)
     try:
         validate_weights(args.weights, args.data, imgsz=args.imgsz, batch=args.batch, conf=args.conf, iou=args.iou,
                          max_det=args.max_det, split=args.split, device=args.device, compat=args.compat,
-                         single_cls=args.single_cls)
+                         single_cls=args.single_cls, save_json=args.save_json)
     except Exception as e:  # noqa: BLE001 - user errors become one paragraph, the rest propagate
         from yolojax.errors import user_error_types
 

@@ -51,6 +51,10 @@ def _log(*args) -> None:
 
 
 def _compute_dtype(config, devices):
+    from yolojax.engine.metal import is_metal
+
+    if is_metal(devices[0]):
+        return jnp.float32  # the Metal plugins compute in float32 only
     name = str(config.get("dtype", "auto"))
     if name == "auto":
         on_accel = devices[0].platform not in ("cpu",)
@@ -115,12 +119,19 @@ def setup(config, workdir=None) -> Setup:
                                    "flipud", "fliplr", "mosaic", "mixup", "bgr")}
     if config.rect:
         hyp.update(mosaic=0.0, mixup=0.0)
+    procs = dict(process_index=jax.process_index(), process_count=jax.process_count())
     train_loader = TrainLoader(train_ds, batch_size=int(config.batch), seed=int(config.seed), hyp=hyp,
-                               workers=workers, close_mosaic_epoch=close_at, compat=config.compat)
+                               workers=workers, close_mosaic_epoch=close_at, compat=config.compat, **procs)
+    if jax.process_count() > 1:  # every host must pad to the same box count without communicating
+        train_loader = TrainLoader(train_ds, batch_size=int(config.batch), seed=int(config.seed), hyp=hyp,
+                                   workers=workers, close_mosaic_epoch=close_at, compat=config.compat, **procs,
+                                   buckets=(train_loader.max_boxes_bound(),))
     batch = train_loader.global_batch
     check_batch_divides(batch, n_dev)
-    val_batch = 2 * batch // n_dev * n_dev
-    val_loader = ValLoader(val_ds, batch_size=max(val_batch, n_dev), rect=True, workers=workers, compat=config.compat)
+    # multi-host: every process validates the whole set on its first local device (see train.py)
+    n_val_dev = n_dev if jax.process_count() == 1 else 1
+    val_batch = max(2 * batch // n_val_dev * n_val_dev, n_val_dev)
+    val_loader = ValLoader(val_ds, batch_size=val_batch, rect=True, workers=workers, compat=config.compat)
 
     dtype = _compute_dtype(config, devices)
     model, variables = build_model(config, nc, names, dtype)

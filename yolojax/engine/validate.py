@@ -28,6 +28,7 @@ class ValResult:
     seen: int
     accumulator: DetectionStatsAccumulator
     first_batches: list[dict]  # the first batches with predictions (for plots)
+    predictions: list | None = None  # with keep_predictions: (dataset index, boxes xyxy original px, scores, classes)
 
 
 class Validator:
@@ -39,13 +40,14 @@ class Validator:
     def __init__(self, model, loader, names: Mapping[int, str], *, conf: float | None = None, iou: float = 0.7,
                  max_det: int = 300, single_cls: bool = False, compat: str = "v8", compute_loss: bool = True,
                  loss_gains=(7.5, 0.5, 1.5), put: Callable | None = None, plots_batches: int = 3,
-                 confusion: bool = True):
+                 confusion: bool = True, keep_predictions: bool = False):
         self.model, self.loader, self.names = model, loader, dict(names)
         self.conf = 0.001 if conf is None else float(conf)
         self.iou, self.max_det, self.single_cls, self.compat = float(iou), int(max_det), single_cls, compat
         self.compute_loss, self.loss_gains = compute_loss, tuple(loss_gains)
         self.put = put or (lambda batch: jax.device_put(batch))
         self.plots_batches, self.confusion = plots_batches, confusion
+        self.keep_predictions = keep_predictions
         self._step = jax.jit(functools.partial(
             eval_step, model=model, max_det=self.max_det, agnostic=single_cls, multi_label=True,
             loss_gains=self.loss_gains, compat=compat))
@@ -67,6 +69,7 @@ class Validator:
         n_batches, seen = 0, 0
         t_pre = t_inf = t_post = 0.0
         first: list[dict] = []
+        preds: list | None = [] if self.keep_predictions else None
         pending = None
         it = iter(self.loader)
         t0 = time.perf_counter()
@@ -84,7 +87,7 @@ class Validator:
                 host = jax.device_get(pout)
                 t3 = time.perf_counter()
                 t_inf += t3 - t2
-                seen += self._accumulate(acc, pb, host)
+                seen += self._accumulate(acc, pb, host, preds)
                 if self.compute_loss:
                     loss_sum += [float(host["box_loss"]), float(host["cls_loss"]), float(host["dfl_loss"])]
                 n_batches += 1
@@ -105,10 +108,12 @@ class Validator:
         n = max(seen, 1)
         speed = {"preprocess": 1e3 * t_pre / n, "inference": 1e3 * t_inf / n, "loss": 0.0,
                  "postprocess": 1e3 * t_post / n}
-        return ValResult(metrics, losses, speed, acc.table_lines(metrics), seen, acc, first)
+        return ValResult(metrics, losses, speed, acc.table_lines(metrics), seen, acc, first, preds)
 
     @staticmethod
-    def _accumulate(acc: DetectionStatsAccumulator, batch: dict, host: dict) -> int:
+    def _accumulate(acc: DetectionStatsAccumulator, batch: dict, host: dict, preds: list | None = None) -> int:
+        from yolojax.ops.nms import scale_boxes
+
         seen = 0
         for i in range(batch["images"].shape[0]):
             if not batch["image_valid"][i]:
@@ -118,5 +123,8 @@ class Validator:
             acc.update(host["boxes"][i][keep], host["scores"][i][keep], host["classes"][i][keep],
                        batch["boxes"][i][gt], batch["classes"][i][gt],
                        ratio_pad=batch["ratio_pad"][i], orig_hw=batch["ori_shape"][i])
+            if preds is not None:
+                boxes = scale_boxes(host["boxes"][i][keep], batch["ratio_pad"][i], batch["ori_shape"][i])
+                preds.append((int(batch["index"][i]), boxes, host["scores"][i][keep], host["classes"][i][keep]))
             seen += 1
         return seen

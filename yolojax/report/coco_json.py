@@ -113,3 +113,31 @@ def coco_evaluate(pred_json: str | os.PathLike, anno_json: str | os.PathLike, *,
     stats = [float(s) for s in ev.stats]
     summary = [line for line in printed.getvalue().splitlines() if "Average" in line]
     return {"AP50-95": stats[0], "AP50": stats[1], "AP75": stats[2], "stats": stats, "summary": summary}
+
+
+def image_id_of(path: str | os.PathLike):
+    """COCO image id from a file name: the stem as an int when numeric (COCO's own files), else the stem."""
+    stem = Path(path).stem
+    return int(stem) if stem.isnumeric() else stem
+
+
+def write_validation_json(save_dir, dataset, predictions, *, names) -> dict:
+    """``predictions.json`` (COCO results) and, when the dataset has no COCO annotations, ``annotations.json``
+    from its labels; then COCO's own AP when pycocotools (or faster-coco-eval) is installed.
+
+    ``predictions``: (dataset index, boxes xyxy original pixels, scores, classes) per image (``Validator`` with
+    ``keep_predictions=True``). Returns {"predictions": path, "annotations": path, "coco": results or None}."""
+    save_dir = Path(save_dir)
+    results = []
+    for index, boxes, scores, classes in predictions:
+        results.extend(detections_to_coco(image_id_of(dataset.im_files[index]), boxes, scores, classes))
+    pred_path = save_json(save_dir / "predictions.json", results)
+    images = []
+    for i, (file, (h, w), labels) in enumerate(zip(dataset.im_files, dataset.shapes, dataset.labels)):
+        lb = np.asarray(labels, np.float64).reshape(-1, 5)
+        xyxy = np.stack([(lb[:, 1] - lb[:, 3] / 2) * w, (lb[:, 2] - lb[:, 4] / 2) * h,
+                         (lb[:, 1] + lb[:, 3] / 2) * w, (lb[:, 2] + lb[:, 4] / 2) * h], 1)
+        images.append((image_id_of(file), (h, w), xyxy, lb[:, 0].astype(int)))
+    anno_path = save_json(save_dir / "annotations.json", labels_to_coco(images, names))
+    coco = coco_evaluate(pred_path, anno_path) if results else None
+    return {"predictions": pred_path, "annotations": anno_path, "coco": coco}
