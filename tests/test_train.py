@@ -130,12 +130,14 @@ def _final_state(workdir: pathlib.Path):
 
 
 def _assert_trees_equal(a, b, path=""):
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            _assert_trees_equal(a[k], b[k], f"{path}/{k}")
-    else:
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=path)
+    import jax
+
+    la, ta = jax.tree_util.tree_flatten_with_path(a)
+    lb, tb = jax.tree_util.tree_flatten_with_path(b)
+    assert ta == tb, path
+    assert len(la) > 0, path
+    for (kp, x), (_, y) in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"{path}{jax.tree_util.keystr(kp)}")
 
 
 @pytest.mark.slow
