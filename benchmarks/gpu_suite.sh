@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_suite.sh run              # ON THE GPU MACHINE: install .whl/, run everything -> $OUT
 #   bash benchmarks/gpu_suite.sh run --dry-run    # anywhere: the same sequence with tiny settings (CPU test)
 #
-# Device tool call (one call, ~10 min of device time; carry the wheels):
+# Device tool call (one call: ~1-2 min start + <= 560 s suite (SUITE_BUDGET_S); carry the wheels):
 #   run(command="bash benchmarks/gpu_suite.sh run", carry=[".whl"], timeout_s=600)
 # Output under $OUT (./gpu_out when OUT is unset): results.jsonl (one JSON line per result, each script's
 # stdout), log.txt (everything), RESULTS.md (the rows the scripts appended; merge them into
@@ -43,6 +43,9 @@ fetch() {
 
 step() {  # step NAME LIMIT_S CMD... : run with a time limit, JSON lines to results.jsonl, all output to log.txt
   local name="$1" limit="$2"; shift 2
+  local left=$(( DEADLINE - $(date +%s) ))  # the whole suite fits one device call (600 s at most)
+  if [ "$left" -lt 30 ]; then echo "=== $name skipped: ${left}s left of the suite budget" | tee -a "$OUT/log.txt"; return; fi
+  [ "$limit" -gt "$left" ] && limit=$left
   echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee -a "$OUT/log.txt"
   timeout --kill-after=10 "$limit" "$@" 2> >(tee -a "$OUT/log.txt" >&2) \
     | tee -a "$OUT/log.txt" | grep --line-buffered '^{' >> "$OUT/results.jsonl"
@@ -56,6 +59,8 @@ run() {
   OUT="${OUT:-$REPO/gpu_out}"
   mkdir -p "$OUT"
   export PYTHONUNBUFFERED=1 YOLO_OFFLINE=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+  DEADLINE=$(( $(date +%s) + ${SUITE_BUDGET_S:-560} ))
+  [ "$dry" = 1 ] && DEADLINE=$(( $(date +%s) + 3600 ))
   local py="${PYTHON:-python3}" ulpy
   if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 && [ "$dry" = 0 ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -72,20 +77,23 @@ run() {
   cat "$OUT/env.txt"
   local TS="$py benchmarks/train_step.py --ultralytics-python=$ulpy"
   if [ "$dry" = 1 ]; then  # tiny shapes, same sequence, CPU
-    local T="--width 0.0625 --imgsz 64 --batch 2 --steps 2 --warmup 1"
+    local T="--width 0.0625 --imgsz 64 --batch 2 --steps 2 --warmup 1 --no-record"
     export YOLOJAX_BENCH_JAX_CACHE="$REPO/.cache/jax_bench"
-    step train_n_f32 900 $TS $T --vs-ultralytics --label dry-run
-    step train_n_bf16 900 $TS $T --dtype bfloat16 --label dry-run
+    step train_n_f32 900 $TS $T --vs-ultralytics
+    step train_n_bf16 900 $TS $T --dtype bfloat16
     step e2e 900 "$py" benchmarks/e2e.py --images 8 --imgsz 64 --batch 4 --workers 0 --width 0.0625 \
-      --ultralytics-python="$ulpy"
-    step val 900 "$py" benchmarks/val_bench.py --images 8 --imgsz 64 --batch 4 --ultralytics-python="$ulpy"
+      --ultralytics-python="$ulpy" --no-record
+    step val 900 "$py" benchmarks/val_bench.py --images 8 --imgsz 64 --batch 4 --ultralytics-python="$ulpy" --no-record
   else
     export YOLOJAX_BENCH_JAX_CACHE=/tmp/jax_cache
-    step train_n_bf16 170 $TS --model yolov8n --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --vs-ultralytics --breakdown
-    step train_n_f32 120 $TS --model yolov8n --batch 64 --imgsz 640 --dtype float32 --steps 20 --vs-ultralytics
-    step train_s_bf16 130 $TS --model yolov8s --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --vs-ultralytics
+    # Priority order; limits sum to ~540 s, the optional extras run only in what is left.
+    step train_n_bf16 150 $TS --model yolov8n --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --vs-ultralytics
+    step train_n_f32 90 $TS --model yolov8n --batch 64 --imgsz 640 --dtype float32 --steps 20 --vs-ultralytics
     step e2e 150 "$py" benchmarks/e2e.py --images 1024 --imgsz 640 --batch 64 --workers 8 --ultralytics-python="$ulpy"
-    step val 90 "$py" benchmarks/val_bench.py --weights .whl/ckpt_n_last.pt --images 512 --imgsz 640 --batch 32 --workers 4 --ultralytics-python="$ulpy"
+    step train_s_bf16 90 $TS --model yolov8s --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --vs-ultralytics
+    step val 60 "$py" benchmarks/val_bench.py --weights .whl/ckpt_n_last.pt --images 512 --imgsz 640 --batch 32 \
+      --workers 4 --ultralytics-python="$ulpy"
+    step breakdown_n_bf16 90 $TS --model yolov8n --batch 64 --imgsz 640 --dtype bfloat16 --steps 10 --breakdown
     step train_n_bf16_b128 60 $TS --model yolov8n --batch 128 --imgsz 640 --dtype bfloat16 --steps 10
   fi
   # The RESULTS.md rows this run appended (for merging into the repo's file).

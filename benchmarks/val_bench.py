@@ -7,7 +7,8 @@ Generates ``--images`` synthetic 640x480 JPEGs with labels (the shapes drawing, 
 data YAML whose names are the model's. Both sides validate the same weights (``--weights``, an Ultralytics
 ``.pt``; default the yolov8n checkpoint in ../shared/fixtures/v82) at conf 0.001, IoU 0.7, max_det 300, rect
 batches: yolojax through ``yolojax.val.validate`` (jitted forward + decode + NMS on the device, matching and AP on
-the host), Ultralytics through ``YOLO(weights).val(...)`` in a subprocess (``YOLO_OFFLINE=1``, ``plots=False``).
+the host), Ultralytics through ``YOLO(weights).val(...)`` in a subprocess (``YOLO_OFFLINE=1``, ``plots=False``); the yolojax
+side is ``yolojax.val.validate``'s pipeline (``ValLoader`` + ``Validator``) with the Validator kept across passes.
 Each side runs twice in its process; images/s is from the second (warm) pass, so JIT compiles and cuDNN autotune
 are excluded on both sides (the first pass is reported too). ``--width`` validates a randomly initialised custom
 width yolojax model instead (tiny test runs; no Ultralytics). One JSON line per side; rows appended to
@@ -16,9 +17,7 @@ benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import io
 import json
 import os
 import platform
@@ -87,18 +86,29 @@ def load_model(args):
 
 
 def run_yolojax(args, model, variables, data: Path) -> dict:
-    from yolojax.val import validate
+    """``yolojax.val.validate``'s pipeline with one Validator kept across both passes (one jit, one compile)."""
+    import jax
 
+    from yolojax.data import DetectionDataset, ValLoader, check_dataset
+    from yolojax.engine.validate import Validator
+
+    info = check_dataset(str(data))
+    dev = jax.devices()[0]
+    ds = DetectionDataset.from_config(info, "val", imgsz=args.imgsz, verbose=False)
+    loader = ValLoader(ds, batch_size=args.batch, rect=True, workers=args.workers)
+    validator = Validator(model, loader, dict(info["names"]), conf=0.001, iou=0.7, max_det=300, compute_loss=False,
+                          put=lambda b: jax.device_put(b, dev))
+    variables = jax.device_put(variables, dev)
     out = {}
     for run in ("first", "second"):
         t0 = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            m = validate(model, variables, data=str(data), imgsz=args.imgsz, batch=args.batch, conf=0.001, iou=0.7,
-                         max_det=300, rect=True, workers=args.workers, verbose=False)
+        result = validator(variables)
         out[run + "_s"] = time.perf_counter() - t0
-    out["map50_95"], out["map50"] = float(m.results_dict["metrics/mAP50-95(B)"]), float(
-        m.results_dict["metrics/mAP50(B)"])
-    out["speed_ms"] = dict(m.speed) if hasattr(m, "speed") else None
+    box = result.metrics.results_dict if hasattr(result.metrics, "results_dict") else {}
+    out["map50_95"] = float(box.get("metrics/mAP50-95(B)", float("nan")))
+    out["map50"] = float(box.get("metrics/mAP50(B)", float("nan")))
+    out["speed_ms"] = dict(result.speed)
+    out["seen"] = result.seen
     return out
 
 
