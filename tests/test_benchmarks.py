@@ -1,0 +1,52 @@
+"""The benchmark scripts run end to end (tiny model, 64 px, batch 2, no Ultralytics) and print sane JSON lines.
+
+Each script runs as a subprocess, exactly as a user or ``benchmarks/gpu_suite.sh`` runs it. They share one
+persistent JAX compilation cache (the test-suite cache), so only the first run pays the compiles.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--width", "0.0625", "--imgsz", "64", "--batch", "2"]
+
+
+def _run(script: str, *args: str, timeout: int = 600) -> list[dict]:
+    cache = os.environ.get("YOLOJAX_TEST_JAX_CACHE", str(REPO / ".cache" / "jax_tests"))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", YOLOJAX_BENCH_JAX_CACHE=cache)
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args, "--no-record"],
+                          capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_train_step_script_reports_a_real_step():
+    (rec,) = _run("train_step.py", *TINY, "--steps", "2", "--warmup", "1")
+    assert rec["benchmark"] == "train_step" and rec["impl"] == "yolojax"
+    assert rec["median_ms"] > 0 and rec["compile_s"] > 0
+    # images/s is batch / median step time
+    assert rec["images_per_s"] == pytest.approx(2 / (rec["median_ms"] / 1000), rel=0.02)
+    # a fresh detector's loss on images with boxes is finite and positive (box + cls + dfl terms)
+    assert 0 < rec["loss"] < 1e4
+    # FLOPs at 64 px scale as the pixel count from model_info at 640 (convolutions only, +BN/bias terms)
+    from yolojax.nn.summary import model_info
+    from yolojax.nn.yolo import YOLOv8
+
+    model = YOLOv8(scale="n", multiples=(0.33, 0.0625, 1024))
+    assert rec["gflops_per_image"] == pytest.approx(model_info(model, 640).gflops / 100, abs=0.006)
+
+
+@pytest.mark.slow
+def test_val_bench_script_validates_every_image():
+    (rec,) = _run("val_bench.py", "--width", "0.0625", "--imgsz", "64", "--batch", "2", "--images", "4")
+    assert rec["benchmark"] == "val" and rec["impl"] == "yolojax"
+    assert rec["images_per_s"] > 0 and rec["second_pass_s"] > 0
+    # a random-init model finds nothing right: mAP in [0, 1] and far from perfect
+    assert 0.0 <= rec["map50_95"] <= rec["map50"] < 0.5
