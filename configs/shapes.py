@@ -2,7 +2,8 @@
 
     python -m yolojax.train --config=configs/shapes.py
 
-On a 2-core CPU: a few minutes; mAP50 rises well above 0.5 within these epochs (see README).
+On a 2-core CPU: about 6 minutes (compile ~45 s, ~15 s an epoch); mAP50 passes 0.5 at epoch 7 and ends
+near 0.98 (mAP50-95 ~0.67), as in the README's results.png.
 """
 from __future__ import annotations
 

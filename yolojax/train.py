@@ -167,6 +167,10 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     validator = Validator(s.model, s.val_loader, s.names, conf=config.conf, iou=config.iou, max_det=config.max_det,
                           single_cls=config.single_cls, compat=config.compat,
                           loss_gains=(config.box, config.cls, config.dfl), put=val_put)
+    if is_main:
+        from yolojax.nn.summary import model_info
+
+        _log(model_info(s.model, imgsz=640).line())
     _log(s.optimizer_line)
     nb, epochs = s.train_loader.num_batches, int(config.epochs)
     _log(f"Image sizes {config.imgsz} train, {config.imgsz} val\nUsing {config.workers} dataloader workers\n"
