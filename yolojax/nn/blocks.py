@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from yolojax.ops.boxes import dfl_decode, make_anchors
+
 Dtype = Any
 
 # PyTorch's default Conv2d init: kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -188,24 +190,6 @@ class Concat(nn.Module):
         return jnp.concatenate(xs, axis=-1)
 
 
-def make_anchors(feat_hw: Sequence[tuple[int, int]], strides: Sequence[int], offset: float = 0.5):
-    """Anchor centres in grid units (A, 2) as (x, y) and the stride of each (A, 1); P3, P4, P5, row-major."""
-    points, stride_col = [], []
-    for (h, w), s in zip(feat_hw, strides):
-        ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) + offset,
-                              jnp.arange(w, dtype=jnp.float32) + offset, indexing="ij")
-        points.append(jnp.stack([xs.reshape(-1), ys.reshape(-1)], -1))
-        stride_col.append(jnp.full((h * w, 1), float(s), jnp.float32))
-    return jnp.concatenate(points, 0), jnp.concatenate(stride_col, 0)
-
-
-def dfl_expectation(box_logits, reg_max: int = 16):
-    """(..., 4*reg_max) side-major logits -> (..., 4) expected distances (l, t, r, b) in bins."""
-    shape = box_logits.shape[:-1] + (4, reg_max)
-    probs = jax.nn.softmax(box_logits.astype(jnp.float32).reshape(shape), axis=-1)
-    return probs @ jnp.arange(reg_max, dtype=jnp.float32)
-
-
 class Detect(nn.Module):
     """Decoupled YOLOv8 head: box branch ``cv2`` (4 x reg_max DFL logits) and class branch ``cv3``.
 
@@ -257,7 +241,7 @@ def decode_levels(levels: Sequence[jax.Array], strides: Sequence[int], reg_max: 
     b = levels[0].shape[0]
     flat = jnp.concatenate([lv.reshape(b, -1, lv.shape[-1]) for lv in levels], axis=1).astype(jnp.float32)
     anchors, stride_col = make_anchors([lv.shape[1:3] for lv in levels], strides)
-    dist = dfl_expectation(flat[..., : 4 * reg_max], reg_max)
+    dist = dfl_decode(flat[..., : 4 * reg_max], reg_max)
     lt, rb = dist[..., :2], dist[..., 2:]
     x1y1, x2y2 = anchors - lt, anchors + rb
     xywh = jnp.concatenate([(x1y1 + x2y2) / 2, x2y2 - x1y1], -1) * stride_col
