@@ -40,7 +40,7 @@ def run_yolojax(data: str, args, compat: str, workdir: pathlib.Path) -> dict:
 
     cfg = apply_overrides(default_config(), dict(
         model="yolov8n.yaml", data=data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, workers=0,
-        seed=0, plots=False, compat=compat, close_mosaic=args.close_mosaic, tensorboard=False))
+        seed=0, plots=False, compat=compat, close_mosaic=args.close_mosaic, tensorboard=False, nbs=args.nbs))
     t = time.time()
     out = train_and_evaluate(cfg, workdir)
     return {"map50": out["metrics/mAP50(B)"], "map": out["metrics/mAP50-95(B)"], "seconds": time.time() - t}
@@ -48,7 +48,7 @@ def run_yolojax(data: str, args, compat: str, workdir: pathlib.Path) -> dict:
 
 def run_ultralytics(python: str, data: str, args, workdir: pathlib.Path) -> dict:
     train_args = dict(model="yolov8n.yaml", data=data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                      workers=0, seed=0, plots=False, device="cpu", close_mosaic=args.close_mosaic,
+                      workers=0, seed=0, plots=False, device="cpu", close_mosaic=args.close_mosaic, nbs=args.nbs,
                       project=str(workdir), name="ul", exist_ok=True, verbose=False, amp=False)
     env = dict(os.environ, YOLO_OFFLINE="1", OMP_NUM_THREADS=str(os.cpu_count()))
     res = subprocess.run([python, "-c", ULTRALYTICS_SNIPPET, json.dumps(train_args)], env=env, capture_output=True,
@@ -65,6 +65,7 @@ def main() -> None:
     p.add_argument("--imgsz", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--close-mosaic", type=int, default=10)
+    p.add_argument("--nbs", type=int, default=64, help="nominal batch size (gradient accumulation target)")
     p.add_argument("--compat", default="v8,current", help="yolojax semantics to run, comma separated")
     p.add_argument("--ultralytics-python", default=None, help="interpreter with ultralytics installed")
     p.add_argument("--no-results-md", action="store_true")
@@ -90,7 +91,7 @@ def main() -> None:
     if not args.no_results_md:
         machine = f"{platform.machine()} {os.cpu_count()} cpu, load {os.getloadavg()[0]:.1f}"
         setting = (f"yolov8n from scratch, shapes dataset (256 train / 64 val), {args.epochs} epochs, imgsz "
-                   f"{args.imgsz}, batch {args.batch}, close_mosaic {args.close_mosaic}, seed 0")
+                   f"{args.imgsz}, batch {args.batch}, nbs {args.nbs}, close_mosaic {args.close_mosaic}, seed 0")
         with open(HERE / "RESULTS.md", "a") as f:
             for r in rows:
                 f.write(f"| {time.strftime('%Y-%m-%d')} | {machine} | {r['versions']} | quality {r['trainer']} | "

@@ -1,7 +1,9 @@
 """Shared test setup.
 
 * JAX's persistent compilation cache (compiles are slow on 2 CPU cores; the second run of the suite
-  reuses them).
+  reuses them). It lives in the user cache (``~/.cache/yolojax/jax_tests``, or ``$YOLOJAX_TEST_JAX_CACHE``) so
+  that fresh clones on the same machine share it; entries are keyed on the exact program, so a stale entry is
+  never used. Subprocess tests get the same directory through ``YOLOJAX_TEST_JAX_CACHE``.
 * absl flags marked as parsed: Grain worker processes read them (ENVIRONMENT.md).
 * ``fixtures_dir``: the Ultralytics reference outputs in ``../shared/fixtures``.
 """
@@ -17,8 +19,10 @@ import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
-_CACHE = pathlib.Path(os.environ.get("YOLOJAX_TEST_JAX_CACHE", REPO / ".cache" / "jax_tests"))
+_CACHE = pathlib.Path(os.environ.get("YOLOJAX_TEST_JAX_CACHE",
+                                     pathlib.Path.home() / ".cache" / "yolojax" / "jax_tests"))
 _CACHE.mkdir(parents=True, exist_ok=True)
+os.environ["YOLOJAX_TEST_JAX_CACHE"] = str(_CACHE)  # for the tests' subprocesses
 jax.config.update("jax_compilation_cache_dir", str(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

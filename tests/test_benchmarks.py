@@ -18,7 +18,7 @@ TINY = ["--width", "0.0625", "--imgsz", "64", "--batch", "2"]
 
 
 def _run(script: str, *args: str, timeout: int = 600) -> list[dict]:
-    cache = os.environ.get("YOLOJAX_TEST_JAX_CACHE", str(REPO / ".cache" / "jax_tests"))
+    cache = os.environ["YOLOJAX_TEST_JAX_CACHE"]  # set by conftest
     env = dict(os.environ, JAX_PLATFORMS="cpu", YOLOJAX_BENCH_JAX_CACHE=cache)
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args, "--no-record"],
                           capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)

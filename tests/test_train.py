@@ -114,7 +114,7 @@ def _train_cmd(workdir, model, data, extra=()):
 
 def _env():
     env = dict(os.environ)
-    env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(REPO / ".cache" / "jax_tests"),
+    env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=os.environ["YOLOJAX_TEST_JAX_CACHE"],
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", PYTHONUNBUFFERED="1")
     return env
 

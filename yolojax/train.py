@@ -6,6 +6,7 @@ flags. Callbacks (Ultralytics' event names) receive a ``RunContext`` whose field
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pathlib
 import sys
@@ -148,12 +149,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
         if is_main:
             results.write()
 
-    step = train_step
-    if not config.bn_sync and mesh.devices.size > 1:  # per-device BN statistics, as Ultralytics DDP
-        from yolojax.engine.per_device_bn import make_train_step_per_device_bn
-
-        step = make_train_step_per_device_bn(mesh)
-    step_fn = jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+    step_fn = _jitted_train_step(mesh, bool(config.bn_sync) or mesh.devices.size == 1)
     put = lambda b: jax.tree.map(  # noqa: E731
         lambda x: jax.make_array_from_process_local_data(data, x), b)
     if jax.process_count() > 1:
@@ -199,16 +195,16 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
         for i in range(first_step, nb):
             batch = next(it)
             key = (batch["images"].shape, batch["boxes"].shape)
-            if key not in shapes_seen:
-                shapes_seen.add(key)
-                t0 = time.time()
-                lowered = step_fn.lower(state, put(batch))
-                lowered.compile()
-                ctx.compile_seconds += time.time() - t0
-                t_epoch += time.time() - t0  # images/s measures steps, not compiles
-                _log(("\n" if tty and i > first_step else "") + f"compiled train step for images {key[0]}, boxes {key[1]} in {time.time() - t0:.1f}s "
-                     f"({len(shapes_seen)} shape(s) so far)")
+            t0 = time.time()
             state, m = step_fn(state, put(batch))
+            if key not in shapes_seen:  # the first call of a shape traces and compiles (or hits a cache)
+                jax.block_until_ready(m["loss"])
+                shapes_seen.add(key)
+                dt = time.time() - t0
+                ctx.compile_seconds += dt
+                t_epoch += dt  # images/s measures steps, not compiles
+                _log(("\n" if tty and i > first_step else "") + f"compiled train step for images {key[0]}, "
+                     f"boxes {key[1]} in {dt:.1f}s ({len(shapes_seen)} shape(s) so far)")
             dev_sum = dev_sum + jnp.stack([m["box_loss"], m["cls_loss"], m["dfl_loss"]])
             n_images += batch["images"].shape[0]
             ctx.step, ctx.batch, ctx.batch_metrics = epoch * nb + i, batch, m
@@ -292,6 +288,19 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     out["save_dir"] = str(save_dir)
     fire("on_train_end")
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_train_step(mesh, bn_sync: bool):
+    """The compiled train step for a mesh, shared by the runs of one process (its cache is keyed on the state's
+    static parts: model, optimizer and settings)."""
+    repl, data = replicated(mesh), data_sharding(mesh)
+    step = train_step
+    if not bn_sync:  # per-device BN statistics, as Ultralytics DDP
+        from yolojax.engine.per_device_bn import make_train_step_per_device_bn
+
+        step = make_train_step_per_device_bn(mesh)
+    return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
 
 
 def _final_eval(validator: Validator, weights_dir: pathlib.Path, config, s):

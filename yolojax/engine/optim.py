@@ -11,6 +11,7 @@ every epoch trains at ``lr0 * lf(epoch)`` (8.2.103 steps the scheduler at the st
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import flax
@@ -76,7 +77,17 @@ def _base_optimizer(name: str, learning_rate, momentum, weight_decay) -> optax.G
 
 
 def build_optimizer(name: str, *, lr0: float, momentum: float, weight_decay: float, labels) -> optax.GradientTransformation:
-    """Three groups (decay only on 'weight'), frozen parameters never change; lr and momentum injectable."""
+    """Three groups (decay only on 'weight'), frozen parameters never change; lr and momentum injectable.
+
+    The same arguments give the same transformation object, so a second run in one process (a notebook, the
+    test suite) finds its train step already traced and compiled instead of tracing it again."""
+    leaves, treedef = jax.tree_util.tree_flatten(labels)
+    return _build_optimizer(name, float(lr0), float(momentum), float(weight_decay), tuple(leaves), treedef)
+
+
+@functools.lru_cache(maxsize=16)
+def _build_optimizer(name, lr0, momentum, weight_decay, label_leaves, label_treedef):
+    labels = jax.tree_util.tree_unflatten(label_treedef, label_leaves)
     txs = {}
     for group in ("bias", "weight", "bn"):
         wd = weight_decay if group == "weight" else 0.0

@@ -31,6 +31,13 @@ class ValResult:
     predictions: list | None = None  # with keep_predictions: (dataset index, boxes xyxy original px, scores, classes)
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_eval_step(model, max_det: int, agnostic: bool, loss_gains: tuple, compat: str):
+    """One jitted eval step per model and settings, shared by every Validator of this process."""
+    return jax.jit(functools.partial(eval_step, model=model, max_det=max_det, agnostic=agnostic, multi_label=True,
+                                     loss_gains=loss_gains, compat=compat))
+
+
 class Validator:
     """``Validator(model, loader, names)(variables) -> ValResult``.
 
@@ -48,9 +55,7 @@ class Validator:
         self.put = put or (lambda batch: jax.device_put(batch))
         self.plots_batches, self.confusion = plots_batches, confusion
         self.keep_predictions = keep_predictions
-        self._step = jax.jit(functools.partial(
-            eval_step, model=model, max_det=self.max_det, agnostic=single_cls, multi_label=True,
-            loss_gains=self.loss_gains, compat=compat))
+        self._step = _jitted_eval_step(model, self.max_det, bool(single_cls), self.loss_gains, compat)
         self.compiled_shapes: set = set()
 
     def _dispatch(self, variables, batch):
