@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
 import sys
 import zipfile
 
@@ -15,7 +14,7 @@ import pytest
 from yolojax.nn import YOLOv8
 from yolojax.nn.summary import model_info
 from yolojax.weights import (CheckpointFormatError, UnsafeCheckpointError, load, load_checkpoint, save_state_dict,
-                             to_state_dict, transfer)
+                             transfer)
 
 
 def nhwc(a):

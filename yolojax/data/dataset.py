@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 from typing import Any, Mapping
 
 import cv2

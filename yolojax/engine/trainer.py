@@ -8,11 +8,8 @@ files other than the (collective) checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import pathlib
-import sys
-import time
 from typing import Any
 
 import jax
@@ -20,13 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolojax.engine import config as cfgmod
-from yolojax.engine.checkpoint import Checkpointer
-from yolojax.engine.devices import check_batch_divides, data_sharding, make_mesh, replicated, select_devices
+from yolojax.engine.devices import check_batch_divides, make_mesh, select_devices
 from yolojax.engine.optim import (OPTIMIZERS, Schedule, accumulate_steps, auto_optimizer, scaled_weight_decay,
                                   warmup_iterations)
-from yolojax.engine.state import TrainHyper, create_train_state, train_step
-from yolojax.engine.validate import Validator
-from yolojax.report.results import ResultsLog, format_epoch_header, format_progress
+from yolojax.engine.state import TrainHyper
 
 LOSS_KEYS = ("box_loss", "cls_loss", "dfl_loss")
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from yolojax.engine.state import eval_step
