@@ -171,11 +171,20 @@ def main(argv=None) -> None:
         pass
     import jax
 
+    from yolojax.engine.devices import use_cpu_cores
+
+    use_cpu_cores()  # as the yolojax entry points: one XLA CPU device per core (YOLOJAX_CPU_DEVICES=1: one)
+    from yolojax.engine.devices import largest_divisor_at_most, select_devices
+
+    n_dev = len(select_devices(args.device))
+    if jax.default_backend() == "cpu":
+        n_dev = largest_divisor_at_most(args.batch, n_dev)  # as the trainer splits the CPU
     load = f"load {os.getloadavg()[0]:.1f}"
     machine = f"{platform.machine()} {os.cpu_count()} cpu, {jax.devices()[0].device_kind}; {load}"
     date = datetime.date.today().isoformat()
     setting = (f"{args.model}{f' width {args.width}' if args.width else ''} b{args.batch} @{args.imgsz}, "
-               f"{args.images} JPEG 640x480, mosaic on, workers {args.workers}, 1 epoch")
+               f"{args.images} JPEG 640x480, mosaic on, workers {args.workers}, 1 epoch; yolojax on "
+               f"{n_dev} {jax.default_backend()} device(s)")
     counted = args.images - min(args.batch, args.images)  # images after the first batch
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -90,15 +90,18 @@ def run_yolojax(args, model, variables, data: Path) -> dict:
     import jax
 
     from yolojax.data import DetectionDataset, ValLoader, check_dataset
+    from yolojax.engine.devices import (data_sharding, largest_divisor_at_most, make_mesh, replicated,
+                                        select_devices)
     from yolojax.engine.validate import Validator
 
     info = check_dataset(str(data))
-    dev = jax.devices()[0]
+    devices = select_devices(args.device if jax.default_backend() != "cpu" else None)  # as yolojax.val does
+    mesh = make_mesh(devices[:largest_divisor_at_most(args.batch, len(devices))])
     ds = DetectionDataset.from_config(info, "val", imgsz=args.imgsz, verbose=False)
     loader = ValLoader(ds, batch_size=args.batch, rect=True, workers=args.workers)
     validator = Validator(model, loader, dict(info["names"]), conf=0.001, iou=0.7, max_det=300, compute_loss=False,
-                          put=lambda b: jax.device_put(b, dev))
-    variables = jax.device_put(variables, dev)
+                          put=lambda b: jax.device_put(b, data_sharding(mesh)))
+    variables = jax.device_put(variables, replicated(mesh))
     out = {}
     for run in ("first", "second"):
         t0 = time.perf_counter()
@@ -109,6 +112,7 @@ def run_yolojax(args, model, variables, data: Path) -> dict:
     out["map50"] = float(box.get("metrics/mAP50(B)", float("nan")))
     out["speed_ms"] = dict(result.speed)
     out["seen"] = result.seen
+    out["devices"] = mesh.devices.size
     return out
 
 
@@ -128,6 +132,10 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(REPO))
     import jax
 
+    from yolojax.engine.devices import use_cpu_cores
+
+    use_cpu_cores()  # as the yolojax.val entry point: one XLA CPU device per core (YOLOJAX_CPU_DEVICES=1: one)
+
     model, variables, names = load_model(args)
     machine = f"{platform.machine()} {os.cpu_count()} cpu, {jax.devices()[0].device_kind}; load {os.getloadavg()[0]:.1f}"
     date = datetime.date.today().isoformat()
@@ -138,6 +146,7 @@ def main(argv=None) -> None:
         data = make_val_dataset(Path(tmp) / "data", args.images, names)
         ours = run_yolojax(args, model, variables, data)
         ips = args.images / ours["second_s"]
+        setting += f", yolojax on {ours['devices']} {jax.default_backend()} device(s)"
         rec = {"benchmark": "val", "impl": "yolojax", "setting": setting, "images_per_s": round(ips, 2),
                "first_pass_s": round(ours["first_s"], 2), "second_pass_s": round(ours["second_s"], 2),
                "map50_95": ours["map50_95"], "map50": ours["map50"], "speed_ms": ours["speed_ms"],

@@ -13,6 +13,9 @@ import os
 import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The entry points split the CPU into one XLA device per core (devices.use_cpu_cores); tests pin one device so
+# subprocess runs compare with in-process ones exactly. test_devices and test_val_predict test the split itself.
+os.environ.setdefault("YOLOJAX_CPU_DEVICES", "1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -6,6 +6,8 @@ devices are covered in test_multidevice.py (subprocess).
 """
 from __future__ import annotations
 
+import os
+
 import time
 import types
 
@@ -56,7 +58,7 @@ def test_unset_device_is_first_gpu_else_cpu(two_gpus, monkeypatch):
     assert select_devices("") == [two_gpus[0]]
     monkeypatch.setattr(devmod, "_gpus", lambda: [])
     monkeypatch.setattr(devmod, "_platform_devices", lambda p: [])
-    assert select_devices(None) == [jax.devices("cpu")[0]]
+    assert select_devices(None) == jax.devices("cpu")
 
 
 def test_gpu_ids_pick_those_gpus(two_gpus):
@@ -86,7 +88,65 @@ def test_cpu_all_and_unset_on_this_cpu_machine():
     cpus = jax.devices("cpu")
     assert select_devices("cpu") == cpus
     assert select_devices("all") == cpus  # no accelerator: all = the CPU devices
-    assert select_devices(None) == cpus[:1]
+    assert select_devices(None) == cpus  # no accelerator: every CPU device (one per core after use_cpu_cores)
+
+
+@pytest.mark.parametrize("batch,n,expected", [(16, 2, 2), (15, 2, 1), (15, 8, 5), (12, 8, 6), (16, 8, 8), (1, 8, 1),
+                                              (7, 1, 1), (3, 8, 3)])
+def test_largest_divisor_at_most(batch, n, expected):
+    from yolojax.engine.devices import largest_divisor_at_most
+
+    k = largest_divisor_at_most(batch, n)
+    assert k == expected
+    assert batch % k == 0 and k <= n and not any(batch % j == 0 for j in range(k + 1, n + 1))
+
+
+_CORES_SCRIPT = r"""
+import json, os, sys
+import jax
+from yolojax.engine.devices import DeviceError, select_devices, use_cpu_cores
+out = {}
+try:
+    out["set"] = use_cpu_cores(int(sys.argv[1]) if sys.argv[1] != "auto" else None)
+except DeviceError as e:
+    out["error"] = str(e)
+out["cpus"] = len(jax.devices("cpu"))
+out["unset"] = len(select_devices(None))
+try:
+    out["late"] = use_cpu_cores(3)  # JAX has run: too late, nothing changes
+except DeviceError:
+    out["late"] = None
+out["cpus_after"] = len(jax.devices("cpu"))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("arg,env,expected", [
+    ("2", {}, {"set": 2, "cpus": 2, "unset": 2}),
+    ("auto", {"YOLOJAX_CPU_DEVICES": "3"}, {"set": 3, "cpus": 3, "unset": 3}),
+    ("2", {"YOLOJAX_CPU_DEVICES": "1"}, {"set": None, "cpus": 1, "unset": 1}),
+    ("2", {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, {"set": None, "cpus": 4, "unset": 4}),
+    ("2", {"JAX_NUM_CPU_DEVICES": "3"}, {"set": None, "cpus": 3, "unset": 3}),
+    ("2", {"YOLOJAX_CPU_DEVICES": "two"}, {"cpus": 1, "unset": 1}),
+])
+def test_use_cpu_cores_in_a_fresh_process(arg, env, expected):
+    """One XLA host device per core, set before JAX's first operation; the user's own choice wins; late calls are
+    no-ops; a malformed YOLOJAX_CPU_DEVICES is a clear error."""
+    import json
+    import subprocess
+    import sys
+
+    full = {k: v for k, v in os.environ.items() if k not in ("YOLOJAX_CPU_DEVICES", "XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    full.update(env, JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-c", _CORES_SCRIPT, arg], env=full, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    for k, v in expected.items():
+        assert out[k] == v, (k, out)
+    assert out["late"] is None and out["cpus_after"] == out["cpus"]
+    if env.get("YOLOJAX_CPU_DEVICES") == "two":
+        assert "YOLOJAX_CPU_DEVICES='two' is not a whole number" in out["error"]
 
 
 def test_tpu_and_mps_absent_give_install_hints(monkeypatch):

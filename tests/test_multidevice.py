@@ -30,7 +30,7 @@ def test_cpu_device_forms_with_four_devices(four_devices):
     assert r["n_devices"] == 4
     assert r["select"]["'cpu'"] == [0, 1, 2, 3] and r["select"]["'CPU'"] == [0, 1, 2, 3]
     assert r["select"]["'all'"] == [0, 1, 2, 3]  # no accelerator here
-    assert r["select"]["None"] == [0] and r["select"]["''"] == [0]  # unset: one device
+    assert r["select"]["None"] == [0, 1, 2, 3] and r["select"]["''"] == [0, 1, 2, 3]  # no accelerator: CPUs
 
 
 @pytest.mark.slow

@@ -135,3 +135,34 @@ def test_yolo_predict_and_the_cli_predict_line(coco_named_shapes, tmp_path, monk
     assert main(["predict", f"model={FIXTURE_PT}", f"source={image.parent}", "imgsz=64", "conf=0.0001", "save"]) == 0
     out = capsys.readouterr().out
     assert "image 6/6" in out and (tmp_path / "runs" / "detect" / "predict" / image.name).is_file()
+
+
+def test_val_split_over_two_cpu_devices_matches_one(coco_named_shapes, tmp_path, monkeypatch, capsys):
+    """``python -m yolojax.val`` on a CPU splits each batch over one XLA device per core (YOLOJAX_CPU_DEVICES=2
+    here, in a fresh process); its COCO predictions equal the one-device run's (same boxes, float rounding)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    data, _ = coco_named_shapes
+    args = [f"--weights={FIXTURE_PT}", f"--data={data}", "--imgsz=128", "--batch=8", "--conf=0.0001", "--save_json"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    monkeypatch.chdir(one)
+    assert val_main(args) == 0
+    out_one = capsys.readouterr().out
+    assert "jax-" in out_one and " CPU\n" in out_one  # one device in this process
+    env = dict(os.environ, YOLOJAX_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-m", "yolojax.val", *args], cwd=two, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert " CPU x2\n" in r.stdout
+    p1 = json.loads((one / "runs" / "detect" / "val" / "predictions.json").read_text())
+    p2 = json.loads((two / "runs" / "detect" / "val" / "predictions.json").read_text())
+    assert len(p1) == len(p2) > 0
+    key = lambda d: (d["image_id"], d["category_id"], -d["score"])  # noqa: E731
+    for a, b in zip(sorted(p1, key=key), sorted(p2, key=key)):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert abs(a["score"] - b["score"]) < 1e-4
+        assert np.allclose(a["bbox"], b["bbox"], atol=1e-2)

@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # pragma: no cover
         pass
     try:
+        from yolojax.engine.devices import use_cpu_cores
+
+        use_cpu_cores()  # before JAX's first operation: one XLA CPU device per core (no effect on a GPU run)
         run(argv)
     except BrokenPipeError:  # `yolojax cfg | head`: the reader left; not an error
         import os

@@ -228,8 +228,10 @@ class YOLO:
         """Train with Ultralytics' arguments; returns the final validation metrics (:class:`yolojax.val.ValMetrics`).
 
         Merge order as Ultralytics: checkpoint overrides < {data, model, task} < ``kwargs`` < mode='train'."""
+        from yolojax.engine.devices import use_cpu_cores
         from yolojax.train import train_and_evaluate
 
+        use_cpu_cores()  # one XLA CPU device per core, if JAX has not run anything yet in this process
         kwargs = dict(kwargs)
         kwargs.pop("mode", None)
         args = {k: v for k, v in self.overrides.items() if k in ("imgsz", "data", "single_cls")}
@@ -271,8 +273,10 @@ class YOLO:
     # -- evaluation and inference ------------------------------------------------------------------------------
     def val(self, **kwargs):
         """Validate on ``data`` (default: the dataset the weights were trained on); returns ``ValMetrics``."""
+        from yolojax.engine.devices import use_cpu_cores
         from yolojax.val import validate
 
+        use_cpu_cores()  # one XLA CPU device per core, if JAX has not run anything yet in this process
         args = {k: v for k, v in self.overrides.items() if k in ("imgsz", "data", "single_cls")}
         args.update(kwargs)
         self.metrics = validate(self.model, self.variables, names=self.names, **args)

@@ -18,7 +18,7 @@ import numpy as np
 
 from yolojax.engine import config as cfgmod
 from yolojax.engine.checkpoint import Checkpointer
-from yolojax.engine.devices import data_sharding, replicated
+from yolojax.engine.devices import data_sharding, environment_line, replicated, use_cpu_cores
 from yolojax.engine.state import create_train_state, train_step
 from yolojax.engine.trainer import EarlyStopping, _log, setup
 from yolojax.engine.validate import Validator
@@ -162,6 +162,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     validator = Validator(s.model, s.val_loader, s.names, conf=config.conf, iou=config.iou, max_det=config.max_det,
                           single_cls=config.single_cls, compat=config.compat,
                           loss_gains=(config.box, config.cls, config.dfl), put=val_put)
+    _log(environment_line(list(s.mesh.devices.flat)))
     if is_main:
         from yolojax.nn.summary import model_info
 
@@ -365,6 +366,7 @@ def main(argv=None) -> None:
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.WARNING)
+        use_cpu_cores()  # before JAX's first operation: one XLA CPU device per core (no effect on a GPU run)
         config = cfg_flag.value if cfg_flag.value is not None else cfgmod.default_config()
         try:
             train_and_evaluate(config, flags.FLAGS.workdir)

@@ -93,7 +93,8 @@ def validate(model, variables, *, data, names: dict[int, str] | None = None, img
 
     from yolojax.data import DetectionDataset, ValLoader, check_dataset
     from yolojax.engine.config import ConfigError, check_imgsz
-    from yolojax.engine.devices import select_devices
+    from yolojax.engine.devices import (data_sharding, environment_line, largest_divisor_at_most, local_devices,
+                                        make_mesh, replicated, select_devices)
     from yolojax.engine.validate import Validator
 
     for key in ignored:
@@ -112,14 +113,18 @@ def validate(model, variables, *, data, names: dict[int, str] | None = None, img
         raise ConfigError(f"The model predicts {model.num_classes} classes but dataset {info.get('yaml_file', data)} "
                           f"has {len(ds_names)} (names). Validate on the dataset the model was trained on, or train "
                           f"it on this one first.")
-    dev = select_devices(device)[0]
+    devices = local_devices(select_devices(device))
+    devices = devices[:largest_divisor_at_most(int(batch), len(devices))]  # each device gets batch / n images
+    mesh = make_mesh(devices)
+    if verbose:
+        print(environment_line(devices))
     ds = DetectionDataset.from_config(info, split if info.get(split) else "val", imgsz=imgsz, single_cls=single_cls,
                                       compat=compat, verbose=False)
     loader = ValLoader(ds, batch_size=int(batch), rect=bool(rect), workers=int(workers), compat=compat)
-    put = lambda b: jax.device_put(b, dev)  # noqa: E731
+    put = lambda b: jax.device_put(b, data_sharding(mesh))  # noqa: E731
     validator = Validator(model, loader, ds_names, conf=conf, iou=iou, max_det=max_det, single_cls=single_cls,
                           compat=compat, compute_loss=False, put=put, keep_predictions=save_json)
-    result = validator(jax.device_put(variables, dev))
+    result = validator(jax.device_put(variables, replicated(mesh)))
     lines = result.table if verbose else result.table[:2]
     for line in lines:
         print(line)
@@ -164,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save_json", action="store_true", help="write COCO predictions.json (+ pycocotools AP)")
     args = parser.parse_args(argv)
     try:
+        from yolojax.engine.devices import use_cpu_cores
+
+        use_cpu_cores()  # before JAX's first operation: one XLA CPU device per core (no effect on a GPU run)
         validate_weights(args.weights, args.data, imgsz=args.imgsz, batch=args.batch, conf=args.conf, iou=args.iou,
                          max_det=args.max_det, split=args.split, device=args.device, compat=args.compat,
                          single_cls=args.single_cls, save_json=args.save_json)

@@ -1,7 +1,7 @@
 """Device selection (Ultralytics' ``device`` argument) and the data-parallel mesh.
 
-    device=None / ""      first GPU if any (else TPU, else CPU), like Ultralytics; in a multi-process run
-                          (jax.distributed) every device of every process
+    device=None / ""      first GPU if any (else TPU, else every CPU device), like Ultralytics; in a multi-process
+                          run (jax.distributed) every device of every process
     device=0, "0"         GPU 0;   "0,1" / [0, 1] / "cuda:0,1": GPUs 0 and 1 (data parallel)
     device="cpu"          CPU (all CPU devices: with XLA_FLAGS=--xla_force_host_platform_device_count=N, N of them)
     device="mps"          Apple Metal PJRT plugin (see ``metal.py``);   "tpu": every TPU core
@@ -16,8 +16,17 @@ Data parallelism: one mesh axis ``data``; the global batch is split evenly over 
 parameters and optimizer state are replicated (``replicated``). BatchNorm statistics are then global-batch
 statistics (synchronised BN) because ``BatchNorm`` takes plain means over the sharded batch axis; per-device
 statistics, as Ultralytics DDP has, come from ``per_device_bn.make_train_step_per_device_bn``.
+
+CPU cores: XLA runs one CPU "device" on all cores by default, and its convolutions scale poorly over them; the
+same step data-parallel over one XLA host device per core is faster (yolov8n b8 @320 on 2 cores: 6.8 -> 9.3 img/s
+training, inference 1.15x). ``use_cpu_cores()`` sets that up - it must run before JAX's first operation, so the
+command-line entry points (``python -m yolojax.train``, ``yolojax``, ``python -m yolojax.val``) and the ``YOLO``
+facade call it; ``YOLOJAX_CPU_DEVICES=N`` chooses N (1 turns it off). BatchNorm statistics stay global-batch
+statistics (``bn_sync``), so the numbers are those of one device, to float rounding.
 """
 from __future__ import annotations
+
+import os
 
 import jax
 import numpy as np
@@ -25,6 +34,64 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 WORDS = ("cpu", "mps", "tpu", "all", "gpu")
+CPU_DEVICES_ENV = "YOLOJAX_CPU_DEVICES"
+MAX_AUTO_CPU_DEVICES = 8  # measured on 2 cores only; more devices than this are untested
+
+
+def host_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return os.cpu_count() or 1
+
+
+def use_cpu_cores(n: int | None = None) -> int | None:
+    """Make JAX's CPU backend ``n`` XLA host devices (default: one per core, at most 8; ``YOLOJAX_CPU_DEVICES``
+    overrides ``n``). Returns the count set, or None when JAX was left as it was: ``n`` is 1, the user already
+    chose (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, or ``jax_num_cpu_devices``), or JAX has
+    already run something (the device count is fixed from then on)."""
+    env = os.environ.get(CPU_DEVICES_ENV, "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise DeviceError(f"{CPU_DEVICES_ENV}={env!r} is not a whole number (the CPU devices to split the "
+                              f"cores into; 1 turns the split off).") from None
+        if n < 1:
+            raise DeviceError(f"{CPU_DEVICES_ENV}={env!r}: give at least 1.")
+    if n is None:
+        n = min(host_cores(), MAX_AUTO_CPU_DEVICES)
+    if n <= 1 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return None
+    if getattr(jax.config, "jax_num_cpu_devices", -1) not in (-1, None):
+        return None
+    try:
+        jax.config.update("jax_num_cpu_devices", int(n))
+    except RuntimeError:  # the backends exist already: too late to change, keep what is there
+        return None
+    return int(n)
+
+
+def environment_line(devices) -> str:
+    """Ultralytics' first line, for yolojax: ``yolojax 0.1.0 🚀 Python-3.11.7 jax-0.10.2 CPU x2`` /
+    ``... CUDA:0,1 (NVIDIA H100 80GB HBM3)``."""
+    import platform
+
+    import yolojax
+
+    d0 = devices[0]
+    if d0.platform == "cpu":
+        where = "CPU" + (f" x{len(devices)}" if len(devices) > 1 else "")
+    else:
+        ids = ",".join(str(getattr(d, "id", i)) for i, d in enumerate(devices))
+        where = f"{d0.platform.upper()}:{ids} ({d0.device_kind})"
+    return f"yolojax {yolojax.__version__} 🚀 Python-{platform.python_version()} jax-{jax.__version__} {where}"
+
+
+def largest_divisor_at_most(batch: int, n: int) -> int:
+    """The largest ``k <= n`` that divides ``batch`` (how many CPU devices a batch can use evenly)."""
+    return max(k for k in range(1, max(1, min(n, batch)) + 1) if batch % k == 0)
 
 
 class DeviceError(ValueError):
@@ -105,7 +172,7 @@ def select_devices(device=None) -> list:
         accel = _gpus() or _platform_devices("tpu")
         if multi:
             return _by_process(accel or jax.devices("cpu"))
-        return [(accel or jax.devices("cpu"))[0]]
+        return [accel[0]] if accel else list(jax.devices("cpu"))
     if spec == "cpu":
         return _by_process(jax.devices("cpu"))
     if spec == "mps":

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolojax.engine import config as cfgmod
-from yolojax.engine.devices import check_batch_divides, make_mesh, select_devices
+from yolojax.engine.devices import check_batch_divides, largest_divisor_at_most, make_mesh, select_devices
 from yolojax.engine.optim import (OPTIMIZERS, Schedule, accumulate_steps, auto_optimizer, scaled_weight_decay,
                                   warmup_iterations)
 from yolojax.engine.state import TrainHyper
@@ -90,6 +90,9 @@ def setup(config, workdir=None) -> Setup:
     config = cfgmod.load_cfg_file(config)
     config.imgsz = cfgmod.check_imgsz(config.imgsz)
     devices = select_devices(config.device)
+    if devices[0].platform == "cpu" and jax.process_count() == 1 and int(config.batch) > 0:
+        # CPU devices are slices of one machine's cores (devices.use_cpu_cores): use as many as divide the batch
+        devices = devices[:largest_divisor_at_most(int(config.batch), len(devices))]
     n_dev = len(devices)
     check_batch_divides(int(config.batch), n_dev)
     mesh = make_mesh(devices)

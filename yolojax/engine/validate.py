@@ -84,7 +84,9 @@ class Validator:
                 batch = None
             t1 = time.perf_counter()
             t_pre += t1 - t0
-            out = self._dispatch(variables, batch) if batch is not None else None  # async: returns at once
+            # usually returns at once (async dispatch); on a multi-device CPU the call itself may run the step
+            out = self._dispatch(variables, batch) if batch is not None else None
+            t_inf += time.perf_counter() - t1
             if pending is not None:
                 pb, pout = pending
                 t2 = time.perf_counter()
