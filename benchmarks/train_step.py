@@ -279,7 +279,9 @@ def parse_args(argv=None):
     p.add_argument("--width", type=float, default=None, help="override the width multiple (tiny test models)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--devices", type=int, default=1, help="data-parallel devices (CPU: forced host devices)")
+    p.add_argument("--devices", type=int, default=None,
+                   help="data-parallel devices (CPU: forced host devices). Default: one accelerator; on a CPU-only "
+                        "machine what the yolojax entry points use, one host device per core (that divides --batch)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     p.add_argument("--steps", type=int, default=10, help="timed steps (median)")
     p.add_argument("--warmup", type=int, default=2)
@@ -305,10 +307,18 @@ def main(argv=None) -> None:
         print(json.dumps(time_ultralytics_here(args.ultralytics_half, args)))
         return
     flags = os.environ.get("XLA_FLAGS", "")
-    if args.devices > 1 and "xla_force_host_platform_device_count" not in flags:
+    if args.devices and args.devices > 1 and "xla_force_host_platform_device_count" not in flags:
         flags += f" --xla_force_host_platform_device_count={args.devices}"  # only CPU reads it
     os.environ["XLA_FLAGS"] = (flags + " " + args.xla_flags).strip()
     sys.path.insert(0, str(REPO))
+    if args.devices is None:
+        import jax
+
+        from yolojax.engine.devices import largest_divisor_at_most, use_cpu_cores
+
+        use_cpu_cores()  # as the entry points (respects XLA_FLAGS and YOLOJAX_CPU_DEVICES)
+        on_cpu = jax.default_backend() == "cpu"
+        args.devices = largest_divisor_at_most(args.batch, len(jax.devices())) if on_cpu else 1
     if args.jax_cache:
         import jax
 

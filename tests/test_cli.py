@@ -64,6 +64,8 @@ def recorded(monkeypatch, tmp_path):
         calls.append((self.ckpt_path or self.cfg, kwargs))
         return "metrics"
 
+    if not FIXTURE_PT.is_file():
+        pytest.skip(f"fixture checkpoint {FIXTURE_PT} not found (../shared/fixtures)")
     monkeypatch.chdir(tmp_path)
     shutil.copy(FIXTURE_PT, tmp_path / "yolov8n.pt")
     monkeypatch.setattr(YOLO, "train", fake_train)
