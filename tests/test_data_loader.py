@@ -2,6 +2,7 @@
 exhaustive validation batches; and the synthetic shapes dataset."""
 from __future__ import annotations
 
+import pathlib
 import shutil
 
 import numpy as np
@@ -122,3 +123,32 @@ def test_shapes_dataset_deterministic_and_bundled(tmp_path, monkeypatch):
     monkeypatch.setenv("YOLOJAX_CACHE", str(tmp_path / "cache"))
     d = check_dataset("shapes")
     assert d["yaml_file"] == shapes_yaml() and d["nc"] == 6 and d["val"][0].is_dir()
+
+
+def test_background_prefetch_same_batches_error_and_close(ds, tmp_path):
+    """Without workers the loader runs a step ahead in a thread: the same batches as inline loading, an error in
+    the thread reaches the consumer with its message, and close() stops the thread."""
+    from yolojax.data.dataset import DatasetError
+    from yolojax.data.loader import _ThreadPrefetch
+
+    inline = list(TrainLoader(ds, batch_size=4, seed=7, prefetch=0).iterator(0, 0, 2))
+    ahead = TrainLoader(ds, batch_size=4, seed=7, prefetch=2).iterator(0, 0, 2)
+    ahead.start_prefetch()
+    assert isinstance(ahead._it, _ThreadPrefetch)
+    assert _equal(inline, list(ahead))
+    val_inline = list(ValLoader(ds, batch_size=5, prefetch=0))
+    assert _equal(val_inline, list(ValLoader(ds, batch_size=5, prefetch=2)))
+
+    it = TrainLoader(ds, batch_size=4, seed=7, prefetch=2).iterator(0, 0, 2)
+    next(it)
+    thread = it._it._thread
+    it.close()
+    assert not thread.is_alive()
+
+    root = tmp_path / "ds"
+    shutil.copytree(pathlib.Path(ds.im_files[0]).parents[2], root)
+    copy = DetectionDataset.from_config(str(root / "data.yaml"), "train", imgsz=64, verbose=False)
+    victim = pathlib.Path(copy.im_files[len(copy) - 1])
+    victim.unlink()  # deleted after verification
+    with pytest.raises(DatasetError, match=victim.name):
+        list(ValLoader(copy, batch_size=4, prefetch=2))
