@@ -34,7 +34,6 @@ carries ``ratio_pad`` (B,2,2) float64, ``ori_shape`` (B,2) and ``index`` (B,) (d
 from __future__ import annotations
 
 import json
-import os
 import math
 import queue
 import threading
