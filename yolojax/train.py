@@ -192,6 +192,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
         dev_sum = jnp.zeros(3)
         t_epoch = time.time()
         n_images = 0
+        shown = None  # the previous step's (loss sums, instances, steps): what a progress line may read
         for i in range(first_step, nb):
             batch = next(it)
             key = (batch["images"].shape, batch["boxes"].shape)
@@ -211,12 +212,16 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
             last_metrics = m
             fire("on_train_batch_end")
             done = i + 1 == nb
-            if tty or done or (i + 1) % max(int(config.log_every), 1) == 0:
-                means = (tsum + np.asarray(dev_sum)) / (tcount + i + 1 - first_step)
-                if tty or done:
-                    line = format_progress(epoch, epochs, _mem_gb(), means, int(m["instances"]),
-                                           int(config.imgsz))
-                    print(("\r" if tty else "") + line + f" {i + 1}/{nb}", end="\n" if done else "", flush=True)
+            current = (dev_sum, m["instances"], i + 1 - first_step)
+            if tty or done:
+                # Mid-epoch lines show the previous step's running means: reading them waits for that step only,
+                # while this one is already queued, so the device never idles on a progress line. The epoch's last
+                # line is exact.
+                sums, instances, count = current if done or shown is None else shown
+                means = (tsum + np.asarray(sums)) / (tcount + count)
+                line = format_progress(epoch, epochs, _mem_gb(), means, int(instances), int(config.imgsz))
+                print(("\r" if tty else "") + line + f" {i + 1}/{nb}", end="\n" if done else "", flush=True)
+            shown = current
             if config.time and time.time() - t_start > float(config.time) * 3600:
                 stop = True
             if int(config.checkpoint_every) > 0 and (i + 1) % int(config.checkpoint_every) == 0 and not done:
