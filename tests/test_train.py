@@ -112,8 +112,10 @@ def _train_cmd(workdir, model, data, extra=()):
             *extra]
 
 
-def _env():
+def _env(cpu_split: bool = False):
     env = dict(os.environ)
+    if cpu_split:  # the entry point's default: one XLA CPU device per core (2 on CI), not conftest's pinned 1
+        env.pop("YOLOJAX_CPU_DEVICES", None)
     env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=os.environ["YOLOJAX_TEST_JAX_CACHE"],
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", PYTHONUNBUFFERED="1")
     return env
@@ -122,9 +124,16 @@ def _env():
 def _final_state(workdir: pathlib.Path):
     import orbax.checkpoint as ocp
 
+    import jax
+
     mgr = ocp.CheckpointManager(workdir / "weights" / "ckpt")
     step = mgr.latest_step()
-    state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    # onto this process's one device, whatever the run's device count was (its shardings are in the metadata)
+    meta = ocp.StandardCheckpointer().metadata(workdir / "weights" / "ckpt" / str(step) / "state")
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                          getattr(meta, "item_metadata", meta))
+    state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
     mgr.close()
     return step, state
 
@@ -142,13 +151,14 @@ def _assert_trees_equal(a, b, path=""):
 
 @pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_is_bit_identical(tiny_model_yaml, shapes_small, tmp_path):
-    """32 images, batch 8: 4 steps an epoch, 8 in all; a checkpoint after every step."""
+    """32 images, batch 8: 4 steps an epoch, 8 in all; a checkpoint after every step. The runs use the entry
+    point's default CPU split (one device per core), so exactness holds for the data-parallel step too."""
     full = tmp_path / "full"
-    subprocess.run(_train_cmd(full, tiny_model_yaml, shapes_small), env=_env(), check=True, capture_output=True,
-                   timeout=600)
+    subprocess.run(_train_cmd(full, tiny_model_yaml, shapes_small), env=_env(cpu_split=True), check=True,
+                   capture_output=True, timeout=600)
     killed = tmp_path / "killed"
     target = random.Random().choice([1, 2, 3, 5, 6, 7])  # not an epoch end
-    proc = subprocess.Popen(_train_cmd(killed, tiny_model_yaml, shapes_small), env=_env(),
+    proc = subprocess.Popen(_train_cmd(killed, tiny_model_yaml, shapes_small), env=_env(cpu_split=True),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckdir = killed / "weights" / "ckpt"
     deadline = time.time() + 600
@@ -162,7 +172,7 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(tiny_model_yaml, shapes_s
     proc.wait()
     assert not (killed / "weights" / "last.npz").exists() or target > 4
     res = subprocess.run(_train_cmd(killed, tiny_model_yaml, shapes_small, [f"--config.resume={killed}"]),
-                         env=_env(), capture_output=True, text=True, timeout=600)
+                         env=_env(cpu_split=True), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Resuming training" in res.stdout
     step_full, state_full = _final_state(full)
@@ -178,5 +188,5 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(tiny_model_yaml, shapes_s
     assert [r["epoch"] for r in read_results_csv(killed / "results.csv")] == [1, 2]
     # resuming a finished run says so and changes nothing
     again = subprocess.run(_train_cmd(killed, tiny_model_yaml, shapes_small, [f"--config.resume={killed}"]),
-                           env=_env(), capture_output=True, text=True, timeout=600)
+                           env=_env(cpu_split=True), capture_output=True, text=True, timeout=600)
     assert again.returncode != 0 and "is finished, nothing to resume" in (again.stdout + again.stderr)

@@ -139,7 +139,8 @@ def test_yolo_predict_and_the_cli_predict_line(coco_named_shapes, tmp_path, monk
 
 def test_val_split_over_two_cpu_devices_matches_one(coco_named_shapes, tmp_path, monkeypatch, capsys):
     """``python -m yolojax.val`` on a CPU splits each batch over one XLA device per core (YOLOJAX_CPU_DEVICES=2
-    here, in a fresh process); its COCO predictions equal the one-device run's (same boxes, float rounding)."""
+    here, in a fresh process, with a Grain worker process loading); its COCO predictions equal the one-device,
+    in-process-loading run's (same boxes, float rounding)."""
     import json
     import os
     import subprocess
@@ -154,7 +155,7 @@ def test_val_split_over_two_cpu_devices_matches_one(coco_named_shapes, tmp_path,
     out_one = capsys.readouterr().out
     assert "jax-" in out_one and " CPU\n" in out_one  # one device in this process
     env = dict(os.environ, YOLOJAX_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-m", "yolojax.val", *args], cwd=two, env=env, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "yolojax.val", *args, "--workers=1"], cwd=two, env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert " CPU x2\n" in r.stdout

@@ -4,7 +4,10 @@ Prints Ultralytics' table (``all`` and, with more than one class, one row per cl
 and returns a :class:`ValMetrics`. ``YOLO.val()`` and ``yolojax val`` call :func:`validate`.
 
     validate(model, variables, data=..., imgsz=640, batch=16, conf=None (0.001), iou=0.7, max_det=300,
-             split="val", single_cls=False, compat="v8", device=None, workers=0, rect=True) -> ValMetrics
+             split="val", single_cls=False, compat="v8", device=None, workers=None, rect=True) -> ValMetrics
+
+``workers=None``: no worker processes on a CPU (the step needs the cores; batches are still built a step ahead in
+a thread), ``min(8, cores)`` Grain worker processes with an accelerator, whose step outruns one loading thread.
 """
 from __future__ import annotations
 
@@ -86,15 +89,15 @@ def speed_line(speed: dict[str, float]) -> str:
 
 def validate(model, variables, *, data, names: dict[int, str] | None = None, imgsz: int = 640, batch: int = 16,
              conf: float | None = None, iou: float = 0.7, max_det: int = 300, split: str = "val",
-             single_cls: bool = False, compat: str = "v8", device=None, workers: int = 0, rect: bool = True,
+             single_cls: bool = False, compat: str = "v8", device=None, workers: int | None = None, rect: bool = True,
              verbose: bool = True, save_json: bool = False, project=None, name=None, **ignored) -> ValMetrics:
     """Validate ``variables`` of ``model`` on the ``split`` of ``data``; prints the table and Speed line."""
     import jax
 
     from yolojax.data import DetectionDataset, ValLoader, check_dataset
     from yolojax.engine.config import ConfigError, check_imgsz
-    from yolojax.engine.devices import (data_sharding, environment_line, largest_divisor_at_most, local_devices,
-                                        make_mesh, replicated, select_devices)
+    from yolojax.engine.devices import (data_sharding, environment_line, host_cores, largest_divisor_at_most,
+                                        local_devices, make_mesh, replicated, select_devices)
     from yolojax.engine.validate import Validator
 
     for key in ignored:
@@ -120,6 +123,8 @@ def validate(model, variables, *, data, names: dict[int, str] | None = None, img
         print(environment_line(devices))
     ds = DetectionDataset.from_config(info, split if info.get(split) else "val", imgsz=imgsz, single_cls=single_cls,
                                       compat=compat, verbose=False)
+    if workers is None:
+        workers = 0 if devices[0].platform == "cpu" else min(8, host_cores())
     loader = ValLoader(ds, batch_size=int(batch), rect=bool(rect), workers=int(workers), compat=compat)
     put = lambda b: jax.device_put(b, data_sharding(mesh))  # noqa: E731
     validator = Validator(model, loader, ds_names, conf=conf, iou=iou, max_det=max_det, single_cls=single_cls,
@@ -164,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_det", type=int, default=300)
     parser.add_argument("--split", default="val")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="Grain worker processes (default: 0 on CPU, min(8, cores) with an accelerator)")
     parser.add_argument("--compat", default="v8", choices=("v8", "current"))
     parser.add_argument("--single_cls", action="store_true")
     parser.add_argument("--save_json", action="store_true", help="write COCO predictions.json (+ pycocotools AP)")
@@ -174,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         use_cpu_cores()  # before JAX's first operation: one XLA CPU device per core (no effect on a GPU run)
         validate_weights(args.weights, args.data, imgsz=args.imgsz, batch=args.batch, conf=args.conf, iou=args.iou,
                          max_det=args.max_det, split=args.split, device=args.device, compat=args.compat,
-                         single_cls=args.single_cls, save_json=args.save_json)
+                         single_cls=args.single_cls, save_json=args.save_json, workers=args.workers)
     except Exception as e:  # noqa: BLE001 - user errors become one paragraph, the rest propagate
         from yolojax.errors import user_error_types
 
