@@ -190,3 +190,12 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(tiny_model_yaml, shapes_s
     again = subprocess.run(_train_cmd(killed, tiny_model_yaml, shapes_small, [f"--config.resume={killed}"]),
                            env=_env(cpu_split=True), capture_output=True, text=True, timeout=600)
     assert again.returncode != 0 and "is finished, nothing to resume" in (again.stdout + again.stderr)
+    # ... and extending it with more epochs works on another device count (here one device): the checkpoint is
+    # read onto the new mesh
+    more = subprocess.run(_train_cmd(killed, tiny_model_yaml, shapes_small, [f"--config.resume={killed}",
+                                                                            "--config.epochs=3"]),
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "Resuming training" in more.stdout and "jax-" in more.stdout and " CPU\n" in more.stdout
+    assert [r["epoch"] for r in read_results_csv(killed / "results.csv")] == [1, 2, 3]
+    assert _final_state(killed)[0] == 12
