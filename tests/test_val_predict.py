@@ -155,8 +155,8 @@ def test_val_split_over_two_cpu_devices_matches_one(coco_named_shapes, tmp_path,
     out_one = capsys.readouterr().out
     assert "jax-" in out_one and " CPU\n" in out_one  # one device in this process
     env = dict(os.environ, YOLOJAX_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-m", "yolojax.val", *args, "--workers=1"], cwd=two, env=env, capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run([sys.executable, "-m", "yolojax.val", *args, "--workers=1"], cwd=two, env=env,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert " CPU x2\n" in r.stdout
     p1 = json.loads((one / "runs" / "detect" / "val" / "predictions.json").read_text())

@@ -89,8 +89,9 @@ def speed_line(speed: dict[str, float]) -> str:
 
 def validate(model, variables, *, data, names: dict[int, str] | None = None, imgsz: int = 640, batch: int = 16,
              conf: float | None = None, iou: float = 0.7, max_det: int = 300, split: str = "val",
-             single_cls: bool = False, compat: str = "v8", device=None, workers: int | None = None, rect: bool = True,
-             verbose: bool = True, save_json: bool = False, project=None, name=None, **ignored) -> ValMetrics:
+             single_cls: bool = False, compat: str = "v8", device=None, workers: int | None = None,
+             rect: bool = True, verbose: bool = True, save_json: bool = False, project=None, name=None,
+             **ignored) -> ValMetrics:
     """Validate ``variables`` of ``model`` on the ``split`` of ``data``; prints the table and Speed line."""
     import jax
 

@@ -75,7 +75,7 @@ def use_cpu_cores(n: int | None = None) -> int | None:
 
 def environment_line(devices) -> str:
     """Ultralytics' first line, for yolojax: ``yolojax 0.1.0 🚀 Python-3.11.7 jax-0.10.2 CPU x2`` /
-    ``... CUDA:0,1 (NVIDIA H100 80GB HBM3)``."""
+    ``... GPU:0,1 (NVIDIA H100 80GB HBM3)``."""
     import platform
 
     import yolojax
