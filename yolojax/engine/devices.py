@@ -68,7 +68,7 @@ def use_cpu_cores(n: int | None = None) -> int | None:
         return None
     try:
         jax.config.update("jax_num_cpu_devices", int(n))
-    except RuntimeError:  # the backends exist already: too late to change, keep what is there
+    except (RuntimeError, AttributeError, KeyError):  # too late (backends exist), or a JAX without the option
         return None
     return int(n)
 
