@@ -275,7 +275,9 @@ class BatchIterator:
             self.close()
             raise StopIteration
         self.start_prefetch()
-        batch = _own(next(self._it))
+        batch = next(self._it)
+        if self._loader.workers:  # in-process batches are plain arrays already: no 20 MB copy per step
+            batch = _own(batch)
         self.step += 1
         if self.step == self._loader.num_batches:
             self.epoch, self.step = self.epoch + 1, 0
@@ -393,6 +395,6 @@ class ValLoader:
         it = _grain_iter(self.records(), self.transform, self.workers, self.prefetch)
         try:
             for batch in it:
-                yield _own(batch)
+                yield _own(batch) if self.workers else batch
         finally:
             _close(it)
