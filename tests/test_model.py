@@ -252,3 +252,31 @@ def test_bfloat16_compute_stays_close_to_float32(ref_model, eval_fn, forward_fix
     assert np.median(np.abs(bf16[..., :4] - f32[..., :4])) < 1.0
     params = jax.tree.leaves(variables["params"])
     assert all(p.dtype == np.float32 for p in params)
+
+
+def test_max_pool_equals_reduce_window_and_routes_gradient_like_torch():
+    """SPPF's separable max pool: the values of ``lax.reduce_window`` (max, -inf padding) exactly; the gradient that
+    of reduce_window on untied data, and on ties (a constant map) each window's whole gradient goes to its first
+    element in scan order (top-left), as PyTorch's max pool does - hand-computed."""
+    import jax
+    import jax.numpy as jnp
+
+    from yolojax.nn.blocks import max_pool_same
+
+    def reference(v):
+        return jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, 5, 5, 1), (1, 1, 1, 1),
+                                     ((0, 0), (2, 2), (2, 2), (0, 0)))
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 7, 9, 3)).astype(np.float32))
+    g = jnp.asarray(rng.normal(size=(2, 7, 9, 3)).astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(max_pool_same(x, 5)), np.asarray(reference(x)))
+    grad = jax.vjp(lambda v: max_pool_same(v, 5), x)[1](g)[0]
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(jax.vjp(reference, x)[1](g)[0]), atol=1e-5)
+    const = jnp.zeros((1, 7, 9, 1), jnp.float32)
+    grad = np.asarray(jax.vjp(lambda v: max_pool_same(v, 5), const)[1](g[:1, :, :, :1])[0])
+    expected = np.zeros((7, 9), np.float32)
+    for i in range(7):
+        for j in range(9):
+            expected[max(i - 2, 0), max(j - 2, 0)] += float(g[0, i, j, 0])
+    np.testing.assert_allclose(grad[0, :, :, 0], expected, rtol=1e-6, atol=1e-6)

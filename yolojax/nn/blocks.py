@@ -146,11 +146,26 @@ class C2f(nn.Module):
 
 
 def max_pool_same(x, k: int):
-    """Stride-1 max pool with k//2 padding of -inf on each side (padding never wins the max)."""
+    """Stride-1 k x k max pool with k//2 padding of -inf on each side (padding never wins the max).
+
+    Computed as two separable 1-D passes (along H, then W) of k-1 elementwise selections: the same values as
+    ``lax.reduce_window``, whose forward and gradient XLA:CPU runs ~5x / ~2.4x slower (SPPF of yolov8n @320).
+    The gradient goes to one element per window, the first maximum along each pass, as PyTorch's max pool
+    sends it to one element (``jnp.maximum`` would split it between ties)."""
     p = k // 2
-    return jax.lax.reduce_window(
-        x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, 1, 1, 1), ((0, 0), (p, p), (p, p), (0, 0))
-    )
+
+    def along(v, axis):
+        n = v.shape[axis]
+        pad = [(0, 0)] * v.ndim
+        pad[axis] = (p, p)
+        vp = jnp.pad(v, pad, constant_values=-jnp.inf)
+        out = jax.lax.slice_in_dim(vp, 0, n, axis=axis)
+        for i in range(1, k):
+            cand = jax.lax.slice_in_dim(vp, i, i + n, axis=axis)
+            out = jnp.where(out >= cand, out, cand)
+        return out
+
+    return along(along(x, 1), 2)
 
 
 class SPPF(nn.Module):
