@@ -173,7 +173,7 @@ def main(argv=None) -> None:
 
     from yolojax.engine.devices import use_cpu_cores
 
-    use_cpu_cores()  # as the yolojax entry points: one XLA CPU device per core (YOLOJAX_CPU_DEVICES=1: one)
+    use_cpu_cores()  # as the yolojax entry points (YOLOJAX_CPU_DEVICES=N: N host devices)
     from yolojax.engine.devices import largest_divisor_at_most, select_devices
 
     n_dev = len(select_devices(args.device))

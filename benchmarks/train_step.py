@@ -97,7 +97,7 @@ def ultralytics_model_dict(model) -> dict:
 def time_yolojax(batch_np: dict, args) -> dict:
     import jax
 
-    from yolojax.engine.devices import data_sharding, make_mesh, replicated
+    from yolojax.engine.devices import compiler_options, data_sharding, make_mesh, replicated
     from yolojax.engine.optim import Schedule
     from yolojax.engine.state import TrainHyper, create_train_state, preprocess, train_step
     from yolojax.loss import detection_loss
@@ -119,7 +119,9 @@ def time_yolojax(batch_np: dict, args) -> dict:
     hyper = TrainHyper(schedule=schedule, optimizer="SGD", weight_decay=0.0005 * args.batch / 64)
     state = jax.device_put(create_train_state(model, variables, hyper), repl)
     batch = jax.device_put(batch_np, data)
-    step = jax.jit(train_step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+    opts = compiler_options() if args.xla_options else None
+    step = jax.jit(train_step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
+                   compiler_options=opts)
 
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
@@ -141,7 +143,7 @@ def time_yolojax(batch_np: dict, args) -> dict:
     loss = holder["first_loss"]
 
     out = {"compile_s": compile_s, "median_s": median_s, "min_s": min(times), "pipelined_s": pipelined_s,
-           "loss": loss, "jax": jax.__version__, "backend": jax.default_backend(),
+           "loss": loss, "jax": jax.__version__, "xla_options": opts, "backend": jax.default_backend(),
            "device_kind": devices[0].device_kind, "n_devices": len(devices)}
     stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
     if stats:
@@ -163,9 +165,10 @@ def time_yolojax(batch_np: dict, args) -> dict:
             total, _ = detection_loss(levels, targets, num_classes=model.num_classes)
             return total
 
-        parts = {"forward": (jax.jit(forward), (params, batch["images"])),
-                 "forward_loss": (jax.jit(loss_fn), (params, batch["images"], targets)),
-                 "forward_loss_grad": (jax.jit(jax.grad(loss_fn)), (params, batch["images"], targets))}
+        parts = {"forward": (jax.jit(forward, compiler_options=opts), (params, batch["images"])),
+                 "forward_loss": (jax.jit(loss_fn, compiler_options=opts), (params, batch["images"], targets)),
+                 "forward_loss_grad": (jax.jit(jax.grad(loss_fn), compiler_options=opts),
+                                       (params, batch["images"], targets))}
         out["breakdown_ms"] = {}
         for name, (fn, fargs) in parts.items():
             fn = fn.lower(*fargs).compile()
@@ -281,7 +284,7 @@ def parse_args(argv=None):
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--devices", type=int, default=None,
                    help="data-parallel devices (CPU: forced host devices). Default: one accelerator; on a CPU-only "
-                        "machine what the yolojax entry points use, one host device per core (that divides --batch)")
+                        "machine what the yolojax entry points use (YOLOJAX_CPU_DEVICES, default one; as many as divide --batch)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     p.add_argument("--steps", type=int, default=10, help="timed steps (median)")
     p.add_argument("--warmup", type=int, default=2)
@@ -290,6 +293,9 @@ def parse_args(argv=None):
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the FLOP utilisation")
     p.add_argument("--breakdown", action="store_true", help="also time forward / +loss / +grad separately")
     p.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX starts")
+    p.add_argument("--no-xla-options", dest="xla_options", action="store_false",
+                   help="jit without yolojax's compiler options (devices.compiler_options: XLA:CPU convolutions "
+                        "off YNNPACK), i.e. XLA's defaults")
     p.add_argument("--vs-ultralytics", action="store_true")
     p.add_argument("--ultralytics-python", default="/work/ulvenv/bin/python")
     p.add_argument("--ultralytics-half", metavar="INPUTS_NPZ", help=argparse.SUPPRESS)
@@ -341,7 +347,8 @@ def main(argv=None) -> None:
            "gflops_per_image": round(ours["gflops_per_image"], 2), "achieved_tflops": round(achieved, 3),
            "peak_tflops": peak, "flop_utilisation": round(achieved / peak, 4) if peak else None,
            "loss": ours["loss"], "backend": ours["backend"], "device_kind": ours["device_kind"],
-           "jax": ours["jax"], "xla_flags": os.environ.get("XLA_FLAGS", ""), "label": args.label}
+           "jax": ours["jax"], "xla_flags": os.environ.get("XLA_FLAGS", ""),
+           "xla_options": ours["xla_options"], "label": args.label}
     if "breakdown_ms" in ours:
         rec["breakdown_ms"] = ours["breakdown_ms"]
     print(json.dumps(rec), flush=True)
@@ -353,6 +360,7 @@ def main(argv=None) -> None:
              + (f"; FLOP util {100 * rec['flop_utilisation']:.1f}% of {peak} TF" if peak else "")
              + (f"; breakdown ms {ours['breakdown_ms']}" if "breakdown_ms" in ours else "")
              + (f"; XLA_FLAGS={rec['xla_flags']}" if rec["xla_flags"] else "")
+             + (f"; compiler options {rec['xla_options']}" if rec["xla_options"] else "; XLA default compiler options")
              + (f"; {args.label}" if args.label else ""))
     rows.append(f"| {date} | {machine} | {versions} | train_step yolojax ({ours['backend']}) | "
                 f"{ips:.1f} img/s ({1000 * ours['median_s']:.1f} ms median of {args.steps}) | {notes} |")

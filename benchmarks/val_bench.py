@@ -134,7 +134,7 @@ def main(argv=None) -> None:
 
     from yolojax.engine.devices import use_cpu_cores
 
-    use_cpu_cores()  # as the yolojax.val entry point: one XLA CPU device per core (YOLOJAX_CPU_DEVICES=1: one)
+    use_cpu_cores()  # as the yolojax.val entry point (YOLOJAX_CPU_DEVICES=N: N host devices)
 
     model, variables, names = load_model(args)
     machine = f"{platform.machine()} {os.cpu_count()} cpu, {jax.devices()[0].device_kind}; load {os.getloadavg()[0]:.1f}"

@@ -13,8 +13,8 @@ import os
 import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The entry points split the CPU into one XLA device per core (devices.use_cpu_cores); tests pin one device so
-# subprocess runs compare with in-process ones exactly. test_devices and test_val_predict test the split itself.
+# One XLA CPU device (the entry points' default; YOLOJAX_CPU_DEVICES=N splits the CPU): pinned so that subprocess
+# runs compare with in-process ones exactly. test_devices, test_train and test_val_predict test the split itself.
 os.environ.setdefault("YOLOJAX_CPU_DEVICES", "1")
 
 import jax  # noqa: E402

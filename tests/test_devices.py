@@ -88,7 +88,7 @@ def test_cpu_all_and_unset_on_this_cpu_machine():
     cpus = jax.devices("cpu")
     assert select_devices("cpu") == cpus
     assert select_devices("all") == cpus  # no accelerator: all = the CPU devices
-    assert select_devices(None) == cpus  # no accelerator: every CPU device (one per core after use_cpu_cores)
+    assert select_devices(None) == cpus  # no accelerator: every CPU device (N with YOLOJAX_CPU_DEVICES=N)
 
 
 @pytest.mark.parametrize("batch,n,expected", [(16, 2, 2), (15, 2, 1), (15, 8, 5), (12, 8, 6), (16, 8, 8), (1, 8, 1),
@@ -123,6 +123,7 @@ print(json.dumps(out))
 
 @pytest.mark.parametrize("arg,env,expected", [
     ("2", {}, {"set": 2, "cpus": 2, "unset": 2}),
+    ("auto", {}, {"set": None, "cpus": 1, "unset": 1}),  # the default: JAX's one CPU device
     ("auto", {"YOLOJAX_CPU_DEVICES": "3"}, {"set": 3, "cpus": 3, "unset": 3}),
     ("2", {"YOLOJAX_CPU_DEVICES": "1"}, {"set": None, "cpus": 1, "unset": 1}),
     ("2", {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, {"set": None, "cpus": 4, "unset": 4}),
@@ -130,8 +131,8 @@ print(json.dumps(out))
     ("2", {"YOLOJAX_CPU_DEVICES": "two"}, {"cpus": 1, "unset": 1}),
 ])
 def test_use_cpu_cores_in_a_fresh_process(arg, env, expected):
-    """One XLA host device per core, set before JAX's first operation; the user's own choice wins; late calls are
-    no-ops; a malformed YOLOJAX_CPU_DEVICES is a clear error."""
+    """N XLA host devices (argument or YOLOJAX_CPU_DEVICES, none by default), set before JAX's first operation;
+    the user's own XLA/JAX choice wins; late calls are no-ops; a malformed YOLOJAX_CPU_DEVICES is a clear error."""
     import json
     import subprocess
     import sys
@@ -318,3 +319,44 @@ def test_step_watchdog_fires_only_without_progress():
     dog.stop()
     assert fired and "no step finished" in fired[0] and 0.3 < time.monotonic() - t0 < 2.0
     assert not dog._thread.is_alive()
+
+
+def test_compiler_options_keep_cpu_convolutions_off_ynnpack(monkeypatch):
+    """devices.compiler_options: accepted by this jaxlib, the conv gradient it compiles runs no convolution through
+    a YNNPACK fusion and equals XLA's default one to float rounding; XLA_FLAGS naming the option turns it off."""
+    import re
+
+    import jax
+    import jax.numpy as jnp
+
+    from yolojax.engine import devices
+
+    devices.compiler_options.cache_clear()
+    opts = devices.compiler_options()
+    assert opts == devices.XLA_CPU_OPTIONS
+
+    def grads(x, w):
+        conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),  # noqa: E731
+                                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1))(x, w)
+
+    def convs_in_ynn_fusions(compiled) -> int:
+        text = compiled.as_text()
+        bodies = dict(re.findall(r"^(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", text, re.M | re.S))
+        return sum("convolution(" in bodies.get(c, "")
+                   for c in re.findall(r"%ynn_fusion\S* = [^\n]*calls=(%[\w.\-]+)", text))
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 16, 16, 32)).astype(np.float32))  # a size XLA hands to YNNPACK by default
+    w = jnp.asarray(rng.normal(size=(3, 3, 32, 32)).astype(np.float32))
+    ours = jax.jit(grads, compiler_options=opts).lower(x, w).compile()
+    assert "convolution(" in ours.as_text() and convs_in_ynn_fusions(ours) == 0
+    for a, b in zip(ours(x, w), jax.jit(grads)(x, w)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-3)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
+    devices.compiler_options.cache_clear()
+    try:
+        assert devices.compiler_options() is None
+    finally:
+        monkeypatch.delenv("XLA_FLAGS")
+        devices.compiler_options.cache_clear()

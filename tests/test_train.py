@@ -114,8 +114,8 @@ def _train_cmd(workdir, model, data, extra=()):
 
 def _env(cpu_split: bool = False):
     env = dict(os.environ)
-    if cpu_split:  # the entry point's default: one XLA CPU device per core (2 on CI), not conftest's pinned 1
-        env.pop("YOLOJAX_CPU_DEVICES", None)
+    if cpu_split:  # data parallel over 2 XLA CPU devices (YOLOJAX_CPU_DEVICES), not conftest's pinned 1
+        env["YOLOJAX_CPU_DEVICES"] = "2"
     env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=os.environ["YOLOJAX_TEST_JAX_CACHE"],
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", PYTHONUNBUFFERED="1")
     return env
@@ -151,8 +151,8 @@ def _assert_trees_equal(a, b, path=""):
 
 @pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_is_bit_identical(tiny_model_yaml, shapes_small, tmp_path):
-    """32 images, batch 8: 4 steps an epoch, 8 in all; a checkpoint after every step. The runs use the entry
-    point's default CPU split (one device per core), so exactness holds for the data-parallel step too."""
+    """32 images, batch 8: 4 steps an epoch, 8 in all; a checkpoint after every step. The runs split the CPU
+    into 2 XLA devices (YOLOJAX_CPU_DEVICES=2), so exactness holds for the data-parallel step too."""
     full = tmp_path / "full"
     subprocess.run(_train_cmd(full, tiny_model_yaml, shapes_small), env=_env(cpu_split=True), check=True,
                    capture_output=True, timeout=600)

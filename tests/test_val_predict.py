@@ -138,9 +138,9 @@ def test_yolo_predict_and_the_cli_predict_line(coco_named_shapes, tmp_path, monk
 
 
 def test_val_split_over_two_cpu_devices_matches_one(coco_named_shapes, tmp_path, monkeypatch, capsys):
-    """``python -m yolojax.val`` on a CPU splits each batch over one XLA device per core (YOLOJAX_CPU_DEVICES=2
-    here, in a fresh process, with a Grain worker process loading); its COCO predictions equal the one-device,
-    in-process-loading run's (same boxes, float rounding)."""
+    """``python -m yolojax.val`` with the CPU split into XLA devices splits each batch over them
+    (YOLOJAX_CPU_DEVICES=2, in a fresh process, with a Grain worker process loading); its COCO predictions equal
+    the one-device, in-process-loading run's (same boxes, float rounding)."""
     import json
     import os
     import subprocess

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from yolojax.engine.devices import use_cpu_cores
 
-        use_cpu_cores()  # before JAX's first operation: one XLA CPU device per core (no effect on a GPU run)
+        use_cpu_cores()  # before JAX's first operation: YOLOJAX_CPU_DEVICES=N splits the CPU (default: no split)
         run(argv)
     except BrokenPipeError:  # `yolojax cfg | head`: the reader left; not an error
         import os

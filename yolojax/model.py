@@ -231,7 +231,7 @@ class YOLO:
         from yolojax.engine.devices import use_cpu_cores
         from yolojax.train import train_and_evaluate
 
-        use_cpu_cores()  # one XLA CPU device per core, if JAX has not run anything yet in this process
+        use_cpu_cores()  # YOLOJAX_CPU_DEVICES=N splits the CPU, if JAX has not run anything yet in this process
         kwargs = dict(kwargs)
         kwargs.pop("mode", None)
         args = {k: v for k, v in self.overrides.items() if k in ("imgsz", "data", "single_cls")}
@@ -276,7 +276,7 @@ class YOLO:
         from yolojax.engine.devices import use_cpu_cores
         from yolojax.val import validate
 
-        use_cpu_cores()  # one XLA CPU device per core, if JAX has not run anything yet in this process
+        use_cpu_cores()  # YOLOJAX_CPU_DEVICES=N splits the CPU, if JAX has not run anything yet in this process
         args = {k: v for k, v in self.overrides.items() if k in ("imgsz", "data", "single_cls")}
         args.update(kwargs)
         self.metrics = validate(self.model, self.variables, names=self.names, **args)

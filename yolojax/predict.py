@@ -122,13 +122,14 @@ def _infer_fn(model, max_det: int, agnostic: bool):
     """Jitted uint8 images (B, S, S, 3) RGB -> NMS outputs; ``conf``/``iou`` are traced (no recompiles)."""
     import jax
 
+    from yolojax.engine.devices import compiler_options
     from yolojax.ops.nms import non_max_suppression
 
     def infer(variables, images, conf, iou):
         preds = model.apply(variables, images.astype(np.float32) / 255.0, train=False)
         return non_max_suppression(preds, conf, iou, agnostic=agnostic, multi_label=False, max_det=max_det)
 
-    return jax.jit(infer)
+    return jax.jit(infer, compiler_options=compiler_options())
 
 
 def predict(model, variables, source, *, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,

@@ -18,7 +18,7 @@ import numpy as np
 
 from yolojax.engine import config as cfgmod
 from yolojax.engine.checkpoint import Checkpointer
-from yolojax.engine.devices import data_sharding, environment_line, replicated, use_cpu_cores
+from yolojax.engine.devices import compiler_options, data_sharding, environment_line, replicated, use_cpu_cores
 from yolojax.engine.state import create_train_state, train_step
 from yolojax.engine.trainer import EarlyStopping, _log, setup
 from yolojax.engine.validate import Validator
@@ -305,7 +305,8 @@ def _jitted_train_step(mesh, bn_sync: bool):
         from yolojax.engine.per_device_bn import make_train_step_per_device_bn
 
         step = make_train_step_per_device_bn(mesh)
-    return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+    return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
+                   compiler_options=compiler_options())
 
 
 def _final_eval(validator: Validator, weights_dir: pathlib.Path, config, s):
@@ -371,7 +372,7 @@ def main(argv=None) -> None:
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.WARNING)
-        use_cpu_cores()  # before JAX's first operation: one XLA CPU device per core (no effect on a GPU run)
+        use_cpu_cores()  # before JAX's first operation: YOLOJAX_CPU_DEVICES=N splits the CPU (default: no split)
         config = cfg_flag.value if cfg_flag.value is not None else cfgmod.default_config()
         try:
             train_and_evaluate(config, flags.FLAGS.workdir)

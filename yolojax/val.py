@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from yolojax.engine.devices import use_cpu_cores
 
-        use_cpu_cores()  # before JAX's first operation: one XLA CPU device per core (no effect on a GPU run)
+        use_cpu_cores()  # before JAX's first operation: YOLOJAX_CPU_DEVICES=N splits the CPU (default: no split)
         validate_weights(args.weights, args.data, imgsz=args.imgsz, batch=args.batch, conf=args.conf, iou=args.iou,
                          max_det=args.max_det, split=args.split, device=args.device, compat=args.compat,
                          single_cls=args.single_cls, save_json=args.save_json, workers=args.workers)

@@ -17,15 +17,16 @@ parameters and optimizer state are replicated (``replicated``). BatchNorm statis
 statistics (synchronised BN) because ``BatchNorm`` takes plain means over the sharded batch axis; per-device
 statistics, as Ultralytics DDP has, come from ``per_device_bn.make_train_step_per_device_bn``.
 
-CPU cores: XLA runs one CPU "device" on all cores by default, and its convolutions scale poorly over them; the
-same step data-parallel over one XLA host device per core is faster (yolov8n b8 @320 on 2 cores: 6.8 -> 9.3 img/s
-training, inference 1.15x). ``use_cpu_cores()`` sets that up - it must run before JAX's first operation, so the
-command-line entry points (``python -m yolojax.train``, ``yolojax``, ``python -m yolojax.val``) and the ``YOLO``
-facade call it; ``YOLOJAX_CPU_DEVICES=N`` chooses N (1 turns it off). BatchNorm statistics stay global-batch
-statistics (``bn_sync``), so the numbers are those of one device, to float rounding.
+CPU: every yolojax ``jax.jit`` passes :func:`compiler_options`, which keeps XLA:CPU's convolutions on its own
+(Eigen) kernels instead of YNNPACK; with them one XLA CPU device on all cores is the fastest setup measured (yolov8n
+train step b8 @320 on 2 cores: 1 device 9.8-11.1 img/s, 2 host devices 8.4-8.9; validation 13.5 vs 11.4 img/s).
+``use_cpu_cores(n)`` / ``YOLOJAX_CPU_DEVICES=N`` still split the CPU into N XLA host devices, data parallel (it
+must run before JAX's first operation; the entry points and the ``YOLO`` facade call it, a no-op by default).
+BatchNorm statistics stay global-batch statistics (``bn_sync``), so a split run equals one device to float rounding.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -35,7 +36,28 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 DATA_AXIS = "data"
 WORDS = ("cpu", "mps", "tpu", "all", "gpu")
 CPU_DEVICES_ENV = "YOLOJAX_CPU_DEVICES"
-MAX_AUTO_CPU_DEVICES = 8  # measured on 2 cores only; more devices than this are untested
+
+
+# XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default. On x86 its kernels run YOLOv8's 3x3 convolutions
+# slower than XLA's own (Eigen) ones: weight gradients ~3.7x, input gradients 1.5x, forward 1.35x (yolov8n layer,
+# b8 40x40x64, 2 cores; a whole train step 1.3x). Keep YNNPACK for dots and reductions, where it helps.
+_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+XLA_CPU_OPTIONS = {_YNN_OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+@functools.lru_cache(maxsize=1)
+def compiler_options() -> dict | None:
+    """``compiler_options`` for yolojax's ``jax.jit`` calls: :data:`XLA_CPU_OPTIONS` (read by the CPU compiler
+    only), or None where this jaxlib does not accept them or ``XLA_FLAGS`` already sets the option (yours wins)."""
+    if _YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
+        return None
+    try:
+        cpu = jax.devices("cpu")[0]
+        probe = jax.jit(lambda x: x + 1, compiler_options=XLA_CPU_OPTIONS)
+        probe.lower(jax.device_put(np.zeros(1, np.float32), cpu)).compile()
+    except Exception:  # an older/newer jaxlib without the option or its values: XLA's defaults
+        return None
+    return dict(XLA_CPU_OPTIONS)
 
 
 def host_cores() -> int:
@@ -47,10 +69,10 @@ def host_cores() -> int:
 
 
 def use_cpu_cores(n: int | None = None) -> int | None:
-    """Make JAX's CPU backend ``n`` XLA host devices (default: one per core, at most 8; ``YOLOJAX_CPU_DEVICES``
-    overrides ``n``). Returns the count set, or None when JAX was left as it was: ``n`` is 1, the user already
-    chose (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, or ``jax_num_cpu_devices``), or JAX has
-    already run something (the device count is fixed from then on)."""
+    """Make JAX's CPU backend ``n`` XLA host devices (``YOLOJAX_CPU_DEVICES`` overrides ``n``; default 1, JAX's
+    own single CPU device). Returns the count set, or None when JAX was left as it was: ``n`` is 1 or unset, the
+    user already chose (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, or ``jax_num_cpu_devices``),
+    or JAX has already run something (the device count is fixed from then on)."""
     env = os.environ.get(CPU_DEVICES_ENV, "").strip()
     if env:
         try:
@@ -60,9 +82,7 @@ def use_cpu_cores(n: int | None = None) -> int | None:
                               f"cores into; 1 turns the split off).") from None
         if n < 1:
             raise DeviceError(f"{CPU_DEVICES_ENV}={env!r}: give at least 1.")
-    if n is None:
-        n = min(host_cores(), MAX_AUTO_CPU_DEVICES)
-    if n <= 1 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    if n is None or n <= 1 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return None
     if getattr(jax.config, "jax_num_cpu_devices", -1) not in (-1, None):
         return None

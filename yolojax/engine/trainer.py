@@ -91,7 +91,7 @@ def setup(config, workdir=None) -> Setup:
     config.imgsz = cfgmod.check_imgsz(config.imgsz)
     devices = select_devices(config.device)
     if devices[0].platform == "cpu" and jax.process_count() == 1 and int(config.batch) > 0:
-        # CPU devices are slices of one machine's cores (devices.use_cpu_cores): use as many as divide the batch
+        # CPU devices split one machine's cores (YOLOJAX_CPU_DEVICES): use as many as divide the batch
         devices = devices[:largest_divisor_at_most(int(config.batch), len(devices))]
     n_dev = len(devices)
     check_batch_divides(int(config.batch), n_dev)

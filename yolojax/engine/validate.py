@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 import jax
 import numpy as np
 
+from yolojax.engine.devices import compiler_options
 from yolojax.engine.state import eval_step
 from yolojax.metrics import ConfusionMatrix, DetectionStatsAccumulator, DetMetrics
 
@@ -34,7 +35,8 @@ class ValResult:
 def _jitted_eval_step(model, max_det: int, agnostic: bool, loss_gains: tuple, compat: str):
     """One jitted eval step per model and settings, shared by every Validator of this process."""
     return jax.jit(functools.partial(eval_step, model=model, max_det=max_det, agnostic=agnostic, multi_label=True,
-                                     loss_gains=loss_gains, compat=compat))
+                                     loss_gains=loss_gains, compat=compat),
+                   compiler_options=compiler_options())
 
 
 class Validator:
