@@ -119,7 +119,7 @@ def time_yolojax(batch_np: dict, args) -> dict:
     hyper = TrainHyper(schedule=schedule, optimizer="SGD", weight_decay=0.0005 * args.batch / 64)
     state = jax.device_put(create_train_state(model, variables, hyper), repl)
     batch = jax.device_put(batch_np, data)
-    opts = compiler_options() if args.xla_options else None
+    opts = compiler_options(mesh.devices.flat[0].platform) if args.xla_options else None
     step = jax.jit(train_step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
                    compiler_options=opts)
 

@@ -323,7 +323,8 @@ def test_step_watchdog_fires_only_without_progress():
 
 def test_compiler_options_keep_cpu_convolutions_off_ynnpack(monkeypatch):
     """devices.compiler_options: accepted by this jaxlib, the conv gradient it compiles runs no convolution through
-    a YNNPACK fusion and equals XLA's default one to float rounding; XLA_FLAGS naming the option turns it off."""
+    a YNNPACK fusion and equals XLA's default one to float rounding; XLA_FLAGS naming the option turns it off,
+    and it is CPU only."""
     import re
 
     import jax
@@ -333,7 +334,8 @@ def test_compiler_options_keep_cpu_convolutions_off_ynnpack(monkeypatch):
 
     devices.compiler_options.cache_clear()
     opts = devices.compiler_options()
-    assert opts == devices.XLA_CPU_OPTIONS
+    assert opts == devices.XLA_CPU_OPTIONS == devices.compiler_options("cpu")
+    assert devices.compiler_options("gpu") is None  # a CPU compiler option: other platforms keep XLA's defaults
 
     def grads(x, w):
         conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),  # noqa: E731

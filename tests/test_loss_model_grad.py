@@ -6,7 +6,6 @@ parameters is mapped back to Ultralytics names and layouts and compared with the
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import numpy as np

@@ -306,7 +306,7 @@ def _jitted_train_step(mesh, bn_sync: bool):
 
         step = make_train_step_per_device_bn(mesh)
     return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
-                   compiler_options=compiler_options())
+                   compiler_options=compiler_options(mesh.devices.flat[0].platform))
 
 
 def _final_eval(validator: Validator, weights_dir: pathlib.Path, config, s):

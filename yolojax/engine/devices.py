@@ -45,11 +45,12 @@ _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 XLA_CPU_OPTIONS = {_YNN_OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
-@functools.lru_cache(maxsize=1)
-def compiler_options() -> dict | None:
-    """``compiler_options`` for yolojax's ``jax.jit`` calls: :data:`XLA_CPU_OPTIONS` (read by the CPU compiler
-    only), or None where this jaxlib does not accept them or ``XLA_FLAGS`` already sets the option (yours wins)."""
-    if _YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
+@functools.lru_cache(maxsize=4)
+def compiler_options(platform: str | None = None) -> dict | None:
+    """``compiler_options`` for yolojax's ``jax.jit`` calls that compile for ``platform`` (default: JAX's default
+    backend): :data:`XLA_CPU_OPTIONS` on CPU; None on other platforms, where this jaxlib does not accept them, or
+    where ``XLA_FLAGS`` already sets the option (yours wins)."""
+    if (platform or jax.default_backend()) != "cpu" or _YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
         return None
     try:
         cpu = jax.devices("cpu")[0]
