@@ -284,7 +284,8 @@ def parse_args(argv=None):
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--devices", type=int, default=None,
                    help="data-parallel devices (CPU: forced host devices). Default: one accelerator; on a CPU-only "
-                        "machine what the yolojax entry points use (YOLOJAX_CPU_DEVICES, default one; as many as divide --batch)")
+                        "machine what the yolojax entry points use (YOLOJAX_CPU_DEVICES, default 1; as many as "
+                        "divide --batch)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     p.add_argument("--steps", type=int, default=10, help="timed steps (median)")
     p.add_argument("--warmup", type=int, default=2)

@@ -64,10 +64,10 @@ class PointwiseConv(nn.Conv):
     """A 1x1, stride-1 ``nn.Conv`` computed as one matrix product over the channel axis.
 
     Same variables (``kernel`` (1, 1, Cin, Cout), optional ``bias``), initialisers, dtype promotion and result
-    as ``nn.Conv`` (up to float summation order), and still an ``nn.Conv`` for model summaries. Why: XLA:CPU
-    lowers a 1x1 convolution's forward and backward passes to its generic convolution kernels, which run
-    1.5-6x slower than the equivalent dot (measured fwd+bwd, yolov8n layer shapes, 2-core CPU); a dot and its
-    gradients (dots) hit the tuned GEMM path on every backend.
+    as ``nn.Conv`` (up to float summation order), and still an ``nn.Conv`` for model summaries. Why: with its
+    default (YNNPACK) convolutions XLA:CPU runs a 1x1 convolution's forward and backward passes 1.5-6x slower
+    than the equivalent dot (yolov8n layer shapes, 2-core CPU; with ``devices.compiler_options`` the two are
+    level); a dot and its gradients (dots) hit the tuned GEMM path on every backend.
     """
 
     @nn.compact
