@@ -69,9 +69,13 @@ run() {
   fi
   ulpy="${UL_PYTHON:-$py}"
   [ "$dry" = 1 ] && { py="${PYTHON:-$REPO/.venv/bin/python}"; ulpy="${UL_PYTHON:-/work/ulvenv/bin/python}"; }
+  ulpy="$(command -v "$ulpy")" || { echo "no interpreter $ulpy" >&2; exit 1; }  # the scripts want a path
+  export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"  # yolojax for Grain's worker processes too (no install)
   cp benchmarks/RESULTS.md "$OUT/.results_before.md" 2>/dev/null || true
   {
     date -u; nvidia-smi 2>/dev/null | head -15; "$py" -c "import jax; print('jax', jax.__version__, jax.devices())"
+    "$py" -c "import importlib.metadata as m; print(*(f'{p} {m.version(p)}' for p in ('flax', 'optax', \
+      'orbax-checkpoint', 'grain', 'ml-collections', 'opencv-python-headless', 'numpy')))"
     "$ulpy" -c "import torch, ultralytics; print('torch', torch.__version__, 'ultralytics', ultralytics.__version__)"
   } > "$OUT/env.txt" 2>&1
   cat "$OUT/env.txt"

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -194,7 +195,7 @@ def main() -> None:
                 f"{ours['compile_s']:.1f} s; total {ours['total']:.4f} (compat=v8); {load} |")
 
     if args.vs_ultralytics:
-        if not Path(args.ultralytics_python).exists():
+        if not shutil.which(args.ultralytics_python):
             print(f"--vs-ultralytics: no interpreter at {args.ultralytics_python}; pass --ultralytics-python=PATH "
                   "to a Python with ultralytics installed.", file=sys.stderr)
         else:

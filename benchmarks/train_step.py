@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -367,7 +368,7 @@ def main(argv=None) -> None:
                 f"{ips:.1f} img/s ({1000 * ours['median_s']:.1f} ms median of {args.steps}) | {notes} |")
 
     if args.vs_ultralytics:
-        if not Path(args.ultralytics_python).exists():
+        if not shutil.which(args.ultralytics_python):
             print(f"--vs-ultralytics: no interpreter at {args.ultralytics_python}; pass --ultralytics-python=PATH.",
                   file=sys.stderr)
         else:

@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -154,7 +155,7 @@ def main(argv=None) -> None:
         print(json.dumps(rec), flush=True)
         rows.append(f"| {date} | {machine} | jax {jax.__version__} | val_bench yolojax Validator | {ips:.1f} img/s | "
                     f"{setting}; warm pass; first pass {ours['first_s']:.1f} s; mAP50-95 {ours['map50_95']:.4f} |")
-        if args.width is None and not args.no_ultralytics and Path(args.ultralytics_python).exists():
+        if args.width is None and not args.no_ultralytics and shutil.which(args.ultralytics_python):
             spec = {"weights": str(Path(args.weights).resolve()), "data": str(data), "imgsz": args.imgsz,
                     "batch": args.batch, "workers": args.workers, "project": tmp,
                     "device": args.device if args.device is not None else
