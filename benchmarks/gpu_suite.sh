@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_suite.sh fetch            # HERE (PyPI reachable): wheels the GPU image lacks -> .whl/
 #   bash benchmarks/gpu_suite.sh run              # ON THE GPU MACHINE: install .whl/, run everything -> $OUT
 #   bash benchmarks/gpu_suite.sh run --dry-run    # anywhere: the same sequence with tiny settings (CPU test)
+#   SUITE_STEPS="e2e val" SUITE_BUDGET_S=200 bash benchmarks/gpu_suite.sh run   # a subset, a shorter budget
 #
 # Device tool call (one call: ~1-2 min start + <= 560 s suite (SUITE_BUDGET_S); carry the wheels):
 #   run(command="bash benchmarks/gpu_suite.sh run", carry=[".whl"], timeout_s=600)
@@ -43,6 +44,7 @@ fetch() {
 
 step() {  # step NAME LIMIT_S CMD... : run with a time limit, JSON lines to results.jsonl, all output to log.txt
   local name="$1" limit="$2"; shift 2
+  if [ -n "${SUITE_STEPS:-}" ] && [[ " $SUITE_STEPS " != *" $name "* ]]; then return; fi  # a chosen subset only
   local left=$(( DEADLINE - $(date +%s) ))  # the whole suite fits one device call (600 s at most)
   if [ "$left" -lt 30 ]; then echo "=== $name skipped: ${left}s left of the suite budget" | tee -a "$OUT/log.txt"; return; fi
   [ "$limit" -gt "$left" ] && limit=$left
@@ -92,7 +94,7 @@ run() {
     export YOLOJAX_BENCH_JAX_CACHE=/tmp/jax_cache
     # Priority order (the targets first); limits sum to ~790 s, so the last ones run only in what is left.
     step train_n_bf16 200 $TS --model yolov8n --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --vs-ultralytics
-    step e2e 180 "$py" benchmarks/e2e.py --images 1024 --imgsz 640 --batch 64 --workers 8 --ultralytics-python="$ulpy"
+    step e2e 180 "$py" benchmarks/e2e.py --images ${E2E_IMAGES:-1024} --imgsz 640 --batch 64 --workers 8 --ultralytics-python="$ulpy"
     step train_s_bf16 110 $TS --model yolov8s --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --vs-ultralytics
     step train_n_f32 90 $TS --model yolov8n --batch 64 --imgsz 640 --dtype float32 --steps 20 --vs-ultralytics
     step val 60 "$py" benchmarks/val_bench.py --weights .whl/ckpt_n_last.pt --images 512 --imgsz 640 --batch 32 \

@@ -8,7 +8,9 @@ data YAML whose names are the model's. Both sides validate the same weights (``-
 ``.pt``; default the yolov8n checkpoint in ../shared/fixtures/v82) at conf 0.001, IoU 0.7, max_det 300, rect
 batches: yolojax through ``yolojax.val.validate`` (jitted forward + decode + NMS on the device, matching and AP on
 the host), Ultralytics through ``YOLO(weights).val(...)`` in a subprocess (``YOLO_OFFLINE=1``, ``plots=False``); the yolojax
-side is ``yolojax.val.validate``'s pipeline (``ValLoader`` + ``Validator``) with the Validator kept across passes.
+side is ``yolojax.val.validate``'s pipeline (``ValLoader`` + ``Validator``) with the Validator kept across passes
+(with ``--workers``, the loader's worker processes serve both passes, as they serve every epoch's validation in
+training; Ultralytics' ``model.val`` builds a new dataloader per call, whose forked workers start quickly).
 Each side runs twice in its process; images/s is from the second (warm) pass, so JIT compiles and cuDNN autotune
 are excluded on both sides (the first pass is reported too). ``--width`` validates a randomly initialised custom
 width yolojax model instead (tiny test runs; no Ultralytics). One JSON line per side; rows appended to
@@ -108,6 +110,7 @@ def run_yolojax(args, model, variables, data: Path) -> dict:
         t0 = time.perf_counter()
         result = validator(variables)
         out[run + "_s"] = time.perf_counter() - t0
+    loader.close()
     box = result.metrics.results_dict if hasattr(result.metrics, "results_dict") else {}
     out["map50_95"] = float(box.get("metrics/mAP50-95(B)", float("nan")))
     out["map50"] = float(box.get("metrics/mAP50(B)", float("nan")))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from yolojax.data.dataset import DetectionDataset
-from yolojax.data.loader import TrainLoader, ValLoader, box_bucket, pad_boxes
+from yolojax.data.loader import BUCKETS, TrainLoader, ValLoader, box_bucket, pad_boxes, usual_box_bucket
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,26 @@ def test_bucket_never_truncates():
     boxes = [np.ones((17, 4), np.float32), np.zeros((0, 4), np.float32)]
     b, c, m = pad_boxes(boxes, [np.arange(17), np.zeros(0, int)])
     assert b.shape == (2, 32, 4) and m.sum() == 17 and (c[0, :17] == np.arange(17)).all() and not m[1].any()
+
+
+def test_usual_box_bucket_hand_computed_and_loader_default(ds):
+    five = [5] * 10  # every image has 5 boxes: a sample holds 5, a mosaic 20, a mosaic with mixup 40
+    assert usual_box_bucket(five, 8, mosaic=0.0, mixup=0.0) == 16
+    assert usual_box_bucket(five, 8, mosaic=1.0, mixup=0.0) == 32
+    assert usual_box_bucket(five, 8, mosaic=1.0, mixup=1.0) == 64
+    assert usual_box_bucket([300] * 4, 2, mosaic=1.0, mixup=0.0) == 2048  # beyond the list: multiples of 1024
+    # one image in 100 has 60 boxes: a batch of 64 mosaic samples (256 tiles) usually holds one, a batch of 1 not
+    rare = [60] + [1] * 99
+    assert usual_box_bucket(rare, 64, mosaic=1.0, mixup=0.0) == 64
+    assert usual_box_bucket(rare, 1, mosaic=1.0, mixup=0.0) == 16
+    assert usual_box_bucket([], 8, mosaic=1.0, mixup=0.0) == 16
+    # the loader's default buckets start there; explicit buckets are kept as given
+    counts = [len(lb) for lb in ds.labels]
+    loader = TrainLoader(ds, batch_size=8, seed=3)
+    start = usual_box_bucket(counts, 8, mosaic=loader.hyp["mosaic"], mixup=loader.hyp["mixup"], seed=3)
+    assert loader.buckets == tuple(b for b in BUCKETS if b >= start)
+    assert all(b["mask"].shape[1] >= start for b in loader.epoch_iterator(0))
+    assert TrainLoader(ds, batch_size=8, buckets=(16, 32)).buckets == (16, 32)
 
 
 def test_batches_shapes_and_epoch_coverage(ds):
@@ -88,6 +108,23 @@ def test_workers_identical_and_orbax_resume_mid_epoch(ds, tmp_path):
     restored.close()
     mngr.close()
     assert len(ref) == 6 and _equal(got + rest, ref)
+
+
+@pytest.mark.slow
+def test_val_loader_workers_serve_every_pass(ds):
+    import multiprocessing
+
+    ref = list(ValLoader(ds, batch_size=6, rect=True))
+    loader = ValLoader(ds, batch_size=6, rect=True, workers=2)
+    assert _equal(list(loader), ref)
+    workers = {p.pid for p in multiprocessing.active_children()}
+    assert workers
+    assert _equal(list(loader), ref)  # the second pass: same batches from the same processes
+    assert {p.pid for p in multiprocessing.active_children()} == workers
+    first = next(iter(loader))  # a pass left after one batch: the next pass still starts at batch 0
+    assert _equal([first], ref[:1]) and _equal(list(loader), ref)
+    loader.close()
+    assert not any(p.pid in workers for p in multiprocessing.active_children())
 
 
 def test_val_loader_sees_every_image_once(ds):

@@ -285,6 +285,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     _log(f"\n{epoch - start_epoch + 1} epochs completed in {hours:.3f} hours.")
     final = _final_eval(validator, weights_dir, config, s)
     ctx.final = final
+    s.val_loader.close()
     ckpt.close()
     out = dict(ctx.metrics)
     if final is not None:

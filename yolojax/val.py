@@ -131,6 +131,7 @@ def validate(model, variables, *, data, names: dict[int, str] | None = None, img
     validator = Validator(model, loader, ds_names, conf=conf, iou=iou, max_det=max_det, single_cls=single_cls,
                           compat=compat, compute_loss=False, put=put, keep_predictions=save_json)
     result = validator(jax.device_put(variables, replicated(mesh)))
+    loader.close()
     lines = result.table if verbose else result.table[:2]
     for line in lines:
         print(line)

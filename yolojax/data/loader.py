@@ -11,6 +11,7 @@ Entry point for the trainer::
         for step in range(it.step, loader.num_batches):
             batch = next(it)  # images (B,S,S,3) uint8 RGB, boxes (B,M,4) float32 pixel xyxy, classes (B,M) int32,
                               # mask (B,M) bool; M = smallest of `buckets` >= the batch's largest box count
+                              # (default buckets: 16, 32, ... from where this dataset's batches usually are)
             ...
             # checkpoint: it.get_state() (JSON bytes {epoch, step} of the next batch), or in an Orbax Composite:
             # data=grain.checkpoint.CheckpointSave(it) / CheckpointRestore(loader.iterator(...)) restores in place
@@ -55,6 +56,27 @@ def box_bucket(n: int, buckets: Sequence[int] = BUCKETS) -> int:
             return int(b)
     top = int(buckets[-1])
     return top * math.ceil(n / top)
+
+
+def usual_box_bucket(label_counts: Sequence[int], batch_size: int, mosaic: float, mixup: float, seed: int = 0,
+                     trials: int = 256, buckets: Sequence[int] = BUCKETS) -> int:
+    """The box bucket a training batch usually needs, from the dataset's per-image label counts alone.
+
+    A simulated sample holds its own boxes, its 4 tiles' with probability ``mosaic``, plus a second sample's with
+    probability ``mixup`` (an upper bound: augmentation only ever drops boxes); the median over ``trials`` batches
+    of the batch's largest sample, bucketed. Starting the buckets there keeps the first batches from growing M
+    16 → 32 → 64 one compile at a time (each a whole train-step compile: 15-45 s on a GPU)."""
+    counts = np.asarray(label_counts, np.int64)
+    if counts.size == 0 or batch_size <= 0:
+        return box_bucket(0, buckets)
+    rng = np.random.default_rng([int(seed), 0xB0C5])
+    shape = (int(trials), int(batch_size))
+    tiles = counts[rng.integers(len(counts), size=shape + (4,))]
+    per = np.where(rng.random(shape) < mosaic, tiles.sum(-1), tiles[..., 0])
+    partner = counts[rng.integers(len(counts), size=shape + (4,))]
+    per = per + np.where(rng.random(shape) < mixup,
+                         np.where(rng.random(shape) < mosaic, partner.sum(-1), partner[..., 0]), 0)
+    return box_bucket(int(np.median(per.max(-1))), buckets)
 
 
 def pad_boxes(boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray], buckets=BUCKETS):
@@ -312,7 +334,7 @@ class TrainLoader:
 
     def __init__(self, dataset: DetectionDataset, *, batch_size: int, seed: int = 0, hyp: Mapping | None = None,
                  workers: int = 0, prefetch: int = 2, close_mosaic_epoch: int | None = None, compat: str = "v8",
-                 buckets: Sequence[int] = BUCKETS, process_index: int = 0, process_count: int = 1):
+                 buckets: Sequence[int] | None = None, process_index: int = 0, process_count: int = 1):
         if len(dataset) == 0:
             raise ValueError("TrainLoader needs a non-empty dataset.")
         self.dataset = dataset
@@ -325,6 +347,10 @@ class TrainLoader:
         self.hyp = augment_hyp(hyp)
         self.close_mosaic_epoch = close_mosaic_epoch
         self.num_batches = math.ceil(len(dataset) / self.global_batch)
+        if buckets is None:  # start where this dataset's batches usually are (see usual_box_bucket)
+            floor = usual_box_bucket([len(lb) for lb in dataset.labels], self.batch_size, self.hyp["mosaic"],
+                                     self.hyp["mixup"], self.seed)
+            buckets = tuple(b for b in BUCKETS if b >= floor) or (floor,)
         self.buckets = tuple(buckets)
         if dataset.ram_cache is None and not dataset.buffer_size:  # keep recent decodes, as Ultralytics' buffer
             dataset.buffer_size = min(len(dataset), 8 * self.batch_size, 1000)
@@ -381,6 +407,7 @@ class ValLoader:
         self.num_batches = len(self.batch_shapes)
         self.shapes = sorted({tuple(int(v) for v in x) for x in self.batch_shapes})
         self.transform = _BuildValBatch(dataset, compat, buckets)
+        self._stream, self._pass_open = None, False
 
     def __len__(self) -> int:
         return self.num_batches
@@ -392,9 +419,49 @@ class ValLoader:
                  "shape": tuple(int(v) for v in self.batch_shapes[b])} for b in range(self.num_batches)]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        it = _grain_iter(self.records(), self.transform, self.workers, self.prefetch)
-        try:
-            for batch in it:
-                yield _own(batch) if self.workers else batch
-        finally:
-            _close(it)
+        """One validation pass. With ``workers``, every pass of this loader is served by the same worker processes
+        (started on the first pass, stopped by ``close``): a pass costs no process start-up, which is most of a
+        small validation set's time (about 1.5 s per pass for 4 spawned workers). Between passes the workers hold
+        ``prefetch`` batches of the next pass each."""
+        if not self.workers:
+            it = _grain_iter(self.records(), self.transform, 0, self.prefetch)
+            try:
+                yield from it
+            finally:
+                _close(it)
+            return
+        if not self.num_batches:
+            return
+        if self._stream is None or self._pass_open:  # first pass, or the last one was left unfinished
+            self.close()
+            self._stream = _grain_iter(_ValPasses(self.records(), _VAL_PASSES), self.transform, self.workers,
+                                       self.prefetch)
+        self._pass_open = True
+        for _ in range(self.num_batches):
+            yield _own(next(self._stream))
+        self._pass_open = False
+
+    def close(self) -> None:
+        """Stop the worker processes (a later pass starts new ones)."""
+        if self._stream is not None:
+            _close(self._stream)
+            self._stream = None
+
+    def __del__(self):
+        self.close()
+
+
+_VAL_PASSES = 10**6  # passes one worker set can serve (records are computed lazily, so this costs nothing)
+
+
+class _ValPasses(grain.RandomAccessDataSource):
+    """Record ``i`` = batch ``i % nb`` of the validation records, repeated ``passes`` times."""
+
+    def __init__(self, records: list[dict], passes: int):
+        self._records, self._passes = records, int(passes)
+
+    def __len__(self) -> int:
+        return len(self._records) * self._passes
+
+    def __getitem__(self, i):
+        return self._records[int(i) % len(self._records)]
