@@ -166,12 +166,12 @@ def test_background_prefetch_same_batches_error_and_close(ds, tmp_path):
     """Without workers the loader runs a step ahead in a thread: the same batches as inline loading, an error in
     the thread reaches the consumer with its message, and close() stops the thread."""
     from yolojax.data.dataset import DatasetError
-    from yolojax.data.loader import _ThreadPrefetch
+    from yolojax.data.loader import ThreadPrefetch
 
     inline = list(TrainLoader(ds, batch_size=4, seed=7, prefetch=0).iterator(0, 0, 2))
     ahead = TrainLoader(ds, batch_size=4, seed=7, prefetch=2).iterator(0, 0, 2)
     ahead.start_prefetch()
-    assert isinstance(ahead._it, _ThreadPrefetch)
+    assert isinstance(ahead._it, ThreadPrefetch)
     assert _equal(inline, list(ahead))
     val_inline = list(ValLoader(ds, batch_size=5, prefetch=0))
     assert _equal(val_inline, list(ValLoader(ds, batch_size=5, prefetch=2)))

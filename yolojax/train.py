@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolojax.data.loader import ThreadPrefetch
 from yolojax.engine import config as cfgmod
 from yolojax.engine.checkpoint import Checkpointer
 from yolojax.engine.devices import compiler_options, data_sharding, environment_line, replicated, use_cpu_cores
@@ -178,6 +179,9 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     stop = False
     epoch = start_epoch
     it = s.train_loader.iterator(start_epoch, start_step, end_epoch=epochs) if start_epoch < epochs else None
+    # (host batch, device batch) pairs, two ahead: the host copy out of the workers' shared memory and the transfer
+    # to the device run in a background thread while the device steps (on the GPU they took longer than the step).
+    batches = ThreadPrefetch(_on_device(it, put), 2) if it is not None else None
     tty = sys.stdout.isatty() and is_main
     last_metrics: dict = {}
     for epoch in range(start_epoch, epochs):
@@ -194,10 +198,10 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
         n_images = 0
         shown = None  # the previous step's (loss sums, instances, steps): what a progress line may read
         for i in range(first_step, nb):
-            batch = next(it)
+            batch, device_batch = next(batches)
             key = (batch["images"].shape, batch["boxes"].shape)
             t0 = time.time()
-            state, m = step_fn(state, put(batch))
+            state, m = step_fn(state, device_batch)
             if key not in shapes_seen:  # the first call of a shape traces and compiles (or hits a cache)
                 jax.block_until_ready(m["loss"])
                 shapes_seen.add(key)
@@ -280,6 +284,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                      f"Best results observed at epoch {stopper.best_epoch}.")
             break
     if it is not None:
+        batches.close()
         it.close()
     hours = (time.time() - t_start) / 3600
     _log(f"\n{epoch - start_epoch + 1} epochs completed in {hours:.3f} hours.")
@@ -294,6 +299,14 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     out["save_dir"] = str(save_dir)
     fire("on_train_end")
     return out
+
+
+def _on_device(it, put):
+    """(host batch, device batch) for each batch of ``it``; returns once the batch is on the device."""
+    for batch in it:
+        device_batch = put(batch)
+        jax.block_until_ready(device_batch)
+        yield batch, device_batch
 
 
 @functools.lru_cache(maxsize=8)

@@ -166,14 +166,15 @@ def _grain_iter(records: Sequence[dict] | grain.RandomAccessDataSource, op: grai
         operations=[op], worker_count=workers, worker_buffer_size=max(1, prefetch),
         read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=max(1, prefetch)))
     if workers == 0 and prefetch > 0:
-        return _ThreadPrefetch(iter(loader), prefetch)
+        return ThreadPrefetch(iter(loader), prefetch)
     return iter(loader)
 
 
-class _ThreadPrefetch:
-    """Without worker processes: run the Grain iterator in a background thread, ``size`` batches ahead, so that
-    decoding and augmentation (OpenCV and NumPy release the GIL) overlap the step instead of running between steps.
-    Same batches in the same order; an error in the thread is raised by ``next``."""
+class ThreadPrefetch:
+    """Run an iterator in a background thread, ``size`` items ahead. The loaders use it without worker processes
+    (decoding and augmentation, OpenCV and NumPy release the GIL, overlap the step instead of running between
+    steps); the trainer uses it to copy batches to the device while the previous step runs. Same items in the same
+    order; an error in the thread is raised by ``next``."""
 
     def __init__(self, it, size: int):
         self._source, self._queue = it, queue.Queue(maxsize=max(1, int(size)))
@@ -199,7 +200,7 @@ class _ThreadPrefetch:
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             self._put(("error", e))
 
-    def __iter__(self) -> "_ThreadPrefetch":
+    def __iter__(self) -> "ThreadPrefetch":
         return self
 
     def __next__(self):
