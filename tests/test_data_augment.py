@@ -127,6 +127,13 @@ def test_mosaic_places_tiles_and_boxes():
     for bx in boxes:  # every box lies on its tile's colour
         x1, y1, x2, y2 = bx.astype(int)
         assert canvas[(y1 + y2) // 2, (x1 + x2) // 2, 0] in (10, 20, 30, 40)
+    # a reused canvas (`out`, full of leftovers) gives the same mosaic, drawn into that array
+    used = np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    again, boxes2, cls2 = mosaic4(tiles, s, np.random.default_rng(0), out=used)
+    assert again is used
+    np.testing.assert_array_equal(again, canvas)
+    np.testing.assert_array_equal(boxes2, boxes)
+    np.testing.assert_array_equal(cls2, cls)
 
 
 def test_flip_and_hsv_properties():

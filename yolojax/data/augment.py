@@ -54,14 +54,20 @@ def letterbox(img: np.ndarray, boxes: np.ndarray | None, new_shape: tuple[int, i
     return img, boxes, r, (left, top), (dw, dh)
 
 
-def mosaic4(tiles, s: int, rng: np.random.Generator):
+def mosaic4(tiles, s: int, rng: np.random.Generator, out: np.ndarray | None = None):
     """4-image mosaic on a 2s×2s canvas filled with 114, centre U(s/2, 3s/2) (§4.5).
 
     ``tiles``: 4 × (img (h, w, 3) uint8, boxes (n, 4) pixel xyxy of that img, classes (n,)). Returns the canvas and
-    the boxes/classes on it, clipped to [0, 2s] with zero-area boxes removed.
+    the boxes/classes on it, clipped to [0, 2s] with zero-area boxes removed. ``out``: a (2s, 2s, 3) uint8 array to
+    draw on (overwritten and returned), so a loader can reuse one canvas instead of allocating 4.9 MB per sample.
     """
     yc, xc = (int(rng.uniform(s / 2, 3 * s / 2)) for _ in range(2))
-    canvas = np.full((2 * s, 2 * s, tiles[0][0].shape[2]), PAD_VALUE, np.uint8)
+    shape = (2 * s, 2 * s, tiles[0][0].shape[2])
+    if out is not None and out.shape == shape and out.dtype == np.uint8:
+        canvas = out
+        canvas.fill(PAD_VALUE)
+    else:
+        canvas = np.full(shape, PAD_VALUE, np.uint8)
     all_boxes, all_cls = [], []
     for k, (img, boxes, cls) in enumerate(tiles):
         h, w = img.shape[:2]
@@ -146,14 +152,14 @@ def random_hsv(img: np.ndarray, rng: np.random.Generator, hgain=0.015, sgain=0.7
     if not (hgain or sgain or vgain):
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if to_rgb else img
     r = rng.uniform(-1, 1, 3) * np.array([hgain, sgain, vgain]) + 1
-    hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
     x = np.arange(0, 256, dtype=r.dtype)
-    lut_hue = ((x * r[0]) % 180 if compat == "v8" else (x + (r[0] - 1) * 180) % 180).astype(np.uint8)
-    lut_sat = np.clip(x * r[1], 0, 255).astype(np.uint8)
+    lut = np.empty((256, 1, 3), np.uint8)  # one table per channel: a single cv2.LUT pass, no split/merge
+    lut[:, 0, 0] = (x * r[0]) % 180 if compat == "v8" else (x + (r[0] - 1) * 180) % 180
+    lut[:, 0, 1] = np.clip(x * r[1], 0, 255)
     if compat != "v8":
-        lut_sat[0] = 0
-    lut_val = np.clip(x * r[2], 0, 255).astype(np.uint8)
-    hsv = cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)))
+        lut[0, 0, 1] = 0
+    lut[:, 0, 2] = np.clip(x * r[2], 0, 255)
+    hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_BGR2HSV), lut)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB if to_rgb else cv2.COLOR_HSV2BGR)
 
 

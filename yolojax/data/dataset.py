@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 from typing import Any, Mapping
 
 import cv2
@@ -116,6 +117,9 @@ class DetectionDataset:
         return img, boxes.astype(np.float32), lb[:, 0].astype(np.int32), tuple(int(v) for v in self.shapes[i])
 
 
+_canvas = threading.local()
+
+
 def _pre_transform(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, mosaic: bool, compat: str,
                    pool=None):
     """Mosaic (or the single image) + random perspective → (img BGR (S, S, 3), boxes, classes)."""
@@ -130,7 +134,9 @@ def _pre_transform(ds: DetectionDataset, index: int, rng: np.random.Generator, h
         else:
             idx = [index, *(int(pool[j]) for j in rng.integers(0, len(pool), 3))]
         tiles = [ds.load(j)[:3] for j in idx]
-        img, boxes, cls = augment.mosaic4(tiles, s, rng)
+        canvas = getattr(_canvas, "array", None)  # one canvas per thread, reused: the warp below copies out of it
+        img, boxes, cls = augment.mosaic4(tiles, s, rng, out=canvas)
+        _canvas.array = img
     else:
         img, boxes, cls, _ = ds.load(index)
         if compat == "v8":  # v8-era: letterbox to S×S first (scaleup allowed), then the affine with border 0
