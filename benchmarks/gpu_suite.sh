@@ -5,6 +5,8 @@
 #   bash benchmarks/gpu_suite.sh run              # ON THE GPU MACHINE: install .whl/, run everything -> $OUT
 #   bash benchmarks/gpu_suite.sh run --dry-run    # anywhere: the same sequence with tiny settings (CPU test)
 #   SUITE_STEPS="e2e val" SUITE_BUDGET_S=200 bash benchmarks/gpu_suite.sh run   # a subset, a shorter budget
+#   (E2E_IMAGES=N: the e2e epoch's image count, default 1024.) Seen on an H200 (2026-11-27): the whole suite
+#   took 479 s of command time, the machine's start ~1 min more; e2e ~140 s, each train-step row 50-80 s.
 #
 # Device tool call (one call: ~1-2 min start + <= 560 s suite (SUITE_BUDGET_S); carry the wheels):
 #   run(command="bash benchmarks/gpu_suite.sh run", carry=[".whl"], timeout_s=600)

@@ -184,108 +184,110 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     batches = ThreadPrefetch(_on_device(it, put), 2) if it is not None else None
     tty = sys.stdout.isatty() and is_main
     last_metrics: dict = {}
-    for epoch in range(start_epoch, epochs):
-        ctx.epoch = epoch
-        fire("on_train_epoch_start")
-        if s.train_loader.close_mosaic_epoch is not None and epoch == s.train_loader.close_mosaic_epoch:
-            _log("Closing dataloader mosaic")
-        _log(format_epoch_header())
-        first_step = start_step if epoch == start_epoch else 0
-        if epoch != start_epoch:
-            tsum, tcount = np.zeros(3), 0
-        dev_sum = jnp.zeros(3)
-        t_epoch = time.time()
-        n_images = 0
-        shown = None  # the previous step's (loss sums, instances, steps): what a progress line may read
-        for i in range(first_step, nb):
-            batch, device_batch = next(batches)
-            key = (batch["images"].shape, batch["boxes"].shape)
-            t0 = time.time()
-            state, m = step_fn(state, device_batch)
-            if key not in shapes_seen:  # the first call of a shape traces and compiles (or hits a cache)
-                jax.block_until_ready(m["loss"])
-                shapes_seen.add(key)
-                dt = time.time() - t0
-                ctx.compile_seconds += dt
-                t_epoch += dt  # images/s measures steps, not compiles
-                _log(("\n" if tty and i > first_step else "") + f"compiled train step for images {key[0]}, "
-                     f"boxes {key[1]} in {dt:.1f}s ({len(shapes_seen)} shape(s) so far)")
-            dev_sum = dev_sum + jnp.stack([m["box_loss"], m["cls_loss"], m["dfl_loss"]])
-            n_images += batch["images"].shape[0]
-            ctx.step, ctx.batch, ctx.batch_metrics = epoch * nb + i, batch, m
-            last_metrics = m
-            fire("on_train_batch_end")
-            done = i + 1 == nb
-            current = (dev_sum, m["instances"], i + 1 - first_step)
-            if tty or done:
-                # Mid-epoch lines show the previous step's running means: reading them waits for that step only,
-                # while this one is already queued, so the device never idles on a progress line. The epoch's last
-                # line is exact.
-                sums, instances, count = current if done or shown is None else shown
-                means = (tsum + np.asarray(sums)) / (tcount + count)
-                line = format_progress(epoch, epochs, _mem_gb(), means, int(instances), int(config.imgsz))
-                print(("\r" if tty else "") + line + f" {i + 1}/{nb}", end="\n" if done else "", flush=True)
-            shown = current
-            if config.time and time.time() - t_start > float(config.time) * 3600:
-                stop = True
-            if int(config.checkpoint_every) > 0 and (i + 1) % int(config.checkpoint_every) == 0 and not done:
-                _save(ckpt, state, config, epoch, i + 1, best_fitness, stopper, results,
-                      tsum + np.asarray(dev_sum), tcount + i + 1 - first_step, finished=False)
-            if stop:
-                break
-        tsum = tsum + np.asarray(dev_sum)
-        tcount = tcount + (i + 1 - first_step)
-        ctx.images_per_second = n_images / max(time.time() - t_epoch, 1e-9)
-        fire("on_train_epoch_end")
-        final_epoch = epoch + 1 >= epochs or stop
-        row = {"epoch": epoch + 1, **{f"train/{k}": round(float(v), 5)
-                                      for k, v in zip(("box_loss", "cls_loss", "dfl_loss"), tsum / max(tcount, 1))}}
-        row.update({k: float(last_metrics[k]) for k in ("lr/pg0", "lr/pg1", "lr/pg2")})
-        fitness = None
-        if config.val or final_epoch or stopper.possible_stop(epoch):
-            val = validator(val_vars(state.ema_variables))
-            ctx.val = val
-            for line in val.table[:2]:
-                _log(line)
-            row.update(val.metrics.results_dict)
-            row.update(val.losses)
-            fitness = float(val.metrics.fitness(config.compat))
-        row.pop("fitness", None)
-        ctx.row = row
-        if fitness is not None and (best_fitness is None or best_fitness < fitness
-                                    or (config.compat == "v8" and best_fitness == 0)):
-            best_fitness = fitness
-            is_best = True
-        else:
-            is_best = False
-        stop = stopper(epoch + 1, fitness) or stop
-        results.append(row)
-        final_epoch = final_epoch or stop
-        if config.save or final_epoch:
-            _save(ckpt, state, config, epoch, nb, best_fitness, stopper, results, tsum, tcount,
-                  finished=final_epoch)
-            if is_main:
-                from yolojax.weights import save_state_dict
+    try:
+        for epoch in range(start_epoch, epochs):
+            ctx.epoch = epoch
+            fire("on_train_epoch_start")
+            if s.train_loader.close_mosaic_epoch is not None and epoch == s.train_loader.close_mosaic_epoch:
+                _log("Closing dataloader mosaic")
+            _log(format_epoch_header())
+            first_step = start_step if epoch == start_epoch else 0
+            if epoch != start_epoch:
+                tsum, tcount = np.zeros(3), 0
+            dev_sum = jnp.zeros(3)
+            t_epoch = time.time()
+            n_images = 0
+            shown = None  # the previous step's (loss sums, instances, steps): what a progress line may read
+            for i in range(first_step, nb):
+                batch, device_batch = next(batches)
+                key = (batch["images"].shape, batch["boxes"].shape)
+                t0 = time.time()
+                state, m = step_fn(state, device_batch)
+                if key not in shapes_seen:  # the first call of a shape traces and compiles (or hits a cache)
+                    jax.block_until_ready(m["loss"])
+                    shapes_seen.add(key)
+                    dt = time.time() - t0
+                    ctx.compile_seconds += dt
+                    t_epoch += dt  # images/s measures steps, not compiles
+                    _log(("\n" if tty and i > first_step else "") + f"compiled train step for images {key[0]}, "
+                         f"boxes {key[1]} in {dt:.1f}s ({len(shapes_seen)} shape(s) so far)")
+                dev_sum = dev_sum + jnp.stack([m["box_loss"], m["cls_loss"], m["dfl_loss"]])
+                n_images += batch["images"].shape[0]
+                ctx.step, ctx.batch, ctx.batch_metrics = epoch * nb + i, batch, m
+                last_metrics = m
+                fire("on_train_batch_end")
+                done = i + 1 == nb
+                current = (dev_sum, m["instances"], i + 1 - first_step)
+                if tty or done:
+                    # Mid-epoch lines show the previous step's running means: reading them waits for that step only,
+                    # while this one is already queued, so the device never idles on a progress line. The epoch's last
+                    # line is exact.
+                    sums, instances, count = current if done or shown is None else shown
+                    means = (tsum + np.asarray(sums)) / (tcount + count)
+                    line = format_progress(epoch, epochs, _mem_gb(), means, int(instances), int(config.imgsz))
+                    print(("\r" if tty else "") + line + f" {i + 1}/{nb}", end="\n" if done else "", flush=True)
+                shown = current
+                if config.time and time.time() - t_start > float(config.time) * 3600:
+                    stop = True
+                if int(config.checkpoint_every) > 0 and (i + 1) % int(config.checkpoint_every) == 0 and not done:
+                    _save(ckpt, state, config, epoch, i + 1, best_fitness, stopper, results,
+                          tsum + np.asarray(dev_sum), tcount + i + 1 - first_step, finished=False)
+                if stop:
+                    break
+            tsum = tsum + np.asarray(dev_sum)
+            tcount = tcount + (i + 1 - first_step)
+            ctx.images_per_second = n_images / max(time.time() - t_epoch, 1e-9)
+            fire("on_train_epoch_end")
+            final_epoch = epoch + 1 >= epochs or stop
+            row = {"epoch": epoch + 1, **{f"train/{k}": round(float(v), 5)
+                                          for k, v in zip(("box_loss", "cls_loss", "dfl_loss"), tsum / max(tcount, 1))}}
+            row.update({k: float(last_metrics[k]) for k in ("lr/pg0", "lr/pg1", "lr/pg2")})
+            fitness = None
+            if config.val or final_epoch or stopper.possible_stop(epoch):
+                val = validator(val_vars(state.ema_variables))
+                ctx.val = val
+                for line in val.table[:2]:
+                    _log(line)
+                row.update(val.metrics.results_dict)
+                row.update(val.losses)
+                fitness = float(val.metrics.fitness(config.compat))
+            row.pop("fitness", None)
+            ctx.row = row
+            if fitness is not None and (best_fitness is None or best_fitness < fitness
+                                        or (config.compat == "v8" and best_fitness == 0)):
+                best_fitness = fitness
+                is_best = True
+            else:
+                is_best = False
+            stop = stopper(epoch + 1, fitness) or stop
+            results.append(row)
+            final_epoch = final_epoch or stop
+            if config.save or final_epoch:
+                _save(ckpt, state, config, epoch, nb, best_fitness, stopper, results, tsum, tcount,
+                      finished=final_epoch)
+                if is_main:
+                    from yolojax.weights import save_state_dict
 
-                ema = jax.device_get(state.ema_variables)
-                save_state_dict(ema, weights_dir / "last.npz", names=s.names, model=s.model)
-                if is_best:
-                    save_state_dict(ema, weights_dir / "best.npz", names=s.names, model=s.model)
-                if int(config.save_period) > 0 and epoch % int(config.save_period) == 0:
-                    save_state_dict(ema, weights_dir / f"epoch{epoch}.npz", names=s.names, model=s.model)
-            fire("on_model_save")
-        if is_main:
-            results.write()
-        ctx.metrics = {**row, "fitness": fitness}
-        fire("on_fit_epoch_end")
-        if stop:
-            if stopper.patience != float("inf") and (epoch + 1 - stopper.best_epoch) >= stopper.patience:
-                _log(f"Stopping training early as no improvement observed in last {stopper.patience} epochs. "
-                     f"Best results observed at epoch {stopper.best_epoch}.")
-            break
-    if it is not None:
-        batches.close()
-        it.close()
+                    ema = jax.device_get(state.ema_variables)
+                    save_state_dict(ema, weights_dir / "last.npz", names=s.names, model=s.model)
+                    if is_best:
+                        save_state_dict(ema, weights_dir / "best.npz", names=s.names, model=s.model)
+                    if int(config.save_period) > 0 and epoch % int(config.save_period) == 0:
+                        save_state_dict(ema, weights_dir / f"epoch{epoch}.npz", names=s.names, model=s.model)
+                fire("on_model_save")
+            if is_main:
+                results.write()
+            ctx.metrics = {**row, "fitness": fitness}
+            fire("on_fit_epoch_end")
+            if stop:
+                if stopper.patience != float("inf") and (epoch + 1 - stopper.best_epoch) >= stopper.patience:
+                    _log(f"Stopping training early as no improvement observed in last {stopper.patience} epochs. "
+                         f"Best results observed at epoch {stopper.best_epoch}.")
+                break
+    finally:  # also on an error or an interrupt: stop the prefetch thread and the worker processes
+        if it is not None:
+            batches.close()
+            it.close()
     hours = (time.time() - t_start) / 3600
     _log(f"\n{epoch - start_epoch + 1} epochs completed in {hours:.3f} hours.")
     final = _final_eval(validator, weights_dir, config, s)
