@@ -3,7 +3,8 @@
 * JAX's persistent compilation cache (compiles are slow on 2 CPU cores; the second run of the suite
   reuses them). It lives in the user cache (``~/.cache/yolojax/jax_tests``, or ``$YOLOJAX_TEST_JAX_CACHE``) so
   that fresh clones on the same machine share it; entries are keyed on the exact program, so a stale entry is
-  never used. Subprocess tests get the same directory through ``YOLOJAX_TEST_JAX_CACHE``.
+  never used. Subprocess tests get the same directory through ``YOLOJAX_TEST_JAX_CACHE`` (their own scripts) and
+  ``YOLOJAX_COMPILE_CACHE`` (the yolojax entry points).
 * absl flags marked as parsed: Grain worker processes read them (ENVIRONMENT.md).
 * ``fixtures_dir``: the Ultralytics reference outputs in ``../shared/fixtures``.
 """
@@ -26,6 +27,7 @@ _CACHE = pathlib.Path(os.environ.get("YOLOJAX_TEST_JAX_CACHE",
                                      pathlib.Path.home() / ".cache" / "yolojax" / "jax_tests"))
 _CACHE.mkdir(parents=True, exist_ok=True)
 os.environ["YOLOJAX_TEST_JAX_CACHE"] = str(_CACHE)  # for the tests' subprocesses
+os.environ["YOLOJAX_COMPILE_CACHE"] = str(_CACHE)  # the entry points' own cache, in subprocesses: the same one
 jax.config.update("jax_compilation_cache_dir", str(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -150,6 +150,51 @@ def test_use_cpu_cores_in_a_fresh_process(arg, env, expected):
         assert "YOLOJAX_CPU_DEVICES='two' is not a whole number" in out["error"]
 
 
+_CACHE_SCRIPT = r"""
+import json, os, sys
+import jax
+from yolojax.engine.devices import enable_compile_cache
+d = enable_compile_cache(sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # store even this tiny program
+jax.jit(lambda x: x * 2 + 1)(jax.numpy.arange(3.0)).block_until_ready()
+print(json.dumps({"dir": d, "files": sorted(os.listdir(d)) if d else []}))
+"""
+
+
+@pytest.mark.parametrize("arg,env,where", [
+    ("auto", {}, "home"),  # the default: ~/.cache/yolojax/jax
+    ("auto", {"YOLOJAX_COMPILE_CACHE": "{tmp}/from_env"}, "{tmp}/from_env"),
+    ("{tmp}/given", {}, "{tmp}/given"),
+    ("auto", {"YOLOJAX_COMPILE_CACHE": "off"}, None),
+    ("", {}, None),
+])
+def test_compile_cache_in_a_fresh_process(tmp_path, arg, env, where):
+    """The persistent compilation cache is on by default (in the user's cache dir), JAX really writes compiled
+    programs there when it is enabled before the first compile, and it can be pointed elsewhere or switched off."""
+    import json
+    import subprocess
+    import sys
+
+    fill = lambda v: v.replace("{tmp}", str(tmp_path))  # noqa: E731
+    home = tmp_path / "home"
+    full = {k: v for k, v in os.environ.items() if k not in ("YOLOJAX_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+    full.update({k: fill(v) for k, v in env.items()}, HOME=str(home), JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT, fill(arg)], env=full, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    expected = str(home / ".cache" / "yolojax" / "jax") if where == "home" else (fill(where) if where else None)
+    assert out["dir"] == expected
+    if expected:
+        assert out["files"], "JAX wrote nothing to the cache directory"
+
+
+def test_compile_cache_keeps_a_directory_already_set(tmp_path):
+    before = jax.config.jax_compilation_cache_dir  # the test suite's own (conftest)
+    assert before and devmod.enable_compile_cache(str(tmp_path / "other")) == before
+    assert jax.config.jax_compilation_cache_dir == before and not (tmp_path / "other").exists()
+
+
 def test_tpu_and_mps_absent_give_install_hints(monkeypatch):
     with pytest.raises(DeviceError, match="no TPU.*jax\\[tpu\\]"):
         select_devices("tpu")

@@ -190,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # pragma: no cover
         pass
     try:
-        from yolojax.engine.devices import use_cpu_cores
+        from yolojax.engine.devices import enable_compile_cache, use_cpu_cores
 
         use_cpu_cores()  # before JAX's first operation: YOLOJAX_CPU_DEVICES=N splits the CPU (default: no split)
+        enable_compile_cache()  # likewise: ~/.cache/yolojax/jax unless YOLOJAX_COMPILE_CACHE says otherwise
         run(argv)
     except BrokenPipeError:  # `yolojax cfg | head`: the reader left; not an error
         import os

@@ -159,6 +159,9 @@ class YOLO:
             from yolojax.engine.config import ConfigError
 
             raise ConfigError(f"task={task!r}: yolojax implements detection only (task='detect').")
+        from yolojax.engine.devices import enable_compile_cache
+
+        enable_compile_cache()  # before the model's first JAX operation (see enable_compile_cache)
         self.task = "detect"
         self.callbacks: dict[str, list[Callable]] = {}
         self.metrics = None

@@ -19,7 +19,8 @@ import numpy as np
 from yolojax.data.loader import ThreadPrefetch
 from yolojax.engine import config as cfgmod
 from yolojax.engine.checkpoint import Checkpointer
-from yolojax.engine.devices import compiler_options, data_sharding, environment_line, replicated, use_cpu_cores
+from yolojax.engine.devices import (compiler_options, data_sharding, enable_compile_cache, environment_line,
+                                    replicated, use_cpu_cores)
 from yolojax.engine.state import create_train_state, train_step
 from yolojax.engine.trainer import EarlyStopping, _log, setup
 from yolojax.engine.validate import Validator
@@ -89,6 +90,8 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     """Train per ``config`` into ``workdir`` (default runs/detect/trainN); returns the final metrics dict."""
     config = _host_config(config)
     from yolojax.engine.distributed import maybe_initialize
+
+    enable_compile_cache()  # acts if nothing was compiled yet in this process (see enable_compile_cache)
     from yolojax.report.callbacks import default_callbacks
 
     maybe_initialize(config)  # multi-host: join the process group before any JAX computation

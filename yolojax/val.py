@@ -178,9 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save_json", action="store_true", help="write COCO predictions.json (+ pycocotools AP)")
     args = parser.parse_args(argv)
     try:
-        from yolojax.engine.devices import use_cpu_cores
+        from yolojax.engine.devices import enable_compile_cache, use_cpu_cores
 
         use_cpu_cores()  # before JAX's first operation: YOLOJAX_CPU_DEVICES=N splits the CPU (default: no split)
+        enable_compile_cache()  # likewise: ~/.cache/yolojax/jax unless YOLOJAX_COMPILE_CACHE says otherwise
         validate_weights(args.weights, args.data, imgsz=args.imgsz, batch=args.batch, conf=args.conf, iou=args.iou,
                          max_det=args.max_det, split=args.split, device=args.device, compat=args.compat,
                          single_cls=args.single_cls, save_json=args.save_json, workers=args.workers)

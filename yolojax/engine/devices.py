@@ -69,6 +69,35 @@ def host_cores() -> int:
         return os.cpu_count() or 1
 
 
+COMPILE_CACHE_ENV = "YOLOJAX_COMPILE_CACHE"
+
+
+def enable_compile_cache(setting: str | None = "auto") -> str | None:
+    """Turn on JAX's persistent compilation cache, so a run that compiles what an earlier run compiled (same model,
+    shapes, devices, versions) loads it from disk: the yolov8n train step took 60 s to compile on an H200 and 3 s
+    from the cache.
+
+    ``setting``: "auto" (``$YOLOJAX_COMPILE_CACHE`` if set, else ``~/.cache/yolojax/jax``), a directory, or "" /
+    "off" / None for no cache (``YOLOJAX_COMPILE_CACHE=off`` too). A ``jax_compilation_cache_dir`` the user set
+    already wins. JAX decides whether to use the cache at a process's first compile, so this acts only when called
+    before it (the entry points call it first). Only programs that took over a second to compile are stored (JAX's
+    default). Returns the directory in use, or None."""
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    if setting == "auto":
+        setting = os.environ.get(COMPILE_CACHE_ENV, "~/.cache/yolojax/jax")
+    if not setting or str(setting).lower() in ("off", "none", "false", "0"):
+        return None
+    path = os.path.abspath(os.path.expanduser(str(setting)))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:  # e.g. a read-only home: run without the cache rather than fail
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path
+
+
 def use_cpu_cores(n: int | None = None) -> int | None:
     """Make JAX's CPU backend ``n`` XLA host devices (``YOLOJAX_CPU_DEVICES`` overrides ``n``; default 1, JAX's
     own single CPU device). Returns the count set, or None when JAX was left as it was: ``n`` is 1 or unset, the
