@@ -1,7 +1,7 @@
 """Training data pipeline throughput: yolojax (Grain) vs Ultralytics' dataloader on the same JPEGs.
 
     python benchmarks/data_pipeline.py [--imgsz 640] [--batch 16] [--images 64] [--epochs 3] [--workers 1 2]
-        [--ul-python /work/ulvenv/bin/python] [--results benchmarks/RESULTS.md]
+        [--ul-python /work/ulvenv/bin/python] [--hsv-on-device] [--results benchmarks/RESULTS.md]
 
 Generates a synthetic JPEG dataset (``--images`` images of 640×480 with shapes labels) in a temp dir, then measures
 images/s of the full training pipeline (load + mosaic + random perspective + HSV + flip + batching, mosaic on) for
@@ -19,6 +19,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,13 +65,14 @@ def make_jpeg_dataset(root: pathlib.Path, n: int, h: int = 480, w: int = 640) ->
             "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows))
 
 
-def bench_yolojax(root: pathlib.Path, imgsz: int, batch: int, workers: int, epochs: int) -> dict:
+def bench_yolojax(root: pathlib.Path, imgsz: int, batch: int, workers: int, epochs: int,
+                  hsv_on_device: bool = False) -> dict:
     from yolojax.data.dataset import DetectionDataset
     from yolojax.data.loader import TrainLoader
 
     ds = DetectionDataset.from_files(sorted((root / "images" / "train").glob("*.jpg")), dict(enumerate(NAMES)),
                                      imgsz=imgsz, verbose=False)
-    loader = TrainLoader(ds, batch_size=batch, seed=0, workers=workers, prefetch=2)
+    loader = TrainLoader(ds, batch_size=batch, seed=0, workers=workers, prefetch=2, hsv_on_device=hsv_on_device)
     it = loader.iterator(0, 0, epochs)
     n, start = 0, time.perf_counter()
     for ep in range(epochs):
@@ -106,6 +108,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--ul-python", default="/work/ulvenv/bin/python")
     ap.add_argument("--results", default=None, help="append markdown rows to this file")
+    ap.add_argument("--hsv-on-device", action="store_true",
+                    help="also time yolojax's loader with the HSV jitter left to the train step (the GPU default)")
     args = ap.parse_args()
     try:
         from absl import flags
@@ -124,8 +128,11 @@ def main() -> None:
         for w in args.workers:
             r = bench_yolojax(root, args.imgsz, args.batch, w, args.epochs)
             rows.append(("yolojax", w, r))
+            if args.hsv_on_device:
+                r = bench_yolojax(root, args.imgsz, args.batch, w, args.epochs, hsv_on_device=True)
+                rows.append(("yolojax (HSV jitter left to the train step)", w, r))
         ul_version = None
-        if args.ul_python and pathlib.Path(args.ul_python).exists():
+        if args.ul_python and shutil.which(args.ul_python):
             probe = subprocess.run([args.ul_python, "-c", "import ultralytics; print(ultralytics.__version__)"],
                                    capture_output=True, text=True)
             ul_version = probe.stdout.strip() if probe.returncode == 0 else None

@@ -133,6 +133,7 @@ def run_yolojax(args, data: Path, model: str, workdir: Path) -> dict:
                  "lr0": 0.01, "momentum": 0.937, "pretrained": False, "verbose": False}
     if args.device is not None:
         overrides["device"] = args.device
+    overrides["hsv_on_device"] = args.hsv_on_device
     config = cfgmod.apply_overrides(cfgmod.default_config(), overrides)
     t0 = time.perf_counter()
     train_and_evaluate(config, str(workdir),
@@ -171,6 +172,8 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="yolov8n")
     ap.add_argument("--width", type=float, default=None, help="custom width multiple (tiny test models)")
     ap.add_argument("--device", default=None, help="both trainers' device argument (default: GPU 0 if any, else cpu)")
+    ap.add_argument("--hsv-on-device", default="auto", choices=("auto", "True", "False"),
+                    help="yolojax's config.hsv_on_device (auto: the HSV jitter in the train step on GPU/TPU)")
     ap.add_argument("--no-ultralytics", action="store_true")
     ap.add_argument("--ultralytics-python", default="/work/ulvenv/bin/python")
     ap.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
@@ -188,8 +191,10 @@ def main(argv=None) -> None:
 
     use_cpu_cores()  # as the yolojax entry points (YOLOJAX_CPU_DEVICES=N: N host devices)
     from yolojax.engine.devices import largest_divisor_at_most, select_devices
+    from yolojax.engine.trainer import hsv_on_device
 
-    n_dev = len(select_devices(args.device))
+    chosen = select_devices(args.device)
+    n_dev = len(chosen)
     if jax.default_backend() == "cpu":
         n_dev = largest_divisor_at_most(args.batch, n_dev)  # as the trainer splits the CPU
     load = f"load {os.getloadavg()[0]:.1f}"
@@ -197,7 +202,8 @@ def main(argv=None) -> None:
     date = datetime.date.today().isoformat()
     setting = (f"{args.model}{f' width {args.width}' if args.width else ''} b{args.batch} @{args.imgsz}, "
                f"{args.images} JPEG 640x480, mosaic on, workers {args.workers}, 1 epoch; yolojax on "
-               f"{n_dev} {jax.default_backend()} device(s)")
+               f"{n_dev} {jax.default_backend()} device(s), HSV jitter "
+               f"{'in the train step' if hsv_on_device(args.hsv_on_device, chosen[0].platform) else 'on the host'}")
     counted = args.images - min(args.batch, args.images)  # images after the first batch
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

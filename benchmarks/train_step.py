@@ -306,6 +306,8 @@ def parse_args(argv=None):
     p.add_argument("--no-xla-options", dest="xla_options", action="store_false",
                    help="jit without yolojax's compiler options (devices.compiler_options: XLA:CPU convolutions "
                         "off YNNPACK), i.e. XLA's defaults")
+    p.add_argument("--hsv-on-device", action="store_true",
+                   help="the step also applies the HSV jitter (as the trainer on GPU/TPU; Ultralytics' step does not)")
     p.add_argument("--vs-ultralytics", action="store_true")
     p.add_argument("--ultralytics-python", default="/work/ulvenv/bin/python")
     p.add_argument("--ultralytics-half", metavar="INPUTS_NPZ", help=argparse.SUPPRESS)
@@ -342,8 +344,15 @@ def main(argv=None) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     date = datetime.date.today().isoformat()
     batch_np = make_batch(args.batch, args.imgsz, args.max_boxes, args.num_classes)
+    if args.hsv_on_device:  # the trainer's GPU default: the step also applies the HSV jitter (Ultralytics' doesn't)
+        from yolojax.data.augment import hsv_tables
+
+        rng = np.random.default_rng(1)
+        batch_np["hsv_tables"] = np.stack([hsv_tables(rng) for _ in range(args.batch)])
+        batch_np["hsv_to_rgb"] = np.ones(args.batch, bool)
     what = (f"{args.model}{f' width {args.width}' if args.width else ''} b{args.batch} @{args.imgsz} "
-            f"{args.dtype}, {args.devices} device(s), M={args.max_boxes} ({int(batch_np['mask'].sum())} boxes)")
+            f"{args.dtype}, {args.devices} device(s), M={args.max_boxes} ({int(batch_np['mask'].sum())} boxes)"
+            + (", HSV jitter in the step" if args.hsv_on_device else ""))
     rows = []
 
     ours = time_yolojax(batch_np, args)

@@ -28,8 +28,9 @@ def _run(script: str, *args: str, timeout: int = 600) -> list[dict]:
 
 @pytest.mark.slow
 def test_train_step_script_reports_a_real_step():
-    (rec,) = _run("train_step.py", *TINY, "--steps", "2", "--warmup", "1")
+    (rec,) = _run("train_step.py", *TINY, "--steps", "2", "--warmup", "1", "--hsv-on-device")
     assert rec["benchmark"] == "train_step" and rec["impl"] == "yolojax"
+    assert rec["setting"].endswith("HSV jitter in the step")
     assert rec["median_ms"] > 0 and rec["compile_s"] > 0
     # images/s is batch / median step time
     assert rec["images_per_s"] == pytest.approx(2 / (rec["median_ms"] / 1000), rel=0.02)
@@ -50,3 +51,10 @@ def test_val_bench_script_validates_every_image():
     assert rec["images_per_s"] > 0 and rec["second_pass_s"] > 0
     # a random-init model finds nothing right: mAP in [0, 1] and far from perfect
     assert 0.0 <= rec["map50_95"] <= rec["map50"] < 0.5
+
+
+def test_color_check_script_counts_no_difference_from_opencv_on_cpu():
+    (rec,) = _run("color_check.py", "--batch", "2", "--imgsz", "64", "--runs", "2")
+    assert rec["benchmark"] == "color_check" and rec["backend"] == "cpu"
+    assert rec["bgr_to_hsv"]["pixels_differing"] == rec["hsv_to_bgr"]["pixels_differing"] == 0
+    assert rec["jitter_first4_pixels_differing"] == 0 and rec["jitter_ms"] > 0

@@ -149,13 +149,20 @@ def _assert_trees_equal(a, b, path=""):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"{path}{jax.tree_util.keystr(kp)}")
 
 
-@pytest.mark.slow
-def test_kill_9_mid_epoch_then_resume_is_bit_identical(tiny_model_yaml, shapes_small, tmp_path):
-    """32 images, batch 8: 4 steps an epoch, 8 in all; a checkpoint after every step. The runs split the CPU
-    into 2 XLA devices (YOLOJAX_CPU_DEVICES=2), so exactness holds for the data-parallel step too."""
-    full = tmp_path / "full"
+@pytest.fixture(scope="module")
+def full_run(tiny_model_yaml, shapes_small, tmp_path_factory):
+    """An uninterrupted 2-epoch run (32 images, batch 8: 4 steps an epoch, a checkpoint after every step) on 2 XLA
+    CPU devices (YOLOJAX_CPU_DEVICES=2), the reference of the exactness tests below."""
+    full = tmp_path_factory.mktemp("full_run") / "full"
     subprocess.run(_train_cmd(full, tiny_model_yaml, shapes_small), env=_env(cpu_split=True), check=True,
                    capture_output=True, timeout=600)
+    return full
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_resume_is_bit_identical(full_run, tiny_model_yaml, shapes_small, tmp_path):
+    """Killed at a random step, resumed: the same state as the uninterrupted run, on the data-parallel step too."""
+    full = full_run
     killed = tmp_path / "killed"
     target = random.Random().choice([1, 2, 3, 5, 6, 7])  # not an epoch end
     proc = subprocess.Popen(_train_cmd(killed, tiny_model_yaml, shapes_small), env=_env(cpu_split=True),
@@ -199,3 +206,21 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(tiny_model_yaml, shapes_s
     assert "Resuming training" in more.stdout and "jax-" in more.stdout and " CPU\n" in more.stdout
     assert [r["epoch"] for r in read_results_csv(killed / "results.csv")] == [1, 2, 3]
     assert _final_state(killed)[0] == 12
+
+
+@pytest.mark.slow
+def test_hsv_jitter_in_the_train_step_trains_the_same_parameters(full_run, tiny_model_yaml, shapes_small, tmp_path):
+    """config.hsv_on_device=True (the default on GPU/TPU): the loader leaves the HSV jitter to the train step, which
+    reproduces OpenCV's pixels, so the run ends in the very state of the host-jitter run; the train-batch plots
+    show the jittered images."""
+    run = tmp_path / "hsv"
+    res = subprocess.run(_train_cmd(run, tiny_model_yaml, shapes_small, ["--config.hsv_on_device=True",
+                                                                        "--config.plots=True"]),
+                         env=_env(cpu_split=True), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "dataloader workers (HSV jitter in the train step)" in res.stdout
+    (step_a, a), (step_b, b) = _final_state(full_run), _final_state(run)
+    assert step_a == step_b == 8
+    for key in ("params", "batch_stats", "opt_state", "ema_params", "ema_batch_stats", "ema_updates"):
+        _assert_trees_equal(a[key], b[key], key)
+    assert (run / "train_batch0.jpg").is_file()

@@ -173,7 +173,9 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
         _log(model_info(s.model, imgsz=640).line())
     _log(s.optimizer_line)
     nb, epochs = s.train_loader.num_batches, int(config.epochs)
-    _log(f"Image sizes {config.imgsz} train, {config.imgsz} val\nUsing {s.train_loader.workers} dataloader workers\n"
+    jitter = " (HSV jitter in the train step)" if s.train_loader.hsv_on_device else ""
+    _log(f"Image sizes {config.imgsz} train, {config.imgsz} val\nUsing {s.train_loader.workers} dataloader workers"
+         f"{jitter}\n"
          f"Logging results to {save_dir}\nStarting training for {epochs} epochs...")
     fire("on_pretrain_routine_end")
     fire("on_train_start")

@@ -144,23 +144,39 @@ def random_perspective(img, boxes, cls, rng: np.random.Generator, *, out_size: t
     return img, new[keep], cls[keep].astype(np.int32)
 
 
-def random_hsv(img: np.ndarray, rng: np.random.Generator, hgain=0.015, sgain=0.7, vgain=0.4,
-               compat: str = "v8", to_rgb: bool = False) -> np.ndarray:
-    """HSV jitter by 256-entry lookup tables (§4.5). Hue: ``x·g mod 180`` (v8) or ``x + (g−1)·180 mod 180``.
-
-    BGR in; BGR out, or RGB with ``to_rgb`` (the conversion back from HSV then costs nothing extra)."""
+def hsv_tables(rng: np.random.Generator, hgain=0.015, sgain=0.7, vgain=0.4, compat: str = "v8") -> np.ndarray | None:
+    """The HSV jitter's random part (§4.5): gains ``1 + U(-1, 1)·(h, s, v)gain`` drawn from ``rng`` as one draw of
+    3, turned into uint8 (3, 256) lookup tables for H, S, V. Hue: ``x·g mod 180`` (v8) or ``x + (g−1)·180 mod 180``.
+    None (and nothing drawn) when every gain is 0."""
     if not (hgain or sgain or vgain):
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if to_rgb else img
+        return None
     r = rng.uniform(-1, 1, 3) * np.array([hgain, sgain, vgain]) + 1
     x = np.arange(0, 256, dtype=r.dtype)
-    lut = np.empty((256, 1, 3), np.uint8)  # one table per channel: a single cv2.LUT pass, no split/merge
-    lut[:, 0, 0] = (x * r[0]) % 180 if compat == "v8" else (x + (r[0] - 1) * 180) % 180
-    lut[:, 0, 1] = np.clip(x * r[1], 0, 255)
+    tables = np.empty((3, 256), np.uint8)
+    tables[0] = (x * r[0]) % 180 if compat == "v8" else (x + (r[0] - 1) * 180) % 180
+    tables[1] = np.clip(x * r[1], 0, 255)
     if compat != "v8":
-        lut[0, 0, 1] = 0
-    lut[:, 0, 2] = np.clip(x * r[2], 0, 255)
+        tables[1, 0] = 0
+    tables[2] = np.clip(x * r[2], 0, 255)
+    return tables
+
+
+def apply_hsv_tables(img: np.ndarray, tables: np.ndarray | None, to_rgb: bool = False) -> np.ndarray:
+    """BGR uint8 image -> HSV -> the (3, 256) ``tables`` -> BGR, or RGB with ``to_rgb`` (the conversion back from
+    HSV then costs nothing extra). ``tables`` None: no jitter, only the channel order."""
+    if tables is None:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if to_rgb else img
+    lut = np.ascontiguousarray(tables.T[:, None, :])  # (256, 1, 3): a single cv2.LUT pass, no split/merge
     hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_BGR2HSV), lut)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB if to_rgb else cv2.COLOR_HSV2BGR)
+
+
+def random_hsv(img: np.ndarray, rng: np.random.Generator, hgain=0.015, sgain=0.7, vgain=0.4,
+               compat: str = "v8", to_rgb: bool = False) -> np.ndarray:
+    """HSV jitter by 256-entry lookup tables (§4.5): ``hsv_tables`` then ``apply_hsv_tables``.
+
+    BGR in; BGR out, or RGB with ``to_rgb``."""
+    return apply_hsv_tables(img, hsv_tables(rng, hgain, sgain, vgain, compat), to_rgb)
 
 
 def random_flip(img, boxes, rng: np.random.Generator, flipud=0.0, fliplr=0.5):

@@ -145,10 +145,14 @@ def _pre_transform(ds: DetectionDataset, index: int, rng: np.random.Generator, h
 
 
 def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, *, mosaic: bool = True,
-                 compat: str = "v8", pool=None):
+                 compat: str = "v8", pool=None, hsv_on_device: bool = False):
     """One augmented training sample (§4.5; §4.6 when ``mosaic=False``): (img RGB (S, S, 3) uint8, boxes (n, 4)
     float32 pixel xyxy, classes (n,) int32). ``hyp`` as returned by ``augment_hyp``; ``pool``: dataset indices that
-    mosaic/mixup partners are drawn from (default: all)."""
+    mosaic/mixup partners are drawn from (default: all).
+
+    ``hsv_on_device``: leave the HSV jitter to the train step (``yolojax.ops.color.hsv_jitter``): returns
+    (img BGR, boxes, classes, tables (3, 256) uint8 or None, to_rgb bool), the same random draws in the same order,
+    so the step's ``hsv_jitter(img, tables, to_rgb)`` gives exactly the image this function returns otherwise."""
     img, boxes, cls = _pre_transform(ds, index, rng, hyp, mosaic, compat, pool)
     if mosaic and hyp["mixup"] > 0 and rng.random() <= hyp["mixup"]:
         partner = int(rng.integers(0, len(ds))) if pool is None else int(pool[rng.integers(0, len(pool))])
@@ -156,9 +160,14 @@ def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp
         img, boxes, cls = augment.mixup((img, boxes, cls), other, rng)
     # HSV jitter (BGR in) converts to RGB on its way back, unless the `bgr` coin keeps BGR (Format, §4.8); the coin
     # is drawn after the flips in Ultralytics, but its order among independent draws does not change the outcome.
+    # The flips commute with the per-pixel jitter, so applying it after them (on the device) changes nothing.
     keep_bgr = bool(hyp["bgr"]) and rng.random() < hyp["bgr"]
-    img = augment.random_hsv(img, rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], compat=compat, to_rgb=not keep_bgr)
+    tables = augment.hsv_tables(rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], compat=compat)
+    if not hsv_on_device:
+        img = augment.apply_hsv_tables(img, tables, to_rgb=not keep_bgr)
     img, boxes = augment.random_flip(img, boxes, rng, hyp["flipud"], hyp["fliplr"])
+    if hsv_on_device:
+        return img, boxes.astype(np.float32), cls.astype(np.int32), tables, not keep_bgr
     return img, boxes.astype(np.float32), cls.astype(np.int32)
 
 

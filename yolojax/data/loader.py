@@ -12,6 +12,8 @@ Entry point for the trainer::
             batch = next(it)  # images (B,S,S,3) uint8 RGB, boxes (B,M,4) float32 pixel xyxy, classes (B,M) int32,
                               # mask (B,M) bool; M = smallest of `buckets` >= the batch's largest box count
                               # (default buckets: 16, 32, ... from where this dataset's batches usually are)
+                              # hsv_on_device=True: images BGR before the HSV jitter, plus hsv_tables (B,3,256)
+                              # uint8 and hsv_to_rgb (B,) bool for the train step's yolojax.ops.color.hsv_jitter
             ...
             # checkpoint: it.get_state() (JSON bytes {epoch, step} of the next batch), or in an Orbax Composite:
             # data=grain.checkpoint.CheckpointSave(it) / CheckpointRestore(loader.iterator(...)) restores in place
@@ -115,21 +117,27 @@ class _RecordList(grain.RandomAccessDataSource):
 
 
 class _BuildTrainBatch(grain.MapTransform):
-    def __init__(self, ds: DetectionDataset, hyp: dict, seed: int, compat: str, buckets):
+    def __init__(self, ds: DetectionDataset, hyp: dict, seed: int, compat: str, buckets, hsv_on_device: bool = False):
         self.ds, self.hyp, self.seed, self.compat, self.buckets = ds, hyp, seed, compat, tuple(buckets)
+        self.hsv_on_device = hsv_on_device
 
     def map(self, rec):
-        imgs, boxes, classes = [], [], []
+        imgs, boxes, classes, tables, to_rgb = [], [], [], [], []
         # Mosaic partners come from this batch's own images when it has at least 8 (like Ultralytics' buffer of
         # recently loaded images: each image is decoded once), else from the whole dataset.
         pool = rec["indices"] if len(rec["indices"]) >= 8 else None
         for pos, idx in zip(rec["positions"], rec["indices"]):
             rng = np.random.default_rng([self.seed, rec["epoch"], int(pos)])
-            img, b, c = train_sample(self.ds, int(idx), rng, self.hyp, mosaic=rec["mosaic"], compat=self.compat,
-                                     pool=pool)
+            img, b, c, *hsv = train_sample(self.ds, int(idx), rng, self.hyp, mosaic=rec["mosaic"],
+                                           compat=self.compat, pool=pool, hsv_on_device=self.hsv_on_device)
             imgs.append(img), boxes.append(b), classes.append(c)
+            if hsv:
+                tables.append(hsv[0]), to_rgb.append(hsv[1])
         b, c, m = pad_boxes(boxes, classes, self.buckets)
-        return {"images": np.stack(imgs), "boxes": b, "classes": c, "mask": m}
+        batch = {"images": np.stack(imgs), "boxes": b, "classes": c, "mask": m}
+        if self.hsv_on_device:
+            batch.update(hsv_tables=np.stack(tables), hsv_to_rgb=np.array(to_rgb, bool))
+        return batch
 
 
 class _BuildValBatch(grain.MapTransform):
@@ -335,7 +343,8 @@ class TrainLoader:
 
     def __init__(self, dataset: DetectionDataset, *, batch_size: int, seed: int = 0, hyp: Mapping | None = None,
                  workers: int = 0, prefetch: int = 2, close_mosaic_epoch: int | None = None, compat: str = "v8",
-                 buckets: Sequence[int] | None = None, process_index: int = 0, process_count: int = 1):
+                 buckets: Sequence[int] | None = None, process_index: int = 0, process_count: int = 1,
+                 hsv_on_device: bool = False):
         if len(dataset) == 0:
             raise ValueError("TrainLoader needs a non-empty dataset.")
         self.dataset = dataset
@@ -355,7 +364,9 @@ class TrainLoader:
         self.buckets = tuple(buckets)
         if dataset.ram_cache is None and not dataset.buffer_size:  # keep recent decodes, as Ultralytics' buffer
             dataset.buffer_size = min(len(dataset), 8 * self.batch_size, 1000)
-        self.transform = _BuildTrainBatch(dataset, self.hyp, self.seed, compat, self.buckets)
+        # The HSV jitter moves to the train step only when there is one (all gains 0: only the channel order).
+        self.hsv_on_device = bool(hsv_on_device) and any(self.hyp[k] for k in ("hsv_h", "hsv_s", "hsv_v"))
+        self.transform = _BuildTrainBatch(dataset, self.hyp, self.seed, compat, self.buckets, self.hsv_on_device)
 
     def close_mosaic(self) -> None:
         """Disable mosaic (and mixup) in iterators created from now on (Ultralytics' close_mosaic). Prefer passing

@@ -5,9 +5,10 @@
     out = eval_step(ema_variables, images, model=..., ...)   # decode + NMS (+ losses), fixed-size outputs
 
 ``batch``: {"images": (B, S, S, 3) uint8 RGB, "boxes": (B, M, 4) float32 pixel xyxy, "classes": (B, M) int32,
-"mask": (B, M) bool}. One call of ``train_step`` consumes one batch (one Ultralytics iteration ``ni``):
-forward (train-mode BN), TaskAligned assignment and loss, gradient, accumulation, and - every
-``accumulate`` iterations - gradient clipping (global norm 10), the optimizer update and the EMA update.
+"mask": (B, M) bool}, plus "hsv_tables" and "hsv_to_rgb" when the HSV jitter runs here (``batch_images``).
+One call of ``train_step`` consumes one batch (one Ultralytics iteration ``ni``): forward (train-mode BN),
+TaskAligned assignment and loss, gradient, accumulation, and - every ``accumulate`` iterations - gradient clipping
+(global norm 10), the optimizer update and the EMA update.
 No host synchronisation: the schedule is computed on the device from the iteration counter.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import optax
 from yolojax.engine.optim import Schedule, build_optimizer, ema_decay, param_group_labels, set_hyperparams
 from yolojax.loss import detection_loss
 from yolojax.nn.blocks import decode_levels
+from yolojax.ops.color import hsv_jitter
 from yolojax.ops.nms import non_max_suppression
 
 MAX_GRAD_NORM = 10.0
@@ -101,11 +103,19 @@ def preprocess(images, dtype=jnp.float32):
     return images.astype(jnp.float32) / 255.0
 
 
+def batch_images(batch):
+    """The batch's uint8 RGB images: ``batch["images"]``, after the HSV jitter when the loader left it to the device
+    (``hsv_tables`` and ``hsv_to_rgb`` in the batch: ``TrainLoader(hsv_on_device=True)``)."""
+    if "hsv_tables" in batch:
+        return hsv_jitter(batch["images"], batch["hsv_tables"], batch["hsv_to_rgb"])
+    return batch["images"]
+
+
 def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
     """One iteration: loss + grad on ``batch``, accumulate, and step the optimizer when due."""
     h = state.hyper
     targets = {"boxes": batch["boxes"], "classes": batch["classes"], "mask": batch["mask"]}
-    images = preprocess(batch["images"])
+    images = preprocess(batch_images(batch))
     nc = state.model.num_classes
 
     def loss_fn(params):
