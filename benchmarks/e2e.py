@@ -146,7 +146,9 @@ def run_ultralytics(args, data: Path, model: str, project: Path) -> dict | None:
     spec = {"model": model, "data": str(data), "imgsz": args.imgsz, "batch": args.batch, "workers": args.workers,
             "device": args.device if args.device is not None else ("cpu" if not _has_cuda(args) else 0),
             "project": str(project)}
-    env = dict(os.environ, YOLO_OFFLINE="1")
+    from yolojax.hostenv import original_env
+
+    env = dict(original_env(), YOLO_OFFLINE="1")  # without yolojax's malloc tunable (yolojax.hostenv)
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run([args.ultralytics_python, "-c", _UL_SCRIPT, json.dumps(spec)], capture_output=True,
                           text=True, env=env, timeout=7200, cwd=project)
@@ -191,6 +193,7 @@ def main(argv=None) -> None:
 
     use_cpu_cores()  # as the yolojax entry points (YOLOJAX_CPU_DEVICES=N: N host devices)
     from yolojax.engine.devices import largest_divisor_at_most, select_devices
+    from yolojax import hostenv
     from yolojax.engine.trainer import hsv_on_device
 
     chosen = select_devices(args.device)
@@ -216,13 +219,14 @@ def main(argv=None) -> None:
                "trainer_images_per_s": round(ours["trainer_images_per_s"], 2),
                "compile_s": round(ours["compile_s"], 2), "wall_s": round(ours["wall_s"], 1),
                "batches": ours["batches"], "jax": jax.__version__, "backend": jax.default_backend(),
-               "programs_compiled": len(ours["compiles"]),
+               "programs_compiled": len(ours["compiles"]), "host_hugepages": hostenv.active(),
                "programs_over_1s": sorted((c for c in ours["compiles"] if c[1] > 1.0), key=lambda c: -c[1])}
         print(json.dumps(rec), flush=True)
         rows.append(f"| {date} | {machine} | jax {jax.__version__} | e2e yolojax trainer 1 epoch | {ips:.1f} img/s "
                     f"| {setting}; first batch excluded; compile {ours['compile_s']:.1f} s; wall {ours['wall_s']:.0f} s; "
                     f"{len(ours['compiles'])} programs compiled, "
-                    f"{sum(c[1] > 1.0 for c in ours['compiles'])} over 1 s |")
+                    f"{sum(c[1] > 1.0 for c in ours['compiles'])} over 1 s"
+                    + ("; glibc huge-page malloc" if hostenv.active() else "") + " |")
         if not args.no_ultralytics and not shutil.which(args.ultralytics_python):
             print(f"no interpreter {args.ultralytics_python!r}: Ultralytics half skipped", file=sys.stderr)
         elif not args.no_ultralytics:
@@ -244,4 +248,8 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    from yolojax.hostenv import restart_with_hugepages
+
+    restart_with_hugepages()  # as the yolojax entry points run (yolojax.hostenv); Ultralytics gets the original env
     main()

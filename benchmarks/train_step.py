@@ -251,7 +251,9 @@ def time_ultralytics(batch_np: dict, args) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "inputs.npz"
         np.savez(path, **batch_np)
-        env = dict(os.environ, YOLO_OFFLINE="1")
+        from yolojax.hostenv import original_env
+
+        env = dict(original_env(), YOLO_OFFLINE="1")  # without yolojax's malloc tunable (yolojax.hostenv)
         env.pop("XLA_FLAGS", None)
         cmd = [args.ultralytics_python, str(Path(__file__).resolve()), "--ultralytics-half", str(path),
                f"--model={args.model}", f"--batch={args.batch}", f"--imgsz={args.imgsz}",
@@ -355,6 +357,8 @@ def main(argv=None) -> None:
             + (", HSV jitter in the step" if args.hsv_on_device else ""))
     rows = []
 
+    from yolojax import hostenv
+
     ours = time_yolojax(batch_np, args)
     ips = args.batch / ours["median_s"]
     peak = args.peak_tflops or detect_peak_tflops(ours["device_kind"], args.dtype)
@@ -367,7 +371,7 @@ def main(argv=None) -> None:
            "peak_tflops": peak, "flop_utilisation": round(achieved / peak, 4) if peak else None,
            "loss": ours["loss"], "backend": ours["backend"], "device_kind": ours["device_kind"],
            "jax": ours["jax"], "xla_flags": os.environ.get("XLA_FLAGS", ""),
-           "xla_options": ours["xla_options"], "label": args.label}
+           "xla_options": ours["xla_options"], "host_hugepages": hostenv.active(), "label": args.label}
     if "breakdown_ms" in ours:
         rec["breakdown_ms"] = ours["breakdown_ms"]
     print(json.dumps(rec), flush=True)
@@ -380,6 +384,7 @@ def main(argv=None) -> None:
              + (f"; breakdown ms {ours['breakdown_ms']}" if "breakdown_ms" in ours else "")
              + (f"; XLA_FLAGS={rec['xla_flags']}" if rec["xla_flags"] else "")
              + (f"; compiler options {rec['xla_options']}" if rec["xla_options"] else "; XLA default compiler options")
+             + ("; glibc huge-page malloc" if rec["host_hugepages"] else "")
              + (f"; {args.label}" if args.label else ""))
     rows.append(f"| {date} | {machine} | {versions} | train_step yolojax ({ours['backend']}) | "
                 f"{ips:.1f} img/s ({1000 * ours['median_s']:.1f} ms median of {args.steps}) | {notes} |")
@@ -416,4 +421,9 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    if "--ultralytics-half" not in sys.argv:  # the yolojax half runs as the entry points run (yolojax.hostenv)
+        sys.path.insert(0, str(REPO))
+        from yolojax.hostenv import restart_with_hugepages
+
+        restart_with_hugepages()
     main()

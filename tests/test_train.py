@@ -219,6 +219,8 @@ def test_hsv_jitter_in_the_train_step_trains_the_same_parameters(full_run, tiny_
                          env=_env(cpu_split=True), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "dataloader workers (HSV jitter in the train step)" in res.stdout
+    # `python -m yolojax.train` restarted itself with glibc's huge-page malloc (yolojax.hostenv)
+    assert ("Host malloc: transparent huge pages" in res.stdout) == sys.platform.startswith("linux")
     (step_a, a), (step_b, b) = _final_state(full_run), _final_state(run)
     assert step_a == step_b == 8
     for key in ("params", "batch_stats", "opt_state", "ema_params", "ema_batch_stats", "ema_updates"):

@@ -182,6 +182,10 @@ def run(argv: list[str]) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit code (0 ok, 2 user error)."""
+    if argv is None:  # the `yolojax` command: restart once with glibc's huge-page malloc (see yolojax.hostenv)
+        from yolojax.hostenv import restart_with_hugepages
+
+        restart_with_hugepages()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         from absl import flags

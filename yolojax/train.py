@@ -12,10 +12,16 @@ import sys
 import time
 from typing import Any, Callable
 
-import jax
+if __name__ == "__main__":  # `python -m yolojax.train`: restart once with glibc's huge-page malloc, before JAX loads
+    from yolojax.hostenv import restart_with_hugepages
+
+    restart_with_hugepages()
+
+import jax  # noqa: E402
 import jax.numpy as jnp
 import numpy as np
 
+from yolojax import hostenv
 from yolojax.data.loader import ThreadPrefetch
 from yolojax.engine import config as cfgmod
 from yolojax.engine.checkpoint import Checkpointer
@@ -167,6 +173,8 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                           single_cls=config.single_cls, compat=config.compat,
                           loss_gains=(config.box, config.cls, config.dfl), put=val_put)
     _log(environment_line(list(s.mesh.devices.flat)))
+    if hostenv.active() and s.mesh.devices.flat[0].platform == "cpu":
+        _log("Host malloc: transparent huge pages (glibc.malloc.hugetlb=1; YOLOJAX_HUGEPAGES=0 turns it off)")
     if is_main:
         from yolojax.nn.summary import model_info
 
