@@ -136,6 +136,29 @@ def test_mosaic_places_tiles_and_boxes():
     np.testing.assert_array_equal(cls2, cls)
 
 
+def test_four_channel_mosaic_warps_to_the_same_image():
+    """The loader's mosaic canvas has a 4th (padding) channel because OpenCV's bilinear warp is faster on 4
+    channels; its first three channels, and every warp of them, equal the 3-channel path's."""
+    import cv2
+
+    s, rng = 64, np.random.default_rng(3)
+    tiles = [(rng.integers(0, 256, (int(h), 64, 3), dtype=np.uint8), np.array([[2, 2, 30, 30]], np.float32),
+              np.array([k], np.int32)) for k, h in enumerate(rng.integers(20, 65, 4))]
+    three, b3, c3 = mosaic4(tiles, s, np.random.default_rng(1))
+    four, b4, c4 = mosaic4(tiles, s, np.random.default_rng(1), alpha=True,
+                           out=rng.integers(0, 256, (2 * s, 2 * s, 4), dtype=np.uint8))
+    assert four.shape == (2 * s, 2 * s, 4)
+    np.testing.assert_array_equal(four[..., :3], three)
+    np.testing.assert_array_equal(b4, b3)
+    np.testing.assert_array_equal(c4, c3)
+    for seed in range(12):  # rotation, scale, shear, translation and perspective, as random_perspective draws them
+        hyp = dict(degrees=30.0, translate=0.2, scale=0.5, shear=5.0, perspective=0.001 * (seed % 2))
+        a = augment.random_perspective(three, b3, c3, np.random.default_rng(seed), out_size=(s, s), **hyp)
+        b = augment.random_perspective(four, b4, c4, np.random.default_rng(seed), out_size=(s, s), **hyp)
+        np.testing.assert_array_equal(cv2.cvtColor(b[0], cv2.COLOR_BGRA2BGR), a[0])
+        np.testing.assert_array_equal(b[1], a[1])
+
+
 def test_flip_and_hsv_properties():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)

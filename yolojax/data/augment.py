@@ -54,15 +54,17 @@ def letterbox(img: np.ndarray, boxes: np.ndarray | None, new_shape: tuple[int, i
     return img, boxes, r, (left, top), (dw, dh)
 
 
-def mosaic4(tiles, s: int, rng: np.random.Generator, out: np.ndarray | None = None):
+def mosaic4(tiles, s: int, rng: np.random.Generator, out: np.ndarray | None = None, alpha: bool = False):
     """4-image mosaic on a 2s×2s canvas filled with 114, centre U(s/2, 3s/2) (§4.5).
 
     ``tiles``: 4 × (img (h, w, 3) uint8, boxes (n, 4) pixel xyxy of that img, classes (n,)). Returns the canvas and
-    the boxes/classes on it, clipped to [0, 2s] with zero-area boxes removed. ``out``: a (2s, 2s, 3) uint8 array to
+    the boxes/classes on it, clipped to [0, 2s] with zero-area boxes removed. ``out``: a (2s, 2s, C) uint8 array to
     draw on (overwritten and returned), so a loader can reuse one canvas instead of allocating 4.9 MB per sample.
+    ``alpha``: a 4-channel canvas (BGR + a padding channel): OpenCV's bilinear warp runs ~2× faster on 4 channels
+    than on 3 and gives the same first three, so the loader warps this one and drops the 4th channel after.
     """
     yc, xc = (int(rng.uniform(s / 2, 3 * s / 2)) for _ in range(2))
-    shape = (2 * s, 2 * s, tiles[0][0].shape[2])
+    shape = (2 * s, 2 * s, 4 if alpha else tiles[0][0].shape[2])
     if out is not None and out.shape == shape and out.dtype == np.uint8:
         canvas = out
         canvas.fill(PAD_VALUE)
@@ -83,7 +85,10 @@ def mosaic4(tiles, s: int, rng: np.random.Generator, out: np.ndarray | None = No
         else:  # bottom right
             x1a, y1a, x2a, y2a = xc, yc, min(xc + w, 2 * s), min(2 * s, yc + h)
             x1b, y1b, x2b, y2b = 0, 0, min(w, x2a - x1a), min(y2a - y1a, h)
-        canvas[y1a:y2a, x1a:x2a] = img[y1b:y2b, x1b:x2b]
+        if alpha:  # convert while placing: one pass, written straight into the canvas
+            cv2.cvtColor(img[y1b:y2b, x1b:x2b], cv2.COLOR_BGR2BGRA, dst=canvas[y1a:y2a, x1a:x2a])
+        else:
+            canvas[y1a:y2a, x1a:x2a] = img[y1b:y2b, x1b:x2b]
         pad = np.array([x1a - x1b, y1a - y1b] * 2, np.float32)
         all_boxes.append(boxes.astype(np.float32) + pad)
         all_cls.append(cls)

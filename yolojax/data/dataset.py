@@ -135,13 +135,14 @@ def _pre_transform(ds: DetectionDataset, index: int, rng: np.random.Generator, h
             idx = [index, *(int(pool[j]) for j in rng.integers(0, len(pool), 3))]
         tiles = [ds.load(j)[:3] for j in idx]
         canvas = getattr(_canvas, "array", None)  # one canvas per thread, reused: the warp below copies out of it
-        img, boxes, cls = augment.mosaic4(tiles, s, rng, out=canvas)
+        img, boxes, cls = augment.mosaic4(tiles, s, rng, out=canvas, alpha=True)  # 4 channels: a faster warp
         _canvas.array = img
     else:
         img, boxes, cls, _ = ds.load(index)
         if compat == "v8":  # v8-era: letterbox to S×S first (scaleup allowed), then the affine with border 0
             img, boxes, *_ = augment.letterbox(img, boxes, (s, s), scaleup=True, compat=compat)
-    return augment.random_perspective(img, boxes, cls, rng, out_size=(s, s), **persp)
+    img, boxes, cls = augment.random_perspective(img, boxes, cls, rng, out_size=(s, s), **persp)
+    return (cv2.cvtColor(img, cv2.COLOR_BGRA2BGR) if img.shape[2] == 4 else img), boxes, cls
 
 
 def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, *, mosaic: bool = True,
