@@ -102,7 +102,7 @@ run() {
     step e2e 180 "$py" benchmarks/e2e.py --images ${E2E_IMAGES:-1024} --imgsz 640 --batch 64 --workers 8 --ultralytics-python="$ulpy"
     step color 40 "$py" benchmarks/color_check.py --batch 64 --imgsz 640
     # the loaders alone at e2e's settings: is the epoch input-bound? (yolojax with the jitter on host and on device)
-    step loader 120 "$py" benchmarks/data_pipeline.py --workers 8 --batch 64 --images 512 --epochs 2 --hsv-on-device \
+    step loader 120 "$py" benchmarks/data_pipeline.py --workers 8 --batch 64 --images 1536 --epochs 2 --hsv-on-device \
       --ul-python "$ulpy" --results benchmarks/RESULTS.md
     step train_s_bf16 110 $TS --model yolov8s --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --vs-ultralytics
     step train_n_f32 90 $TS --model yolov8n --batch 64 --imgsz 640 --dtype float32 --steps 20 --vs-ultralytics

@@ -68,7 +68,7 @@ def hsv_on_device(setting, platform: str) -> bool:
             return True
         if key in ("false", "0", "no", "off", ""):
             return False
-        raise ValueError(f"hsv_on_device={setting!r}: use auto, True or False.")
+        raise cfgmod.ConfigError(f"hsv_on_device={setting!r}: use auto, True or False.")
     return bool(setting)
 
 

@@ -17,8 +17,8 @@ host's pixels:
 Both equal ``cv2.cvtColor`` (OpenCV 4.10 and 5.0) for every one of the 2^24 inputs on XLA:CPU (tests/test_color.py
 checks all of them). OpenCV converts rows in vector blocks (32 pixels with AVX-512) and a row's remainder with scalar
 code that rounds HSV -> BGR to nearest instead; training images are S×S with S a multiple of 32, so every pixel takes
-the vector path, the one reproduced here. Another backend may contract a multiply-add in the float part; the GPU suite counts any
-difference there (``benchmarks/color_check.py``).
+the vector path, the one reproduced here. Another backend may contract a multiply-add in the float part; the GPU
+suite counts any difference there (``benchmarks/color_check.py``).
 """
 from __future__ import annotations
 
@@ -55,8 +55,9 @@ def bgr_to_hsv(img):
 
 
 def hsv_to_bgr(hsv, to_rgb=False):
-    """uint8 (..., 3) HSV (H in [0, 180)) -> uint8 (..., 3) BGR, or RGB where ``to_rgb`` (a bool, or an array that
-    broadcasts against the leading dimensions), as ``cv2.COLOR_HSV2BGR`` / ``COLOR_HSV2RGB``."""
+    """uint8 (..., 3) HSV (H in [0, 180); a larger H wraps round, as in OpenCV) -> uint8 (..., 3) BGR, or RGB where
+    ``to_rgb`` (a bool, or an array that broadcasts against the leading dimensions), as ``cv2.COLOR_HSV2BGR`` /
+    ``COLOR_HSV2RGB``."""
     x = hsv.astype(jnp.float32)
     h = x[..., 0] * jnp.float32(6.0 / 180.0)
     s = x[..., 1] * jnp.float32(1.0 / 255.0)
@@ -84,7 +85,7 @@ def hsv_to_bgr(hsv, to_rgb=False):
 def hsv_jitter(images, tables, to_rgb=True):
     """The training colour jitter on a batch: uint8 (B, H, W, 3) BGR, ``tables`` uint8 (B, 3, 256) (H, S, V lookup
     tables per image, ``augment.hsv_tables``), ``to_rgb`` bool or (B,) -> uint8 (B, H, W, 3) RGB (BGR where
-    ``to_rgb`` is False). Equal to ``augment.apply_hsv_tables`` image by image, up to OpenCV's float rounding."""
+    ``to_rgb`` is False). Equal to ``augment.apply_hsv_tables`` image by image (see the module docstring)."""
     hsv = bgr_to_hsv(images).astype(jnp.int32)
     bsz = images.shape[0]
     flat = tables.reshape(bsz, 3 * 256)
