@@ -86,7 +86,10 @@ def mosaic4(tiles, s: int, rng: np.random.Generator, out: np.ndarray | None = No
             x1a, y1a, x2a, y2a = xc, yc, min(xc + w, 2 * s), min(2 * s, yc + h)
             x1b, y1b, x2b, y2b = 0, 0, min(w, x2a - x1a), min(y2a - y1a, h)
         if alpha:  # convert while placing: one pass, written straight into the canvas
-            cv2.cvtColor(img[y1b:y2b, x1b:x2b], cv2.COLOR_BGR2BGRA, dst=canvas[y1a:y2a, x1a:x2a])
+            view = canvas[y1a:y2a, x1a:x2a]
+            placed = cv2.cvtColor(img[y1b:y2b, x1b:x2b], cv2.COLOR_BGR2BGRA, dst=view)
+            if placed.ctypes.data != view.ctypes.data:  # an OpenCV build that wrote a copy instead
+                view[...] = placed
         else:
             canvas[y1a:y2a, x1a:x2a] = img[y1b:y2b, x1b:x2b]
         pad = np.array([x1a - x1b, y1a - y1b] * 2, np.float32)
