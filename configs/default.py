@@ -86,6 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.compat = "v8"  # 'v8' (Ultralytics 8.2.103, default) or 'current' (8.4) semantics where they differ
     c.dtype = "auto"  # compute dtype: auto (bfloat16 with amp on GPU/TPU, float32 on CPU), float32, bfloat16
     c.hsv_on_device = "auto"  # HSV jitter in the train step (auto: on GPU/TPU; the same pixels, less loader CPU)
+    c.warp_on_device = "auto"  # mosaic, warp and flips in the train step (auto: on GPU/TPU, if no mixup/perspective)
     c.bn_sync = True  # BatchNorm statistics over the global batch (False: per device, as Ultralytics DDP)
     c.checkpoint_every = 0  # also checkpoint every N steps inside an epoch (0: only at epoch ends)
     c.keep_checkpoints = 2  # Orbax checkpoints kept besides best

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolojax import hostenv
-from yolojax.data.loader import ThreadPrefetch
+from yolojax.data.loader import ThreadPrefetch, batch_image_shape
 from yolojax.engine import config as cfgmod
 from yolojax.engine.checkpoint import Checkpointer
 from yolojax.engine.devices import (compiler_options, data_sharding, enable_compile_cache, environment_line,
@@ -181,7 +181,13 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
         _log(model_info(s.model, imgsz=640).line())
     _log(s.optimizer_line)
     nb, epochs = s.train_loader.num_batches, int(config.epochs)
-    jitter = " (HSV jitter in the train step)" if s.train_loader.hsv_on_device else ""
+    loader = s.train_loader
+    if loader.warp_on_device:
+        jitter = " (mosaic, affine warp, flips and HSV jitter in the train step)"
+    else:
+        jitter = " (HSV jitter in the train step)" if loader.hsv_on_device else ""
+        if loader.requested_warp_on_device:
+            jitter += f" (warp on the host: {loader.warp_obstacle()})"
     _log(f"Image sizes {config.imgsz} train, {config.imgsz} val\nUsing {s.train_loader.workers} dataloader workers"
          f"{jitter}\n"
          f"Logging results to {save_dir}\nStarting training for {epochs} epochs...")
@@ -213,7 +219,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
             shown = None  # the previous step's (loss sums, instances, steps): what a progress line may read
             for i in range(first_step, nb):
                 batch, device_batch = next(batches)
-                key = (batch["images"].shape, batch["boxes"].shape)
+                key = (batch_image_shape(batch), batch["boxes"].shape)
                 t0 = time.time()
                 state, m = step_fn(state, device_batch)
                 if key not in shapes_seen:  # the first call of a shape traces and compiles (or hits a cache)
@@ -225,7 +231,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                     _log(("\n" if tty and i > first_step else "") + f"compiled train step for images {key[0]}, "
                          f"boxes {key[1]} in {dt:.1f}s ({len(shapes_seen)} shape(s) so far)")
                 dev_sum = dev_sum + jnp.stack([m["box_loss"], m["cls_loss"], m["dfl_loss"]])
-                n_images += batch["images"].shape[0]
+                n_images += batch["boxes"].shape[0]
                 ctx.step, ctx.batch, ctx.batch_metrics = epoch * nb + i, batch, m
                 last_metrics = m
                 fire("on_train_batch_end")

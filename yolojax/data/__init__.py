@@ -15,6 +15,7 @@ _EXPORTS = {
     "download_zip": "download", "safe_extract": "download",
     "DetectionDataset": "dataset", "train_sample": "dataset", "val_sample": "dataset", "augment_hyp": "dataset",
     "TrainLoader": "loader", "ValLoader": "loader", "BatchIterator": "loader", "pad_boxes": "loader",
+    "batch_image_shape": "loader",
     "make_shapes_dataset": "synthetic", "shapes_yaml": "synthetic",
     "TfdsDetectionDataset": "tfds", "check_tfds_dataset": "tfds",
 }

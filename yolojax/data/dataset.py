@@ -120,41 +120,111 @@ class DetectionDataset:
 _canvas = threading.local()
 
 
+@dataclasses.dataclass
+class _Layout:
+    """The random layout of one mosaic (or single) image before its pixels: ``tiles`` (pool position or None,
+    image BGR, its place: canvas rectangle a and image rectangle b as in ``augment.mosaic_layout``); ``kind``
+    "mosaic", "letterbox" or "plain"; the warp ``M`` into S×S; the boxes and classes after it."""
+
+    tiles: list
+    kind: str
+    canvas_hw: tuple[int, int]
+    M: np.ndarray
+    boxes: np.ndarray
+    classes: np.ndarray
+
+
+def _layout(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, mosaic: bool, compat: str,
+            pool=None, slot: int | None = None) -> _Layout:
+    """Every random draw of the mosaic (or letterbox) + random perspective stage, in order, and the boxes through
+    it; the pixels are left to ``_render`` (host) or the train step (``yolojax.ops.warp``). ``pool``: dataset
+    indices the mosaic partners are drawn from (the loader passes the batch's own images, like Ultralytics' FIFO
+    buffer of recently loaded images, so each image is decoded once) or None (the whole dataset); ``slot``: this
+    sample's position in ``pool``."""
+    s = ds.imgsz
+    if mosaic and hyp["mosaic"] > 0 and rng.random() <= hyp["mosaic"]:
+        if pool is None:
+            picks = [(None, index), *((None, int(j)) for j in rng.integers(0, len(ds), 3))]
+        else:
+            picks = [(slot, index), *((int(j), int(pool[j])) for j in rng.integers(0, len(pool), 3))]
+        loaded = [ds.load(i) for _, i in picks]
+        rects = augment.mosaic_layout([im.shape[:2] for im, *_ in loaded], s, rng)
+        tiles = [(pos, im, r) for (pos, _), (im, *_), r in zip(picks, loaded, rects)]
+        boxes, cls = augment.mosaic_labels([(b, c) for _, b, c, _ in loaded], rects, s)
+        kind, canvas_hw = "mosaic", (2 * s, 2 * s)
+    else:
+        img, boxes, cls, _ = ds.load(index)
+        h, w = img.shape[:2]
+        kind, canvas_hw, tiles = "plain", (h, w), [(slot, img, (0, 0, w, h, 0, 0, w, h))]
+        if compat == "v8":  # v8-era: letterbox to S×S first (scaleup allowed), then the affine with border 0
+            r, (uw, uh), (left, top, _, _), dwh = augment.letterbox_geometry((h, w), (s, s), scaleup=True)
+            boxes = augment.letterbox_boxes(boxes, r, (left, top), dwh, compat)
+            kind, canvas_hw, tiles = "letterbox", (s, s), [(slot, img, (left, top, left + uw, top + uh, 0, 0, uw, uh))]
+    M, k = augment.perspective_matrix(rng, canvas_hw, (s, s), degrees=hyp["degrees"], translate=hyp["translate"],
+                                      scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"])
+    boxes, cls = augment.warp_labels(boxes, cls, M, k, (s, s), bool(hyp["perspective"]))
+    return _Layout(tiles, kind, canvas_hw, M, boxes, cls)
+
+
+def _render(lay: _Layout, s: int, perspective: bool) -> np.ndarray:
+    """The host's pixels of a layout: the mosaic drawn on a 4-channel canvas (OpenCV's bilinear warp runs ~2×
+    faster on 4 channels, same first three) or the letterboxed image, then OpenCV's warp; BGR (S, S, 3)."""
+    if lay.kind == "mosaic":
+        # one canvas per thread, reused (the warp below copies out of it); 4 channels: a faster warp
+        img = _canvas.array = augment.draw_mosaic([im for _, im, _ in lay.tiles], [r for *_, r in lay.tiles], s,
+                                                  out=getattr(_canvas, "array", None), alpha=True)
+    elif lay.kind == "letterbox":
+        img = augment.letterbox(lay.tiles[0][1], None, (s, s), scaleup=True)[0]
+    else:
+        img = lay.tiles[0][1]
+    M = lay.M
+    if perspective:
+        img = cv2.warpPerspective(img, M, dsize=(s, s), borderValue=(augment.PAD_VALUE,) * 3)
+    elif img.shape[:2] != (s, s) or (M != np.eye(3)).any():
+        img = cv2.warpAffine(img, M[:2], dsize=(s, s), borderValue=(augment.PAD_VALUE,) * 3)
+    return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR) if img.shape[2] == 4 else img
+
+
 def _pre_transform(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, mosaic: bool, compat: str,
                    pool=None):
     """Mosaic (or the single image) + random perspective → (img BGR (S, S, 3), boxes, classes)."""
-    s = ds.imgsz
-    persp = dict(degrees=hyp["degrees"], translate=hyp["translate"], scale=hyp["scale"], shear=hyp["shear"],
-                 perspective=hyp["perspective"])
-    if mosaic and hyp["mosaic"] > 0 and rng.random() <= hyp["mosaic"]:
-        # Partners: 3 draws with replacement from `pool` (the loader passes the batch's own images, like Ultralytics'
-        # FIFO buffer of recently loaded images, so each image is decoded once) or else from the whole dataset.
-        if pool is None:
-            idx = [index, *rng.integers(0, len(ds), 3).tolist()]
-        else:
-            idx = [index, *(int(pool[j]) for j in rng.integers(0, len(pool), 3))]
-        tiles = [ds.load(j)[:3] for j in idx]
-        canvas = getattr(_canvas, "array", None)  # one canvas per thread, reused: the warp below copies out of it
-        img, boxes, cls = augment.mosaic4(tiles, s, rng, out=canvas, alpha=True)  # 4 channels: a faster warp
-        _canvas.array = img
-    else:
-        img, boxes, cls, _ = ds.load(index)
-        if compat == "v8":  # v8-era: letterbox to S×S first (scaleup allowed), then the affine with border 0
-            img, boxes, *_ = augment.letterbox(img, boxes, (s, s), scaleup=True, compat=compat)
-    img, boxes, cls = augment.random_perspective(img, boxes, cls, rng, out_size=(s, s), **persp)
-    return (cv2.cvtColor(img, cv2.COLOR_BGRA2BGR) if img.shape[2] == 4 else img), boxes, cls
+    lay = _layout(ds, index, rng, hyp, mosaic, compat, pool)
+    return _render(lay, ds.imgsz, bool(hyp["perspective"])), lay.boxes, lay.classes
+
+
+def _warp_plan(lay: _Layout, s: int) -> np.ndarray:
+    """A layout's tiles for ``yolojax.ops.warp.warp_tiles``: (4, 7) int32 rows ``(source, x1, y1, x2, y2, dx, dy)``
+    (source: the position in the batch, whose decoded images the loader ships; -1: unused)."""
+    tiles = np.full((4, 7), -1, np.int32)
+    for t, (pos, im, (x1a, y1a, x2a, y2a, x1b, y1b, _, _)) in enumerate(lay.tiles):
+        if lay.kind == "letterbox" and (x2a - x1a, y2a - y1a) != im.shape[1::-1]:
+            raise ValueError(f"a {im.shape[1]}x{im.shape[0]} image is not {s} on its long side: the device warp "
+                             "cannot resize it")
+        tiles[t] = (pos, x1a, y1a, x2a, y2a, x1b - x1a, y1b - y1a)
+    return tiles
 
 
 def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, *, mosaic: bool = True,
-                 compat: str = "v8", pool=None, hsv_on_device: bool = False):
+                 compat: str = "v8", pool=None, hsv_on_device: bool = False, warp_slot: int | None = None):
     """One augmented training sample (§4.5; §4.6 when ``mosaic=False``): (img RGB (S, S, 3) uint8, boxes (n, 4)
     float32 pixel xyxy, classes (n,) int32). ``hyp`` as returned by ``augment_hyp``; ``pool``: dataset indices that
     mosaic/mixup partners are drawn from (default: all).
 
     ``hsv_on_device``: leave the HSV jitter to the train step (``yolojax.ops.color.hsv_jitter``): returns
     (img BGR, boxes, classes, tables (3, 256) uint8 or None, to_rgb bool), the same random draws in the same order,
-    so the step's ``hsv_jitter(img, tables, to_rgb)`` gives exactly the image this function returns otherwise."""
-    img, boxes, cls = _pre_transform(ds, index, rng, hyp, mosaic, compat, pool)
+    so the step's ``hsv_jitter(img, tables, to_rgb)`` gives exactly the image this function returns otherwise.
+
+    ``warp_slot``: leave the mosaic, the affine warp, the flips and the jitter to the train step
+    (``yolojax.ops.warp.warp_tiles``, then ``hsv_jitter``): ``pool`` is then the batch (whose images the loader
+    ships) and ``warp_slot`` this sample's position in it. Returns ((tiles (4, 7), cols (2, S), rows (2, S)), boxes,
+    classes, tables, to_rgb), the same draws and boxes; no mixup, no perspective (the loader checks)."""
+    if warp_slot is not None:
+        if (mosaic and hyp["mixup"] > 0) or hyp["perspective"] or pool is None:
+            raise ValueError("the device warp needs mixup=0, perspective=0 and the batch as the partner pool")
+        lay = _layout(ds, index, rng, hyp, mosaic, compat, pool, warp_slot)
+        boxes, cls = lay.boxes, lay.classes
+    else:
+        img, boxes, cls = _pre_transform(ds, index, rng, hyp, mosaic, compat, pool)
     if mosaic and hyp["mixup"] > 0 and rng.random() <= hyp["mixup"]:
         partner = int(rng.integers(0, len(ds))) if pool is None else int(pool[rng.integers(0, len(pool))])
         other = _pre_transform(ds, partner, rng, hyp, mosaic, compat, pool)
@@ -164,6 +234,12 @@ def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp
     # The flips commute with the per-pixel jitter, so applying it after them (on the device) changes nothing.
     keep_bgr = bool(hyp["bgr"]) and rng.random() < hyp["bgr"]
     tables = augment.hsv_tables(rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], compat=compat)
+    if warp_slot is not None:
+        s = ds.imgsz
+        ud, lr = augment.flip_draws(rng, hyp["flipud"], hyp["fliplr"])
+        boxes = augment.flip_boxes(boxes, (s, s), ud, lr)
+        cols, rows = augment.affine_coordinates(lay.M[:2], (s, s), flip_lr=lr, flip_ud=ud)
+        return (_warp_plan(lay, s), cols, rows), boxes, cls.astype(np.int32), tables, not keep_bgr
     if not hsv_on_device:
         img = augment.apply_hsv_tables(img, tables, to_rgb=not keep_bgr)
     img, boxes = augment.random_flip(img, boxes, rng, hyp["flipud"], hyp["fliplr"])

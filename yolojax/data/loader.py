@@ -14,6 +14,10 @@ Entry point for the trainer::
                               # (default buckets: 16, 32, ... from where this dataset's batches usually are)
                               # hsv_on_device=True: images BGR before the HSV jitter, plus hsv_tables (B,3,256)
                               # uint8 and hsv_to_rgb (B,) bool for the train step's yolojax.ops.color.hsv_jitter
+                              # warp_on_device=True: no images; the batch's decoded images as sources (B,S,S,3)
+                              # BGR and a plan per sample, warp_tiles (B,4,7), warp_cols / warp_rows (B,2,S), for
+                              # yolojax.ops.warp.warp_tiles (then the jitter, as above); see batch_image_shape.
+                              # Sources are numbered in the global batch: process p's start at p * B_local
             ...
             # checkpoint: it.get_state() (JSON bytes {epoch, step} of the next batch), or in an Orbax Composite:
             # data=grain.checkpoint.CheckpointSave(it) / CheckpointRestore(loader.iterator(...)) restores in place
@@ -117,11 +121,15 @@ class _RecordList(grain.RandomAccessDataSource):
 
 
 class _BuildTrainBatch(grain.MapTransform):
-    def __init__(self, ds: DetectionDataset, hyp: dict, seed: int, compat: str, buckets, hsv_on_device: bool = False):
+    def __init__(self, ds: DetectionDataset, hyp: dict, seed: int, compat: str, buckets, hsv_on_device: bool = False,
+                 warp_on_device: bool = False, source_offset: int = 0):
         self.ds, self.hyp, self.seed, self.compat, self.buckets = ds, hyp, seed, compat, tuple(buckets)
-        self.hsv_on_device = hsv_on_device
+        self.hsv_on_device, self.warp_on_device = hsv_on_device, warp_on_device
+        self.source_offset = source_offset  # where this process's images start in the global batch
 
     def map(self, rec):
+        if self.warp_on_device:
+            return self._plans(rec)
         imgs, boxes, classes, tables, to_rgb = [], [], [], [], []
         # Mosaic partners come from this batch's own images when it has at least 8 (like Ultralytics' buffer of
         # recently loaded images: each image is decoded once), else from the whole dataset.
@@ -138,6 +146,38 @@ class _BuildTrainBatch(grain.MapTransform):
         if self.hsv_on_device:
             batch.update(hsv_tables=np.stack(tables), hsv_to_rgb=np.array(to_rgb, bool))
         return batch
+
+    def _plans(self, rec):
+        """The batch for the device warp: its own decoded images (the mosaic partners' pool) + one plan per sample."""
+        s, n = self.ds.imgsz, len(rec["indices"])
+        sources = np.empty((n, s, s, 3), np.uint8)
+        for k, idx in enumerate(rec["indices"]):
+            img = self.ds.load(int(idx))[0]
+            h, w = img.shape[:2]
+            sources[k, :h, :w] = img
+            sources[k, h:] = 0  # never read; zeroed so a batch is a function of its seed
+            sources[k, :h, w:] = 0
+        tiles, cols, rows, boxes, classes, tables, to_rgb = [], [], [], [], [], [], []
+        for k, (pos, idx) in enumerate(zip(rec["positions"], rec["indices"])):
+            rng = np.random.default_rng([self.seed, rec["epoch"], int(pos)])
+            (t, cx, ry), b, c, tab, rgb = train_sample(self.ds, int(idx), rng, self.hyp, mosaic=rec["mosaic"],
+                                                       compat=self.compat, pool=rec["indices"], warp_slot=k)
+            t[:, 0] = np.where(t[:, 0] >= 0, t[:, 0] + self.source_offset, -1)  # positions in the global batch
+            tiles.append(t), cols.append(cx), rows.append(ry), boxes.append(b), classes.append(c)
+            tables.append(tab), to_rgb.append(rgb)
+        b, c, m = pad_boxes(boxes, classes, self.buckets)
+        batch = {"sources": sources, "warp_tiles": np.stack(tiles), "warp_cols": np.stack(cols),
+                 "warp_rows": np.stack(rows), "boxes": b, "classes": c, "mask": m, "hsv_to_rgb": np.array(to_rgb, bool)}
+        if self.hsv_on_device:
+            batch["hsv_tables"] = np.stack(tables)
+        return batch
+
+
+def batch_image_shape(batch: Mapping[str, Any]) -> tuple[int, ...]:
+    """(B, H, W, 3): the shape of a training batch's images, also when the device composes them (``warp_tiles``)."""
+    if "warp_tiles" in batch:
+        return (batch["warp_tiles"].shape[0], batch["warp_rows"].shape[-1], batch["warp_cols"].shape[-1], 3)
+    return tuple(batch["images"].shape)
 
 
 class _BuildValBatch(grain.MapTransform):
@@ -344,7 +384,7 @@ class TrainLoader:
     def __init__(self, dataset: DetectionDataset, *, batch_size: int, seed: int = 0, hyp: Mapping | None = None,
                  workers: int = 0, prefetch: int = 2, close_mosaic_epoch: int | None = None, compat: str = "v8",
                  buckets: Sequence[int] | None = None, process_index: int = 0, process_count: int = 1,
-                 hsv_on_device: bool = False):
+                 hsv_on_device: bool = False, warp_on_device: bool = False):
         if len(dataset) == 0:
             raise ValueError("TrainLoader needs a non-empty dataset.")
         self.dataset = dataset
@@ -364,9 +404,25 @@ class TrainLoader:
         self.buckets = tuple(buckets)
         if dataset.ram_cache is None and not dataset.buffer_size:  # keep recent decodes, as Ultralytics' buffer
             dataset.buffer_size = min(len(dataset), 8 * self.batch_size, 1000)
+        # The mosaic + warp + flips move to the train step where it can draw them: the partners come from the batch
+        # (at least 8 images), no mixup (a blend of two warps) and no perspective warp (see warp_obstacle).
+        self.requested_warp_on_device = bool(warp_on_device)
+        self.warp_on_device = self.requested_warp_on_device and not self.warp_obstacle()
         # The HSV jitter moves to the train step only when there is one (all gains 0: only the channel order).
-        self.hsv_on_device = bool(hsv_on_device) and any(self.hyp[k] for k in ("hsv_h", "hsv_s", "hsv_v"))
-        self.transform = _BuildTrainBatch(dataset, self.hyp, self.seed, compat, self.buckets, self.hsv_on_device)
+        self.hsv_on_device = ((bool(hsv_on_device) or self.warp_on_device)
+                              and any(self.hyp[k] for k in ("hsv_h", "hsv_s", "hsv_v")))
+        self.transform = _BuildTrainBatch(dataset, self.hyp, self.seed, compat, self.buckets, self.hsv_on_device,
+                                          self.warp_on_device, source_offset=process_index * self.batch_size)
+
+    def warp_obstacle(self) -> str:
+        """Why the device cannot draw this loader's samples ("" when it can)."""
+        if self.hyp["mixup"] > 0:
+            return "mixup > 0"
+        if self.hyp["perspective"]:
+            return "perspective > 0"
+        if self.batch_size < 8:
+            return f"a batch of {self.batch_size} per process (mosaic partners come from the batch from 8 up)"
+        return ""
 
     def close_mosaic(self) -> None:
         """Disable mosaic (and mixup) in iterators created from now on (Ultralytics' close_mosaic). Prefer passing

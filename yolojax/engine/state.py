@@ -5,7 +5,8 @@
     out = eval_step(ema_variables, images, model=..., ...)   # decode + NMS (+ losses), fixed-size outputs
 
 ``batch``: {"images": (B, S, S, 3) uint8 RGB, "boxes": (B, M, 4) float32 pixel xyxy, "classes": (B, M) int32,
-"mask": (B, M) bool}, plus "hsv_tables" and "hsv_to_rgb" when the HSV jitter runs here (``batch_images``).
+"mask": (B, M) bool}, plus "hsv_tables" and "hsv_to_rgb" when the HSV jitter runs here, and "sources" +
+"warp_*" instead of "images" when the mosaic and the warp do (``batch_images``).
 One call of ``train_step`` consumes one batch (one Ultralytics iteration ``ni``): forward (train-mode BN),
 TaskAligned assignment and loss, gradient, accumulation, and - every ``accumulate`` iterations - gradient clipping
 (global norm 10), the optimizer update and the EMA update.
@@ -26,6 +27,7 @@ from yolojax.engine.optim import Schedule, build_optimizer, ema_decay, param_gro
 from yolojax.loss import detection_loss
 from yolojax.nn.blocks import decode_levels
 from yolojax.ops.color import hsv_jitter
+from yolojax.ops.warp import warp_tiles
 from yolojax.ops.nms import non_max_suppression
 
 MAX_GRAD_NORM = 10.0
@@ -104,11 +106,18 @@ def preprocess(images, dtype=jnp.float32):
 
 
 def batch_images(batch):
-    """The batch's uint8 RGB images: ``batch["images"]``, after the HSV jitter when the loader left it to the device
-    (``hsv_tables`` and ``hsv_to_rgb`` in the batch: ``TrainLoader(hsv_on_device=True)``)."""
+    """The batch's uint8 RGB images: ``batch["images"]``, or composed and warped here from ``sources`` and the
+    per-sample plans (``warp_tiles``, ``warp_cols``, ``warp_rows``: ``TrainLoader(warp_on_device=True)``), then
+    through the HSV jitter when the loader left it to the device (``hsv_tables``, ``hsv_to_rgb``)."""
+    if "warp_tiles" in batch:
+        images = warp_tiles(batch["sources"], batch["warp_tiles"], batch["warp_cols"], batch["warp_rows"])
+    else:
+        images = batch["images"]
     if "hsv_tables" in batch:
-        return hsv_jitter(batch["images"], batch["hsv_tables"], batch["hsv_to_rgb"])
-    return batch["images"]
+        return hsv_jitter(images, batch["hsv_tables"], batch["hsv_to_rgb"])
+    if "warp_tiles" in batch:  # no jitter: only the channel order (BGR sources; RGB unless the bgr coin kept BGR)
+        return jnp.where(batch["hsv_to_rgb"][:, None, None, None], images[..., ::-1], images)
+    return images
 
 
 def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:

@@ -56,10 +56,8 @@ def _compute_dtype(config, devices):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
 
 
-def hsv_on_device(setting, platform: str) -> bool:
-    """Whether the train step applies the HSV jitter (``config.hsv_on_device``): "auto" on an accelerator, where it
-    costs next to nothing and frees a third of the loader's CPU time per sample; on the CPU the host does it, in the
-    loader's thread beside the step. The pixels are the same either way."""
+def _on_device_setting(name: str, setting, platform: str) -> bool:
+    """auto / True / False (or their spellings from the command line) -> whether the train step does the work."""
     if isinstance(setting, str):
         key = setting.strip().lower()
         if key == "auto":
@@ -68,8 +66,23 @@ def hsv_on_device(setting, platform: str) -> bool:
             return True
         if key in ("false", "0", "no", "off", ""):
             return False
-        raise cfgmod.ConfigError(f"hsv_on_device={setting!r}: use auto, True or False.")
+        raise cfgmod.ConfigError(f"{name}={setting!r}: use auto, True or False.")
     return bool(setting)
+
+
+def hsv_on_device(setting, platform: str) -> bool:
+    """Whether the train step applies the HSV jitter (``config.hsv_on_device``): "auto" on an accelerator, where it
+    costs next to nothing and frees a third of the loader's CPU time per sample; on the CPU the host does it, in the
+    loader's thread beside the step. The pixels are the same either way."""
+    return _on_device_setting("hsv_on_device", setting, platform)
+
+
+def warp_on_device(setting, platform: str) -> bool:
+    """Whether the train step composes the mosaic and applies the affine warp and the flips (and so the jitter too)
+    (``config.warp_on_device``): "auto" on an accelerator. The loader then ships the batch's decoded images and a
+    plan per sample; the pixels agree with OpenCV's warp to one grey level (``yolojax.ops.warp``). Without mixup and
+    perspective only (``TrainLoader.warp_obstacle``)."""
+    return _on_device_setting("warp_on_device", setting, platform)
 
 
 def build_model(config, nc: int, names: dict, dtype):
@@ -134,6 +147,7 @@ def setup(config, workdir=None) -> Setup:
         hyp.update(mosaic=0.0, mixup=0.0)
     loader_kw = dict(process_index=jax.process_index(), process_count=jax.process_count())
     loader_kw["hsv_on_device"] = hsv_on_device(config.get("hsv_on_device", "auto"), devices[0].platform)
+    loader_kw["warp_on_device"] = warp_on_device(config.get("warp_on_device", "auto"), devices[0].platform)
     train_loader = TrainLoader(train_ds, batch_size=int(config.batch), seed=int(config.seed), hyp=hyp,
                                workers=workers, close_mosaic_epoch=close_at, compat=config.compat, **loader_kw)
     if jax.process_count() > 1:  # every host must pad to the same box count without communicating

@@ -134,7 +134,8 @@ class RunReporter:
     def on_train_batch_end(self, ctx) -> None:
         step = int(ctx.step)
         if self.plots and step in self._batch_steps and ctx.batch is not None:
-            keys = ("images", "boxes", "classes", "mask", "hsv_tables", "hsv_to_rgb")
+            keys = ("images", "boxes", "classes", "mask", "hsv_tables", "hsv_to_rgb", "sources", "warp_tiles",
+                    "warp_cols", "warp_rows")
             batch = {k: np.array(ctx.batch[k]) for k in keys if k in ctx.batch}
             self._submit(f"train_batch{step}.jpg", self._draw_train_batch, step, batch)
         m = ctx.batch_metrics
@@ -172,12 +173,17 @@ class RunReporter:
     def _draw_train_batch(self, step: int, batch: dict) -> None:
         from yolojax.report import plots
 
-        images = batch["images"]
-        if "hsv_tables" in batch:  # the jitter runs in the train step: apply the same tables here
+        if "warp_tiles" in batch:  # the train step composes the images: the same function, here
+            from yolojax.engine.state import batch_images
+
+            images = np.asarray(batch_images(batch))
+        elif "hsv_tables" in batch:  # the jitter runs in the train step: apply the same tables here
             from yolojax.data.augment import apply_hsv_tables
 
             images = np.stack([apply_hsv_tables(im, t, bool(rgb))
-                               for im, t, rgb in zip(images, batch["hsv_tables"], batch["hsv_to_rgb"])])
+                               for im, t, rgb in zip(batch["images"], batch["hsv_tables"], batch["hsv_to_rgb"])])
+        else:
+            images = batch["images"]
         grid = plots.plot_batch(self.save_dir / f"train_batch{step}.jpg", images, batch["boxes"],
                                 batch["classes"], batch["mask"], self.names)
         if self.tb is not None:
