@@ -1,7 +1,7 @@
 """Training data pipeline throughput: yolojax (Grain) vs Ultralytics' dataloader on the same JPEGs.
 
     python benchmarks/data_pipeline.py [--imgsz 640] [--batch 16] [--images 64] [--epochs 3] [--workers 1 2]
-        [--ul-python /work/ulvenv/bin/python] [--hsv-on-device] [--results benchmarks/RESULTS.md]
+        [--ul-python /work/ulvenv/bin/python] [--hsv-on-device] [--warp-on-device] [--results benchmarks/RESULTS.md]
 
 Generates a synthetic JPEG dataset (``--images`` images of 640×480 with shapes labels) in a temp dir, then measures
 images/s of the full training pipeline (load + mosaic + random perspective + HSV + flip + batching, mosaic on) for
@@ -66,20 +66,23 @@ def make_jpeg_dataset(root: pathlib.Path, n: int, h: int = 480, w: int = 640) ->
 
 
 def bench_yolojax(root: pathlib.Path, imgsz: int, batch: int, workers: int, epochs: int,
-                  hsv_on_device: bool = False) -> dict:
+                  hsv_on_device: bool = False, warp_on_device: bool = False) -> dict:
     from yolojax.data.dataset import DetectionDataset
     from yolojax.data.loader import TrainLoader
 
     ds = DetectionDataset.from_files(sorted((root / "images" / "train").glob("*.jpg")), dict(enumerate(NAMES)),
                                      imgsz=imgsz, verbose=False)
-    loader = TrainLoader(ds, batch_size=batch, seed=0, workers=workers, prefetch=2, hsv_on_device=hsv_on_device)
+    loader = TrainLoader(ds, batch_size=batch, seed=0, workers=workers, prefetch=2, hsv_on_device=hsv_on_device,
+                         warp_on_device=warp_on_device)
+    if warp_on_device and not loader.warp_on_device:
+        raise SystemExit(f"--warp-on-device: the loader cannot leave the warp to the device ({loader.warp_obstacle()})")
     it = loader.iterator(0, 0, epochs)
     n, start = 0, time.perf_counter()
     for ep in range(epochs):
         for _ in range(loader.num_batches):
             b = next(it)
             if ep:
-                n += b["images"].shape[0]
+                n += b["boxes"].shape[0]
         if ep == 0:
             t0 = time.perf_counter()
             first = t0 - start
@@ -109,7 +112,10 @@ def main() -> None:
     ap.add_argument("--ul-python", default="/work/ulvenv/bin/python")
     ap.add_argument("--results", default=None, help="append markdown rows to this file")
     ap.add_argument("--hsv-on-device", action="store_true",
-                    help="also time yolojax's loader with the HSV jitter left to the train step (the GPU default)")
+                    help="also time yolojax's loader with the HSV jitter left to the train step")
+    ap.add_argument("--warp-on-device", action="store_true",
+                    help="also time yolojax's loader with the mosaic, warp, flips and jitter left to the train step "
+                         "(the GPU default)")
     args = ap.parse_args()
     try:
         from absl import flags
@@ -131,6 +137,9 @@ def main() -> None:
             if args.hsv_on_device:
                 r = bench_yolojax(root, args.imgsz, args.batch, w, args.epochs, hsv_on_device=True)
                 rows.append(("yolojax (HSV jitter left to the train step)", w, r))
+            if args.warp_on_device:
+                r = bench_yolojax(root, args.imgsz, args.batch, w, args.epochs, warp_on_device=True)
+                rows.append(("yolojax (mosaic, warp, flips and HSV jitter left to the train step)", w, r))
         ul_version = None
         if args.ul_python and shutil.which(args.ul_python):
             probe = subprocess.run([args.ul_python, "-c", "import ultralytics; print(ultralytics.__version__)"],

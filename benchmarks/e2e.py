@@ -134,6 +134,7 @@ def run_yolojax(args, data: Path, model: str, workdir: Path) -> dict:
     if args.device is not None:
         overrides["device"] = args.device
     overrides["hsv_on_device"] = args.hsv_on_device
+    overrides["warp_on_device"] = args.warp_on_device
     config = cfgmod.apply_overrides(cfgmod.default_config(), overrides)
     t0 = time.perf_counter()
     train_and_evaluate(config, str(workdir),
@@ -176,6 +177,9 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default=None, help="both trainers' device argument (default: GPU 0 if any, else cpu)")
     ap.add_argument("--hsv-on-device", default="auto", choices=("auto", "True", "False"),
                     help="yolojax's config.hsv_on_device (auto: the HSV jitter in the train step on GPU/TPU)")
+    ap.add_argument("--warp-on-device", default="auto", choices=("auto", "True", "False"),
+                    help="yolojax's config.warp_on_device (auto: mosaic, warp, flips and jitter in the train step on "
+                         "GPU/TPU)")
     ap.add_argument("--no-ultralytics", action="store_true")
     ap.add_argument("--ultralytics-python", default="/work/ulvenv/bin/python")
     ap.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
@@ -194,7 +198,7 @@ def main(argv=None) -> None:
     use_cpu_cores()  # as the yolojax entry points (YOLOJAX_CPU_DEVICES=N: N host devices)
     from yolojax.engine.devices import largest_divisor_at_most, select_devices
     from yolojax import hostenv
-    from yolojax.engine.trainer import hsv_on_device
+    from yolojax.engine.trainer import hsv_on_device, warp_on_device
 
     chosen = select_devices(args.device)
     n_dev = len(chosen)
@@ -205,8 +209,11 @@ def main(argv=None) -> None:
     date = datetime.date.today().isoformat()
     setting = (f"{args.model}{f' width {args.width}' if args.width else ''} b{args.batch} @{args.imgsz}, "
                f"{args.images} JPEG 640x480, mosaic on, workers {args.workers}, 1 epoch; yolojax on "
-               f"{n_dev} {jax.default_backend()} device(s), HSV jitter "
-               f"{'in the train step' if hsv_on_device(args.hsv_on_device, chosen[0].platform) else 'on the host'}")
+               f"{n_dev} {jax.default_backend()} device(s), "
+               + ("mosaic, warp, flips and HSV jitter in the train step"
+                  if warp_on_device(args.warp_on_device, chosen[0].platform) else
+                  "HSV jitter " + ("in the train step" if hsv_on_device(args.hsv_on_device, chosen[0].platform)
+                                   else "on the host")))
     counted = args.images - min(args.batch, args.images)  # images after the first batch
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

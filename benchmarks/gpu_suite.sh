@@ -93,17 +93,23 @@ run() {
       --ultralytics-python="$ulpy" --no-record
     step val 900 "$py" benchmarks/val_bench.py --images 8 --imgsz 64 --batch 4 --ultralytics-python="$ulpy" --no-record
     step color 900 "$py" benchmarks/color_check.py --batch 2 --imgsz 64 --runs 2 --no-record
-    step loader 900 "$py" benchmarks/data_pipeline.py --workers 1 --batch 4 --images 16 --epochs 2 --imgsz 64 \
-      --hsv-on-device --ul-python "$ulpy"
+    step loader 900 "$py" benchmarks/data_pipeline.py --workers 1 --batch 8 --images 16 --epochs 2 --imgsz 64 \
+      --hsv-on-device --warp-on-device --ul-python "$ulpy"
+    step train_n_bf16_aug 900 $TS $T --dtype bfloat16 --batch 4 --warp-on-device --hsv-on-device
   else
     export YOLOJAX_BENCH_JAX_CACHE=/tmp/jax_cache
     # Priority order (the targets first); limits sum to ~790 s, so the last ones run only in what is left.
     step train_n_bf16 200 $TS --model yolov8n --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --vs-ultralytics
     step e2e 180 "$py" benchmarks/e2e.py --images ${E2E_IMAGES:-1024} --imgsz 640 --batch 64 --workers 8 --ultralytics-python="$ulpy"
-    step color 40 "$py" benchmarks/color_check.py --batch 64 --imgsz 640
-    # the loaders alone at e2e's settings: is the epoch input-bound? (yolojax with the jitter on host and on device)
+    # the loaders alone at e2e's settings: is the epoch input-bound? (yolojax with everything on the host, the jitter
+    # on the device, the mosaic + warp + flips + jitter on the device (the GPU default); Ultralytics)
     step loader 120 "$py" benchmarks/data_pipeline.py --workers 8 --batch 64 --images 1536 --epochs 2 --hsv-on-device \
-      --ul-python "$ulpy" --results benchmarks/RESULTS.md
+      --warp-on-device --ul-python "$ulpy" --results benchmarks/RESULTS.md
+    # exactness of the device jitter and warp on this GPU (fused multiply-adds?) and their cost per batch
+    step color 40 "$py" benchmarks/color_check.py --batch 64 --imgsz 640
+    # what the augmentation adds to the step (augment_ms: composing + warping + jittering a b64 batch alone)
+    step train_n_bf16_aug 80 $TS --model yolov8n --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --warp-on-device \
+      --hsv-on-device
     step train_s_bf16 110 $TS --model yolov8s --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --vs-ultralytics
     step train_n_f32 90 $TS --model yolov8n --batch 64 --imgsz 640 --dtype float32 --steps 20 --vs-ultralytics
     step val 60 "$py" benchmarks/val_bench.py --weights .whl/ckpt_n_last.pt --images 512 --imgsz 640 --batch 32 \

@@ -64,6 +64,33 @@ def make_batch(batch: int, imgsz: int, max_boxes: int, num_classes: int, seed: i
     return {"images": images, "boxes": boxes, "classes": classes, "mask": mask}
 
 
+def add_warp_plans(batch_np: dict, seed: int = 1, layouts: list | None = None) -> dict:
+    """The yolojax batch as ``TrainLoader(warp_on_device=True)`` ships it: the images become the mosaic ``sources``
+    and every sample gets a mosaic of 4 of them + the default random affine + a random left-right flip
+    (``yolojax.ops.warp``). ``layouts``: a list that receives each sample's (slots, rects, M, flip_lr)."""
+    from yolojax.data import augment
+
+    rng = np.random.default_rng(seed)
+    images = batch_np["images"]
+    n, s = images.shape[:2]
+    tiles, cols, rows = [], [], []
+    for _ in range(n):
+        slots = rng.integers(0, n, 4)
+        rects = augment.mosaic_layout([(s, s)] * 4, s, rng)
+        tiles.append([(j, x1a, y1a, x2a, y2a, x1b - x1a, y1b - y1a)
+                      for j, (x1a, y1a, x2a, y2a, x1b, y1b, _, _) in zip(slots, rects)])
+        M, _ = augment.perspective_matrix(rng, (2 * s, 2 * s), (s, s))
+        lr = bool(rng.random() < 0.5)
+        c, r = augment.affine_coordinates(M[:2], (s, s), flip_lr=lr)
+        cols.append(c), rows.append(r)
+        if layouts is not None:
+            layouts.append((slots, rects, M, lr))
+    out = {k: v for k, v in batch_np.items() if k != "images"}
+    out.update(sources=images, warp_tiles=np.asarray(tiles, np.int32), warp_cols=np.stack(cols),
+               warp_rows=np.stack(rows), hsv_to_rgb=np.ones(n, bool))
+    return out
+
+
 def _median_time(fn, warmup: int, runs: int) -> tuple[float, list[float]]:
     for _ in range(warmup):
         fn()
@@ -101,7 +128,7 @@ def time_yolojax(batch_np: dict, args) -> dict:
 
     from yolojax.engine.devices import compiler_options, data_sharding, make_mesh, replicated
     from yolojax.engine.optim import Schedule
-    from yolojax.engine.state import TrainHyper, create_train_state, preprocess, train_step
+    from yolojax.engine.state import TrainHyper, batch_images, create_train_state, preprocess, train_step
     from yolojax.loss import detection_loss
     from yolojax.nn.summary import model_info
     from yolojax.nn.yolo import init_variables
@@ -153,8 +180,14 @@ def time_yolojax(batch_np: dict, args) -> dict:
     out["gflops_per_image"] = model_info(model, imgsz=args.imgsz).gflops
     out["params"] = int(sum(np.prod(p.shape) for p in jax.tree.leaves(variables["params"])))
 
+    if "warp_tiles" in batch or "hsv_tables" in batch:  # what composing + jittering the images costs alone
+        fn = jax.jit(batch_images, compiler_options=opts).lower(batch).compile()
+        med, _ = _median_time(lambda: jax.block_until_ready(fn(batch)), 1, max(3, args.steps // 2))
+        out["augment_ms"] = round(1000 * med, 2)
     if args.breakdown:
         targets = {k: batch[k] for k in ("boxes", "classes", "mask")}
+        if "images" not in batch:
+            batch = dict(batch, images=jax.jit(batch_images)(batch))
         params, stats_ = holder["state"].params, holder["state"].batch_stats
 
         def forward(params, images):
@@ -310,6 +343,9 @@ def parse_args(argv=None):
                         "off YNNPACK), i.e. XLA's defaults")
     p.add_argument("--hsv-on-device", action="store_true",
                    help="the step also applies the HSV jitter (as the trainer on GPU/TPU; Ultralytics' step does not)")
+    p.add_argument("--warp-on-device", action="store_true",
+                   help="the step also composes a mosaic of the batch's images and applies the affine warp, the flips "
+                        "and the HSV jitter (as the trainer on GPU/TPU; Ultralytics' step does not)")
     p.add_argument("--vs-ultralytics", action="store_true")
     p.add_argument("--ultralytics-python", default="/work/ulvenv/bin/python")
     p.add_argument("--ultralytics-half", metavar="INPUTS_NPZ", help=argparse.SUPPRESS)
@@ -352,14 +388,18 @@ def main(argv=None) -> None:
         rng = np.random.default_rng(1)
         batch_np["hsv_tables"] = np.stack([hsv_tables(rng) for _ in range(args.batch)])
         batch_np["hsv_to_rgb"] = np.ones(args.batch, bool)
+    yj_batch = batch_np
+    if args.warp_on_device:
+        yj_batch = add_warp_plans(batch_np)  # (with the jitter's tables when --hsv-on-device added them)
     what = (f"{args.model}{f' width {args.width}' if args.width else ''} b{args.batch} @{args.imgsz} "
             f"{args.dtype}, {args.devices} device(s), M={args.max_boxes} ({int(batch_np['mask'].sum())} boxes)"
+            + (", mosaic + warp + flips in the step" if args.warp_on_device else "")
             + (", HSV jitter in the step" if args.hsv_on_device else ""))
     rows = []
 
     from yolojax import hostenv
 
-    ours = time_yolojax(batch_np, args)
+    ours = time_yolojax(yj_batch, args)
     ips = args.batch / ours["median_s"]
     peak = args.peak_tflops or detect_peak_tflops(ours["device_kind"], args.dtype)
     achieved = 3 * ours["gflops_per_image"] * ips / 1e3  # TFLOP/s
@@ -374,6 +414,8 @@ def main(argv=None) -> None:
            "xla_options": ours["xla_options"], "host_hugepages": hostenv.active(), "label": args.label}
     if "breakdown_ms" in ours:
         rec["breakdown_ms"] = ours["breakdown_ms"]
+    if "augment_ms" in ours:
+        rec["augment_ms"] = ours["augment_ms"]
     print(json.dumps(rec), flush=True)
     machine = machine_line(ours["device_kind"])
     versions = f"python {platform.python_version()}, jax {ours['jax']}"
@@ -382,6 +424,7 @@ def main(argv=None) -> None:
              + (f"; peak mem {rec['peak_mem_gib']} GiB" if rec["peak_mem_gib"] is not None else "")
              + (f"; FLOP util {100 * rec['flop_utilisation']:.1f}% of {peak} TF" if peak else "")
              + (f"; breakdown ms {ours['breakdown_ms']}" if "breakdown_ms" in ours else "")
+             + (f"; augmentation alone {ours['augment_ms']} ms" if "augment_ms" in ours else "")
              + (f"; XLA_FLAGS={rec['xla_flags']}" if rec["xla_flags"] else "")
              + (f"; compiler options {rec['xla_options']}" if rec["xla_options"] else "; XLA default compiler options")
              + ("; glibc huge-page malloc" if rec["host_hugepages"] else "")

@@ -28,9 +28,10 @@ def _run(script: str, *args: str, timeout: int = 600) -> list[dict]:
 
 @pytest.mark.slow
 def test_train_step_script_reports_a_real_step():
-    (rec,) = _run("train_step.py", *TINY, "--steps", "2", "--warmup", "1", "--hsv-on-device")
+    (rec,) = _run("train_step.py", *TINY, "--steps", "2", "--warmup", "1", "--hsv-on-device", "--warp-on-device")
     assert rec["benchmark"] == "train_step" and rec["impl"] == "yolojax"
-    assert rec["setting"].endswith("HSV jitter in the step")
+    assert rec["setting"].endswith("mosaic + warp + flips in the step, HSV jitter in the step")
+    assert rec["augment_ms"] > 0  # the composition + jitter timed alone
     assert rec["median_ms"] > 0 and rec["compile_s"] > 0
     # images/s is batch / median step time
     assert rec["images_per_s"] == pytest.approx(2 / (rec["median_ms"] / 1000), rel=0.02)
@@ -58,3 +59,6 @@ def test_color_check_script_counts_no_difference_from_opencv_on_cpu():
     assert rec["benchmark"] == "color_check" and rec["backend"] == "cpu"
     assert rec["bgr_to_hsv"]["pixels_differing"] == rec["hsv_to_bgr"]["pixels_differing"] == 0
     assert rec["jitter_first4_pixels_differing"] == 0 and rec["jitter_ms"] > 0
+    assert rec["warp_ms"] > 0
+    if tuple(int(v) for v in rec["opencv"].split(".")[:2]) >= (4, 11):  # OpenCV's float32 warp (tests/test_warp.py)
+        assert rec["warp_max_level_difference"] <= 1
