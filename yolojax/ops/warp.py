@@ -42,7 +42,7 @@ def _taps(sources, tiles, cy, cx):
     sx = jnp.clip(cx + dx, 0, sw - 1)
     sy = jnp.clip(cy + dy, 0, sh - 1)
     flat = (jnp.maximum(src, 0) * sh + sy) * sw + sx
-    vals = jnp.take(sources.reshape(-1, sources.shape[-1]), flat, axis=0)
+    vals = jnp.take(sources.reshape(-1, sources.shape[-1]), flat, axis=0, mode="clip")  # in range: a plain gather
     return jnp.where(valid[..., None], vals, jnp.uint8(PAD_VALUE))
 
 
