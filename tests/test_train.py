@@ -216,7 +216,8 @@ def test_hsv_jitter_in_the_train_step_trains_the_same_parameters(full_run, tiny_
     show the jittered images."""
     run = tmp_path / "hsv"
     res = subprocess.run(_train_cmd(run, tiny_model_yaml, shapes_small, ["--config.hsv_on_device=True",
-                                                                        "--config.plots=True"]),
+                                                                        "--config.plots=True",
+                                                                        "--config.checkpoint_every=0"]),
                          env=_env(cpu_split=True), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "dataloader workers (HSV jitter in the train step)" in res.stdout
@@ -238,7 +239,8 @@ def test_mosaic_and_warp_in_the_train_step_train_the_same_model(full_run, tiny_m
     apart a little: 1e-3 after 8 steps here); the train-batch plots show the images the step made."""
     run = tmp_path / "warp"
     res = subprocess.run(_train_cmd(run, tiny_model_yaml, shapes_small, ["--config.warp_on_device=True",
-                                                                        "--config.plots=True"]),
+                                                                        "--config.plots=True",
+                                                                        "--config.checkpoint_every=0"]),
                          env=_env(cpu_split=True), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "dataloader workers (mosaic, affine warp, flips and HSV jitter in the train step)" in res.stdout

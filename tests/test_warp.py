@@ -83,6 +83,17 @@ def test_warp_tiles_matches_opencv_warp_affine(degrees, shear):
     assert (d > 0).mean() < 1e-3, (d > 0).mean()
 
 
+def test_render_warp_plan_draws_the_plan_on_the_host():
+    """The pictures' host drawing of a plan (cv2.remap over the composed canvas) is OpenCV's warp of the mosaic
+    to within a grey level (remap reads the map as given rather than fusing it as warpAffine does; before
+    OpenCV 4.11 both round the map to 1/32 pixel)."""
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        ref, sources, tiles, cols, rows = _mosaic_case(rng, 96, degrees=5.0 * i, lr=i == 1, ud=i == 2)
+        d = np.abs(augment.render_warp_plan(sources, tiles, cols, rows).astype(int) - ref.astype(int))
+        assert d.max() <= 1 and (d > 0).mean() < 1e-2, ((d > 0).mean(), d.max())
+
+
 def test_affine_coordinates_match_the_inverse_map():
     """The per-column and per-row parts add up to OpenCV's inverse map (float64 reference) to float32 precision,
     flips reverse them, and a warp without rotation or shear keeps the columns/rows separable."""

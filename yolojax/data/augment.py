@@ -246,6 +246,21 @@ def affine_coordinates(M, out_hw: tuple[int, int], flip_lr: bool = False, flip_u
     return np.ascontiguousarray(cols), np.ascontiguousarray(rows)
 
 
+def render_warp_plan(sources: np.ndarray, tiles: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """One sample of a ``TrainLoader(warp_on_device=True)`` batch drawn on the host with OpenCV (for pictures and
+    checks; the train step uses ``yolojax.ops.warp.warp_tiles``): the canvas from ``sources`` and ``tiles``
+    (T, 7), then ``cv2.remap`` with the map ``cols``/``rows`` describe. BGR (H, W, 3) uint8, within a grey level of
+    the device's."""
+    used = tiles[tiles[:, 0] >= 0]
+    canvas = np.full((int(used[:, 4].max()), int(used[:, 3].max()), sources.shape[-1]), PAD_VALUE, np.uint8)
+    for k, x1, y1, x2, y2, dx, dy in used:
+        canvas[y1:y2, x1:x2] = sources[k, y1 + dy:y2 + dy, x1 + dx:x2 + dx]
+    map_x = cols[0][None, :] + rows[0][:, None]
+    map_y = cols[1][None, :] + rows[1][:, None]
+    return cv2.remap(canvas, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=(PAD_VALUE,) * 3)
+
+
 def hsv_tables(rng: np.random.Generator, hgain=0.015, sgain=0.7, vgain=0.4, compat: str = "v8") -> np.ndarray | None:
     """The HSV jitter's random part (§4.5): gains ``1 + U(-1, 1)·(h, s, v)gain`` drawn from ``rng`` as one draw of
     3, turned into uint8 (3, 256) lookup tables for H, S, V. Hue: ``x·g mod 180`` (v8) or ``x + (g−1)·180 mod 180``.

@@ -171,19 +171,18 @@ class RunReporter:
         self.tb.scalars(values, step)
 
     def _draw_train_batch(self, step: int, batch: dict) -> None:
+        from yolojax.data.augment import apply_hsv_tables, render_warp_plan
         from yolojax.report import plots
 
-        if "warp_tiles" in batch:  # the train step composes the images: the same function, here
-            from yolojax.engine.state import batch_images
-
-            images = np.asarray(batch_images(batch))
-        elif "hsv_tables" in batch:  # the jitter runs in the train step: apply the same tables here
-            from yolojax.data.augment import apply_hsv_tables
-
+        images = batch.get("images")
+        if "warp_tiles" in batch:  # the train step composes the images: draw the same plans with OpenCV here
+            # (this worker thread stays off JAX, which the training loop is using)
+            images = [render_warp_plan(batch["sources"], *plan)
+                      for plan in zip(batch["warp_tiles"], batch["warp_cols"], batch["warp_rows"])]
+        if "hsv_to_rgb" in batch:  # the jitter (or only the channel order) is the train step's: the same here
+            tables = batch.get("hsv_tables", [None] * len(images))
             images = np.stack([apply_hsv_tables(im, t, bool(rgb))
-                               for im, t, rgb in zip(batch["images"], batch["hsv_tables"], batch["hsv_to_rgb"])])
-        else:
-            images = batch["images"]
+                               for im, t, rgb in zip(images, tables, batch["hsv_to_rgb"])])
         grid = plots.plot_batch(self.save_dir / f"train_batch{step}.jpg", images, batch["boxes"],
                                 batch["classes"], batch["mask"], self.names)
         if self.tb is not None:
