@@ -209,17 +209,21 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(full_run, tiny_model_yaml
     assert _final_state(killed)[0] == 12
 
 
+def _run_with_pictures(run, model, data, *flags):
+    """``full_run``'s training with ``flags``, plots on, checkpoints only at epoch ends (only the end state is read)."""
+    res = subprocess.run(_train_cmd(run, model, data, [*flags, "--config.plots=True", "--config.checkpoint_every=0"]),
+                         env=_env(cpu_split=True), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
 @pytest.mark.slow
 def test_hsv_jitter_in_the_train_step_trains_the_same_parameters(full_run, tiny_model_yaml, shapes_small, tmp_path):
     """config.hsv_on_device=True (the default on GPU/TPU): the loader leaves the HSV jitter to the train step, which
     reproduces OpenCV's pixels, so the run ends in the very state of the host-jitter run; the train-batch plots
     show the jittered images."""
     run = tmp_path / "hsv"
-    res = subprocess.run(_train_cmd(run, tiny_model_yaml, shapes_small, ["--config.hsv_on_device=True",
-                                                                        "--config.plots=True",
-                                                                        "--config.checkpoint_every=0"]),
-                         env=_env(cpu_split=True), capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = _run_with_pictures(run, tiny_model_yaml, shapes_small, "--config.hsv_on_device=True")
     assert "dataloader workers (HSV jitter in the train step)" in res.stdout
     # `python -m yolojax.train` restarted itself with glibc's huge-page malloc (yolojax.hostenv)
     assert ("Host malloc: transparent huge pages" in res.stdout) == sys.platform.startswith("linux")
@@ -238,11 +242,7 @@ def test_mosaic_and_warp_in_the_train_step_train_the_same_model(full_run, tiny_m
     the host-augmented run's to 4 digits (the assigner's choices may flip on such a pixel, so the weights drift
     apart a little: 1e-3 after 8 steps here); the train-batch plots show the images the step made."""
     run = tmp_path / "warp"
-    res = subprocess.run(_train_cmd(run, tiny_model_yaml, shapes_small, ["--config.warp_on_device=True",
-                                                                        "--config.plots=True",
-                                                                        "--config.checkpoint_every=0"]),
-                         env=_env(cpu_split=True), capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = _run_with_pictures(run, tiny_model_yaml, shapes_small, "--config.warp_on_device=True")
     assert "dataloader workers (mosaic, affine warp, flips and HSV jitter in the train step)" in res.stdout
     (step_a, a), (step_b, b) = _final_state(full_run), _final_state(run)
     assert step_a == step_b == 8
