@@ -190,3 +190,22 @@ def test_plans_number_sources_in_the_global_batch(shapes_small):
     got = np.asarray(_images(glob))[8:]
     d = np.abs(got.astype(int) - h1["images"].astype(int))
     assert d.max() <= 1 and (d > 0).mean() < 1e-3
+
+
+@pytest.mark.slow
+def test_worker_processes_ship_the_same_plans(shapes_small):
+    """Grain worker processes build the same sources and plans as the main process (batches are functions of their
+    seed, whatever the worker count)."""
+    from yolojax.data import DetectionDataset, TrainLoader
+
+    ds = DetectionDataset.from_config(shapes_small, "train", imgsz=64, verbose=False)
+    ref = list(TrainLoader(ds, batch_size=8, seed=3, warp_on_device=True).epoch_iterator(1))
+    it = TrainLoader(ds, batch_size=8, seed=3, warp_on_device=True, workers=2).epoch_iterator(1)
+    try:
+        for a in ref:
+            b = next(it)
+            assert set(a) == set(b) and "sources" in b
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    finally:
+        it.close()
