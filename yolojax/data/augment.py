@@ -69,7 +69,7 @@ def letterbox(img: np.ndarray, boxes: np.ndarray | None, new_shape: tuple[int, i
 
 
 def mosaic_layout(sizes, s: int, rng: np.random.Generator):
-    """Where the 4 tiles of a mosaic go (§4.5): the centre (xc, yc), each ~ U(s/2, 3s/2) (y drawn first), and per
+    """Where the 4 tiles of a mosaic go (§4.5): around a centre (xc, yc), each ~ U(s/2, 3s/2) (y drawn first), per
     tile ``(x1a, y1a, x2a, y2a, x1b, y1b, x2b, y2b)``: canvas rectangle ``a`` shows tile rectangle ``b``.
     ``sizes``: the 4 tiles' (h, w); the canvas is 2s × 2s."""
     yc, xc = (int(rng.uniform(s / 2, 3 * s / 2)) for _ in range(2))
