@@ -101,9 +101,9 @@ run() {
     # Priority order (the targets first); limits sum to ~790 s, so the last ones run only in what is left.
     step train_n_bf16 200 $TS --model yolov8n --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --vs-ultralytics
     step e2e 180 "$py" benchmarks/e2e.py --images ${E2E_IMAGES:-1024} --imgsz 640 --batch 64 --workers 8 --ultralytics-python="$ulpy"
-    # the loaders alone at e2e's settings: is the epoch input-bound? (yolojax with everything on the host, the jitter
-    # on the device, the mosaic + warp + flips + jitter on the device (the GPU default); Ultralytics)
-    step loader 120 "$py" benchmarks/data_pipeline.py --workers 8 --batch 64 --images 1536 --epochs 2 --hsv-on-device \
+    # the loaders alone at e2e's settings: is the epoch input-bound? (yolojax with everything on the host, with the
+    # mosaic + warp + flips + jitter left to the device (the GPU default); Ultralytics)
+    step loader 120 "$py" benchmarks/data_pipeline.py --workers 8 --batch 64 --images 1536 --epochs 2 \
       --warp-on-device --ul-python "$ulpy" --results benchmarks/RESULTS.md
     # exactness of the device jitter and warp on this GPU (fused multiply-adds?) and their cost per batch
     step color 40 "$py" benchmarks/color_check.py --batch 64 --imgsz 640
