@@ -188,7 +188,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
         jitter = " (HSV jitter in the train step)" if loader.hsv_on_device else ""
         if loader.requested_warp_on_device:
             jitter += f" (warp on the host: {loader.warp_obstacle()})"
-    _log(f"Image sizes {config.imgsz} train, {config.imgsz} val\nUsing {s.train_loader.workers} dataloader workers"
+    _log(f"Image sizes {config.imgsz} train, {config.imgsz} val\nUsing {loader.workers} dataloader workers"
          f"{jitter}\n"
          f"Logging results to {save_dir}\nStarting training for {epochs} epochs...")
     fire("on_pretrain_routine_end")

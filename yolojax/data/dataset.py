@@ -128,7 +128,6 @@ class _Layout:
 
     tiles: list
     kind: str
-    canvas_hw: tuple[int, int]
     M: np.ndarray
     boxes: np.ndarray
     classes: np.ndarray
@@ -163,7 +162,7 @@ def _layout(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dic
     M, k = augment.perspective_matrix(rng, canvas_hw, (s, s), degrees=hyp["degrees"], translate=hyp["translate"],
                                       scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"])
     boxes, cls = augment.warp_labels(boxes, cls, M, k, (s, s), bool(hyp["perspective"]))
-    return _Layout(tiles, kind, canvas_hw, M, boxes, cls)
+    return _Layout(tiles, kind, M, boxes, cls)
 
 
 def _render(lay: _Layout, s: int, perspective: bool) -> np.ndarray:
