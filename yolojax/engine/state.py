@@ -77,20 +77,22 @@ class TrainState:
 
 def create_train_state(model: nn.Module, variables, hyper: TrainHyper) -> TrainState:
     """A fresh state: optimizer state for the three parameter groups, EMA = a copy of the weights."""
-    params = jax.tree.map(jnp.asarray, variables["params"])
-    batch_stats = jax.tree.map(jnp.asarray, variables["batch_stats"])
-    labels = param_group_labels(params, hyper.frozen_layers)
+    labels = param_group_labels(variables["params"], hyper.frozen_layers)
     s = hyper.schedule
     tx = build_optimizer(hyper.optimizer, lr0=s.lr0, momentum=s.momentum, weight_decay=hyper.weight_decay,
                          labels=labels)
-    opt_state = tx.init(params)
+
+    def fresh(params, batch_stats):  # one compiled program (op by op it compiled ~100 tiny ones: seconds on a CPU)
+        return dict(params=params, batch_stats=batch_stats, opt_state=tx.init(params),
+                    grad_accum=jax.tree.map(jnp.zeros_like, params), ema_params=jax.tree.map(jnp.copy, params),
+                    ema_batch_stats=jax.tree.map(jnp.copy, batch_stats))
+
+    arrays = jax.jit(fresh)(variables["params"], variables["batch_stats"])
     # weight decay is an injected hyperparameter (runtime value): keep it out of the static settings
     hyper = dataclasses.replace(hyper, schedule=None, weight_decay=0.0)
-    return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=opt_state,
-        grad_accum=jax.tree.map(jnp.zeros_like, params), last_opt_step=jnp.full((), -1, jnp.int32),
-        ema_params=jax.tree.map(jnp.array, params), ema_batch_stats=jax.tree.map(jnp.array, batch_stats),
-        ema_updates=jnp.zeros((), jnp.int32), schedule=s.as_arrays(), model=model, tx=tx, hyper=hyper)
+    return TrainState(step=jnp.zeros((), jnp.int32), last_opt_step=jnp.full((), -1, jnp.int32),
+                      ema_updates=jnp.zeros((), jnp.int32), schedule=s.as_arrays(), model=model, tx=tx, hyper=hyper,
+                      **arrays)
 
 
 def clip_by_global_norm_torch(grads, max_norm: float = MAX_GRAD_NORM):

@@ -33,17 +33,19 @@ class ModelInfo:
                 f"{self.gradients:,} gradients, {self.gflops:.1f} GFLOPs")
 
 
-def _conv_and_bn_flops(model: YOLOv8, imgsz: int) -> tuple[float, int]:
-    """(FLOPs of one imgsz x imgsz image, number of nn.Conv modules) from a shape-only trace."""
+def _conv_and_bn_flops(model: YOLOv8, imgsz: int) -> tuple[float, int, dict]:
+    """(FLOPs of one imgsz x imgsz image, number of nn.Conv modules, the variables' shapes) from one shape-only
+    trace."""
     x = jax.ShapeDtypeStruct((1, imgsz, imgsz, 3), jnp.float32)
 
     def run(images):
         variables = model.init(jax.random.key(0), images)
         _, state = model.apply(variables, images, capture_intermediates=lambda m, _: isinstance(m, nn.Conv),
                                mutable=["intermediates"])
-        return variables["params"], state["intermediates"]
+        return variables, state["intermediates"]
 
-    params, inter = jax.eval_shape(run, x)
+    variables, inter = jax.eval_shape(run, x)
+    params = variables["params"]
     flops, n_conv = 0.0, 0
     flat_params = {tuple(k.key for k in kp): leaf for kp, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
     for kp, out in jax.tree_util.tree_flatten_with_path(inter)[0]:
@@ -58,13 +60,12 @@ def _conv_and_bn_flops(model: YOLOv8, imgsz: int) -> tuple[float, int]:
         if bn_path in flat_params:
             flops += 2 * spatial * cout  # BN scale + shift
         n_conv += 1
-    return flops, n_conv
+    return flops, n_conv, variables
 
 
 def model_info(model: YOLOv8, imgsz: int = 640) -> ModelInfo:
-    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    flops, n_conv, variables = _conv_and_bn_flops(model, imgsz)
     trainable = sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
-    flops, n_conv = _conv_and_bn_flops(model, imgsz)
     n_bn = len([1 for kp, _ in jax.tree_util.tree_flatten_with_path(variables["batch_stats"])[0]
                 if kp[-1].key == "mean"])
     plan = model.plan()
