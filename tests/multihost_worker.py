@@ -256,17 +256,31 @@ def worker_env(n_devices: int) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def equivalence_results() -> tuple[dict, str]:
-    """Run ``equivalence`` once per pytest session (4 CPU devices): (its JSON, path of the 3-step npz)."""
+    """Run ``equivalence`` once per pytest session (4 CPU devices): (its JSON, path of the 3-step npz).
+
+    test_multidevice.py and test_multihost.py both read it; under pytest-xdist they may run in different worker
+    processes, which share one result directory per test run (``PYTEST_XDIST_TESTRUNUID``): the first to take
+    its lock runs the worker, the other waits and reads the files."""
+    import fcntl
     import subprocess
     import tempfile
 
-    d = tempfile.mkdtemp(prefix="yolojax_multidevice_")
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id:
+        d = os.path.join(tempfile.gettempdir(), f"yolojax_multidevice_{run_id}")
+        os.makedirs(d, exist_ok=True)
+    else:
+        d = tempfile.mkdtemp(prefix="yolojax_multidevice_")
     out, ref = os.path.join(d, "result.json"), os.path.join(d, "ref4.npz")
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "equivalence", "--out", out, "--ref-out", ref],
-                          env=worker_env(4), capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise AssertionError(f"equivalence worker failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-6000:]}")
+    with open(os.path.join(d, "lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not os.path.exists(out):
+            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "equivalence", "--out", out + ".tmp",
+                                   "--ref-out", ref], env=worker_env(4), capture_output=True, text=True, timeout=900)
+            if proc.returncode != 0:
+                raise AssertionError(f"equivalence worker failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                                     f"{proc.stderr[-6000:]}")
+            os.replace(out + ".tmp", out)
     with open(out) as f:
         return json.load(f), ref
 
