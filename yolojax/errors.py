@@ -4,9 +4,10 @@ from __future__ import annotations
 
 def user_error_types() -> tuple[type, ...]:
     from yolojax.data.dataset_yaml import DatasetError
+    from yolojax.engine.checkpoint import CheckpointMismatchError
     from yolojax.engine.config import ConfigError
     from yolojax.engine.devices import DeviceError
     from yolojax.torch_pickle import CheckpointFormatError, UnsafeCheckpointError
 
     return (DatasetError, ConfigError, DeviceError, CheckpointFormatError, UnsafeCheckpointError,
-            FileNotFoundError)
+            CheckpointMismatchError, FileNotFoundError)
