@@ -137,3 +137,32 @@ def test_frozen_parameters_never_change():
     updates, _ = tx.update(grads, tx.init(params), params)
     assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree.leaves(updates["model_0"]))
     assert float(jnp.abs(updates["model_22"]["cv2_0_2"]["kernel"]).max()) > 0
+
+
+@pytest.mark.parametrize("array", [np.asarray, jnp.asarray], ids=["numpy", "jax"])
+def test_fresh_train_state_holds_distinct_buffers_and_the_optimizer_init(array):
+    """create_train_state (one compiled program): EMA = a copy of the weights, zero accumulator, the optimizer's own
+    init; every array its own buffer (the train step donates the state, so no two leaves may share one), from host
+    (init_variables) or device (loaded) weights."""
+    from yolojax.engine.state import TrainHyper, create_train_state
+
+    params = tiny_params()
+    variables = jax.tree.map(array, {"params": params, "batch_stats": {"model_0": {"bn": {
+        "mean": np.zeros(2, np.float32), "var": np.full(2, 0.9, np.float32)}}}})
+    schedule = Schedule(lr0=0.01, lrf=0.01, epochs=1, nb=10, nw=-1, momentum=0.9, warmup_momentum=0.8,
+                        warmup_bias_lr=0.1, accumulate=1, nbs_over_batch=1.0)
+    state = create_train_state(None, variables, TrainHyper(schedule=schedule, optimizer="SGD"))
+    leaves = jax.tree.leaves((state.params, state.batch_stats, state.opt_state, state.grad_accum, state.ema_params,
+                              state.ema_batch_stats, state.step, state.last_opt_step, state.ema_updates))
+    assert len({x.unsafe_buffer_pointer() for x in leaves}) == len(leaves)
+    for a, b, c, z in zip(jax.tree.leaves(params), jax.tree.leaves(state.params), jax.tree.leaves(state.ema_params),
+                          jax.tree.leaves(state.grad_accum)):
+        np.testing.assert_array_equal(b, a)
+        np.testing.assert_array_equal(c, a)
+        assert not np.any(np.asarray(z))
+    np.testing.assert_array_equal(state.ema_batch_stats["model_0"]["bn"]["var"], np.full(2, 0.9, np.float32))
+    expected = state.tx.init(jax.tree.map(jnp.asarray, params))
+    assert jax.tree.structure(state.opt_state) == jax.tree.structure(expected)
+    for x, y in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(x, y)
+    assert int(state.step) == 0 and int(state.last_opt_step) == -1
