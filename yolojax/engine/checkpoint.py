@@ -57,11 +57,8 @@ class Checkpointer:
         layout = self._layout(step)
         _check_layout(layout, template, f"{self.directory / str(step)}")
         leaves = jax.tree.leaves(template)
-        sharding = leaves[0].sharding
-        abstract = {dt: jax.ShapeDtypeStruct((n,), np.dtype(dt), sharding=sharding)
-                    for dt, n in _packed_sizes(layout).items()}
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                      meta=ocp.args.JsonRestore()))
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_abstract(layout, leaves[0].sharding)), meta=ocp.args.JsonRestore()))
         flat = _unpack({dt: _local(v) for dt, v in restored["state"].items()}, layout)
         arrays = [_put(a, leaf.sharding) for a, leaf in zip(flat.values(), leaves)]
         dynamic = jax.tree.unflatten(jax.tree.structure(template), arrays)
@@ -76,9 +73,8 @@ class Checkpointer:
                                           "with Checkpointer.restore and a train state template.")
         layout = self._layout(step)
         one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        abstract = {dt: jax.ShapeDtypeStruct((n,), np.dtype(dt), sharding=one)
-                    for dt, n in _packed_sizes(layout).items()}
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_abstract(layout, one))))
         return _unpack({dt: np.asarray(v) for dt, v in restored["state"].items()}, layout)
 
     def read_meta(self, step: int | None = None) -> dict:
@@ -131,11 +127,12 @@ def pack(tree) -> tuple[dict[str, jax.Array], list[dict]]:
     return _concatenate(groups), layout
 
 
-def _packed_sizes(layout: list[dict]) -> dict[str, int]:
+def _abstract(layout: list[dict], sharding) -> dict[str, jax.ShapeDtypeStruct]:
+    """The packed vectors' shapes (what to restore), placed with ``sharding``."""
     sizes: dict[str, int] = {}
     for e in layout:
-        sizes[e["dtype"]] = max(sizes.get(e["dtype"], 0), e["offset"] + int(np.prod(e["shape"])))
-    return sizes
+        sizes[e["dtype"]] = sizes.get(e["dtype"], 0) + int(np.prod(e["shape"]))
+    return {dt: jax.ShapeDtypeStruct((n,), np.dtype(dt), sharding=sharding) for dt, n in sizes.items()}
 
 
 def _unpack(vectors: dict[str, np.ndarray], layout: list[dict]) -> dict[str, np.ndarray]:
@@ -158,9 +155,9 @@ def _check_layout(layout: list[dict], template, where: str) -> None:
                                   "model or optimizer?).")
 
 
-def _local(x) -> np.ndarray:
+def _local(x: jax.Array) -> np.ndarray:
     """A replicated array's value on this host (every process holds a full copy)."""
-    return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
+    return np.asarray(x.addressable_data(0))
 
 
 def _put(value: np.ndarray, sharding) -> jax.Array:
