@@ -6,6 +6,9 @@ process group when it starts, so these runs cannot share the pytest process).
     # one of 2 processes x 2 CPU devices: 3 steps, a collective checkpoint, then process 1 dies
     python tests/multihost_worker.py train --steps 3 --out p0.npz --ckpt DIR --die-process 1 \
         --coordinator 127.0.0.1:PORT --num-processes 2 --process-id 0
+    # one of 2 processes: wait_for_peers with process 1 arriving --late seconds late, then a barrier it skips
+    python tests/multihost_worker.py barrier --out unused --late 4 --coordinator 127.0.0.1:PORT \
+        --num-processes 2 --process-id 0
 
 The tiny model: YOLOv8(multiples=(0.33, 0.0625, 1024), num_classes=3), 64x64 inputs, global batch 8, random
 boxes; SGD without warmup, so the first step already updates the weights.
@@ -87,7 +90,7 @@ def run_steps(devices, steps: int, *, per_device_bn: bool = False, accumulate: i
     import jax
 
     from yolojax.engine.devices import data_sharding, make_mesh, replicated
-    from yolojax.engine.distributed import collective_failure_guard, global_batch, process_rows
+    from yolojax.engine.distributed import collective_failure_guard, compile_everywhere, global_batch, process_rows
     from yolojax.engine.per_device_bn import make_train_step_per_device_bn
     from yolojax.engine.state import create_train_state, train_step
 
@@ -104,7 +107,10 @@ def run_steps(devices, steps: int, *, per_device_bn: bool = False, accumulate: i
     for i in range(steps):
         local = jax.tree.map(lambda x: x[process_rows(x.shape[0])], batch_fn(i))
         with collective_failure_guard():
-            state, metrics = step_fn(state, global_batch(local, data))
+            batch = global_batch(local, data)
+            if i == 0:
+                compile_everywhere(step_fn, state, batch, what="compiling the train step")
+            state, metrics = step_fn(state, batch)
             jax.block_until_ready(metrics)
         yield i, state, metrics
 
@@ -177,13 +183,7 @@ def task_equivalence(args):
 def task_train(args):
     """``args.steps`` steps on every CPU device of every process, a collective checkpoint, the parameters
     to ``args.out``; then, with ``--die-process P``, process P kills itself and the others try one more step."""
-    jax = _configure_jax()
-    if args.num_processes > 1:
-        from yolojax.engine.distributed import maybe_initialize
-
-        maybe_initialize({"coordinator_address": args.coordinator, "num_processes": args.num_processes,
-                          "process_id": args.process_id, "dist_init_timeout": 60,
-                          "dist_heartbeat_timeout": args.heartbeat})
+    jax = _join(args) if args.num_processes > 1 else _configure_jax()
     from yolojax.engine.devices import select_devices
     from yolojax.engine.distributed import collective_failure_guard
 
@@ -218,9 +218,42 @@ def task_train(args):
     print(f"process {me} finished a step without its peer", flush=True)
 
 
+def _join(args):
+    jax = _configure_jax()
+    from yolojax.engine.distributed import maybe_initialize
+
+    maybe_initialize({"coordinator_address": args.coordinator, "num_processes": args.num_processes,
+                      "process_id": args.process_id, "dist_init_timeout": 60,
+                      "dist_heartbeat_timeout": args.heartbeat})
+    return jax
+
+
+def task_barrier(args):
+    """``wait_for_peers`` across processes: process 1 arrives ``args.late`` s late at the first barrier; at the
+    second only process 0 arrives (2 s limit) and must get a DistributedError."""
+    jax = _join(args)
+    from yolojax.engine.distributed import DistributedError, wait_for_peers
+
+    me = jax.process_index()
+    if me == 1:
+        time.sleep(args.late)
+    t = time.time()
+    print(f"process {me} at barrier {t:.3f}", flush=True)
+    wait_for_peers("the test barrier")
+    print(f"process {me} passed barrier {time.time():.3f} waited {time.time() - t:.3f}", flush=True)
+    if me == 0:
+        try:
+            wait_for_peers("the second barrier", timeout_s=2)
+            print("process 0 passed the second barrier alone", flush=True)
+        except DistributedError as e:
+            print(f"DistributedError: {e}", flush=True)
+    else:
+        time.sleep(4)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("task", choices=("equivalence", "train"))
+    ap.add_argument("task", choices=("equivalence", "train", "barrier"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--ref-out")
     ap.add_argument("--steps", type=int, default=3)
@@ -230,12 +263,10 @@ def main(argv=None):
     ap.add_argument("--process-id", type=int, default=0)
     ap.add_argument("--die-process", type=int)
     ap.add_argument("--heartbeat", type=int, default=10)
+    ap.add_argument("--late", type=float, default=0.0)
     args = ap.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if args.task == "equivalence":
-        task_equivalence(args)
-    else:
-        task_train(args)
+    {"equivalence": task_equivalence, "train": task_train, "barrier": task_barrier}[args.task](args)
 
 
 # ---- used by the tests (pytest process) -------------------------------------------------------------------

@@ -95,7 +95,7 @@ RESUME_OVERRIDES = ("device", "workers", "epochs", "patience", "val", "plots", "
 def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callable]] | None = None) -> dict:
     """Train per ``config`` into ``workdir`` (default runs/detect/trainN); returns the final metrics dict."""
     config = _host_config(config)
-    from yolojax.engine.distributed import maybe_initialize
+    from yolojax.engine.distributed import compile_everywhere, maybe_initialize
 
     enable_compile_cache()  # acts if nothing was compiled yet in this process (see enable_compile_cache)
     from yolojax.report.callbacks import default_callbacks
@@ -221,6 +221,9 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                 batch, device_batch = next(batches)
                 key = (batch_image_shape(batch), batch["boxes"].shape)
                 t0 = time.time()
+                if key not in shapes_seen:  # several processes: all have compiled it before its first collective
+                    compile_everywhere(step_fn, state, device_batch,
+                                       what=f"compiling the train step for images {key[0]}, boxes {key[1]}")
                 state, m = step_fn(state, device_batch)
                 if key not in shapes_seen:  # the first call of a shape traces and compiles (or hits a cache)
                     jax.block_until_ready(m["loss"])

@@ -20,11 +20,18 @@ whose peer vanished fails at once on CPU (gloo "Connection reset by peer"); ``co
 turns that into a ``DistributedError`` naming what happened. ``StepWatchdog`` covers the remaining case: a
 peer that is alive but stuck (its heartbeats continue while the others wait in a collective).
 
+A program's first collective also waits for its peers, but gloo (CPU) gives up after a fixed 30 s, and compile
+times of the same program differ between processes (load, a warm or cold compile cache) by more than that.
+``compile_everywhere`` compiles a program ahead of time and returns when every process has compiled it
+(``wait_for_peers``: a barrier of the coordination service, not a device collective, bounded by
+``YOLOJAX_DIST_COMPILE_TIMEOUT`` seconds, default 3600).
+
 CPU collectives across processes use gloo (``jax_cpu_collectives_implementation``, set here when unset).
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import threading
@@ -36,6 +43,7 @@ import numpy as np
 
 DEFAULT_INIT_TIMEOUT = 300
 DEFAULT_HEARTBEAT_TIMEOUT = 100
+DEFAULT_COMPILE_TIMEOUT = 3600
 
 
 class DistributedError(RuntimeError):
@@ -192,6 +200,41 @@ def local_value(tree):
         return np.asarray(x)
 
     return jax.tree.map(one, tree)
+
+
+_BARRIER_IDS = itertools.count()
+
+
+def wait_for_peers(what: str, timeout_s: float | None = None) -> None:
+    """Return when every process of the run has called ``wait_for_peers`` as often as this one (a no-op in a
+    single-process run). A barrier of JAX's coordination service: no device collective, so no 30 s gloo limit.
+    Raises ``DistributedError`` after ``timeout_s`` seconds (default ``YOLOJAX_DIST_COMPILE_TIMEOUT`` or 3600)
+    or when a peer died meanwhile."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as _d  # the client JAX's own multi-process tests use for barriers
+
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("YOLOJAX_DIST_COMPILE_TIMEOUT", DEFAULT_COMPILE_TIMEOUT))
+    barrier = f"yolojax_barrier_{next(_BARRIER_IDS)}"  # every process calls in the same order: same ids
+    try:
+        _d.global_state.client.wait_at_barrier(barrier, int(timeout_s * 1000))
+    except Exception as e:  # noqa: BLE001 - a timeout and a dead peer are the same user-facing problem
+        raise DistributedError(
+            f"Process {jax.process_index()} of {jax.process_count()} waited for the others to finish {what}, "
+            f"in vain ({type(e).__name__}: {str(e).splitlines()[0][:300]}; limit {timeout_s:.0f} s). Another process "
+            f"most likely died or is stuck; see its log. Restart all processes with --config.resume=<run dir> to "
+            f"continue from the last checkpoint.") from e
+
+
+def compile_everywhere(jitted, *args, what: str = "compiling") -> None:
+    """In a multi-process run, compile ``jitted`` for ``args`` ahead of time (``jitted(*args)`` then finds it
+    compiled) and return only when every process has compiled it: the program's first collective then finds all
+    its peers within gloo's 30 s. A no-op in a single-process run (the first call compiles, as usual)."""
+    if jax.process_count() == 1:
+        return
+    jitted.lower(*args).compile()
+    wait_for_peers(what)
 
 
 _COLLECTIVE_FAILURE_MARKERS = ("gloo", "connection reset", "coordination service", "heartbeat", "task died",
