@@ -204,7 +204,14 @@ def task_train(args):
         with collective_failure_guard("saving the checkpoint"):
             ck = Checkpointer(args.ckpt)
             ck.save(args.steps, state, {"processes": jax.process_count()})
+            # every process restores it onto the same global mesh (as a multi-host resume does)
+            restored, meta = ck.restore(state)
             ck.close()
+        got, want = flat(restored), flat(state)
+        equal = got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+        n_dev = len(jax.tree.leaves(restored.params)[0].sharding.device_set)
+        print(f"process {me} restored step {int(restored.step)} of the {meta['processes']}-process checkpoint on "
+              f"{n_dev} devices: {'equal' if equal else 'DIFFERENT'}", flush=True)
     np.savez(args.out, **flat({"params": state.params, "batch_stats": state.batch_stats}))
     print(f"process {me} saved ({time.time() - t0:.1f}s)", flush=True)
     if args.die_process is None:

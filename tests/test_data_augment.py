@@ -54,7 +54,7 @@ def test_validation_letterbox_exact(fixture_ds, fixtures_dir, mode):
 
 def _stats(ds, n, mosaic, compat):
     hyp = augment_hyp()
-    counts, wh, n_in, n_out = [], [], 0, 0
+    counts, wh = [], []
     for k in range(n):
         rng = np.random.default_rng([123, k])
         img, b, c = train_sample(ds, k % len(ds), rng, hyp, mosaic=mosaic, compat=compat)

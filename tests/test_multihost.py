@@ -3,9 +3,9 @@
 Two processes x two CPU devices on 127.0.0.1 (gloo collectives) run 3 train steps, each process feeding only
 its half of every global batch through ``jax.make_array_from_process_local_data``; the parameters must match
 the single-process 4-device run (``multihost_worker.equivalence_results``, shared with test_multidevice.py).
-They then save an Orbax checkpoint collectively, which restores here in one process (one device). Finally
-process 1 is killed and process 0, trying its next step, must exit with a clear error within a bounded time
-instead of hanging (heartbeat timeout 10 s).
+They then save an Orbax checkpoint collectively and restore it together onto the same 4-device mesh; it also
+restores here in one process (one device). Finally process 1 is killed and process 0, trying its next step, must
+exit with a clear error within a bounded time instead of hanging (heartbeat timeout 10 s).
 """
 from __future__ import annotations
 
@@ -95,6 +95,9 @@ def test_collective_checkpoint_restores_in_one_process(two_processes):
 
     ckdir = two_processes["dir"] / "ckpt"
     assert Checkpointer(ckdir).latest_step() == 3, two_processes["logs"][0][-3000:]
+    for pid in range(2):  # restored by both processes onto the global 4-device mesh: the saved state, exactly
+        log = two_processes["logs"][pid]
+        assert f"process {pid} restored step 3 of the 2-process checkpoint on 4 devices: equal" in log, log[-3000:]
     template = jax.device_put(create_train_state(*W.tiny_setup()), replicated(make_mesh(jax.devices()[:1])))
     state, meta = Checkpointer(ckdir).restore(template)
     assert meta["processes"] == 2 and int(state.step) == 3

@@ -145,7 +145,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise UnsafeCheckpointError(f"{self._source}: unexpected persistent id {pid!r}")
-        storage_type, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
+        storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])  # pid[3]: the device location, unused
         if not isinstance(storage_type, _StorageType):
             raise UnsafeCheckpointError(f"{self._source}: unexpected storage type {storage_type!r}")
         if key not in self._storages:
