@@ -7,7 +7,7 @@ process group when it starts, so these runs cannot share the pytest process).
     python tests/multihost_worker.py train --steps 3 --out p0.npz --ckpt DIR --die-process 1 \
         --coordinator 127.0.0.1:PORT --num-processes 2 --process-id 0
     # one of 2 processes: wait_for_peers with process 1 arriving --late seconds late, then a barrier it skips
-    python tests/multihost_worker.py barrier --out unused --late 4 --coordinator 127.0.0.1:PORT \
+    python tests/multihost_worker.py barrier --out unused --late 6 --coordinator 127.0.0.1:PORT \
         --num-processes 2 --process-id 0
 
 The tiny model: YOLOv8(multiples=(0.33, 0.0625, 1024), num_classes=3), 64x64 inputs, global batch 8, random
