@@ -5,7 +5,9 @@ its half of every global batch through ``jax.make_array_from_process_local_data`
 the single-process 4-device run (``multihost_worker.equivalence_results``, shared with test_multidevice.py).
 They then save an Orbax checkpoint collectively and restore it together onto the same 4-device mesh; it also
 restores here in one process (one device). Finally process 1 is killed and process 0, trying its next step, must
-exit with a clear error within a bounded time instead of hanging (heartbeat timeout 10 s).
+exit with a clear error within a bounded time instead of hanging (heartbeat timeout 10 s). The README's own
+several-hosts command (``python -m yolojax.train`` with coordinator_address / num_processes / process_id) runs
+as two processes of one CPU device each.
 """
 from __future__ import annotations
 
@@ -142,3 +144,50 @@ def test_wait_for_peers_is_a_barrier_with_a_bounded_wait(tmp_path):
     assert times[0][1] >= times[1][0], times  # ... and process 0 left the barrier only after it came
     assert "DistributedError: Process 0 of 2 waited for the others to finish the second barrier" in logs[0], logs[0]
     assert "limit 2 s" in logs[0] and "passed the second barrier alone" not in logs[0]
+
+
+@pytest.mark.slow
+def test_trainer_runs_as_two_processes_as_the_readme_says(tmp_path, tiny_model_yaml, shapes_small):
+    """The README's several-hosts command: ``python -m yolojax.train`` twice with coordinator_address,
+    num_processes and process_id (here 2 processes x 1 CPU device on 127.0.0.1, one shared disk). Both finish;
+    only process 0 logs; the checkpoint is the collective one, and its EMA weights are the ones process 0 exported."""
+    from yolojax.engine.checkpoint import Checkpointer
+    from yolojax.weights import load_checkpoint
+
+    port = free_port()
+    run = tmp_path / "run"
+    env = W.worker_env(1)
+    env.update(JAX_COMPILATION_CACHE_DIR=env.get("YOLOJAX_TEST_JAX_CACHE", ""), PYTHONUNBUFFERED="1")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "yolojax.train", f"--config={TESTS.parent / 'configs' / 'default.py'}", f"--workdir={run}",
+         f"--config.model={tiny_model_yaml}", f"--config.data={shapes_small}", "--config.imgsz=64", "--config.batch=8",
+         "--config.epochs=1", "--config.close_mosaic=0", "--config.workers=0", "--config.val=False",
+         "--config.plots=False", "--config.warmup_epochs=0", f"--config.coordinator_address=127.0.0.1:{port}",
+         "--config.num_processes=2", f"--config.process_id={pid}", "--config.dist_init_timeout=120"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in range(2)]
+    try:
+        logs = [p.communicate(timeout=480)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for pid, p in enumerate(procs):
+        assert p.returncode == 0, f"process {pid}:\n{logs[pid][-4000:]}"
+    assert "Starting training for 1 epochs" in logs[0] and "Results saved to" in logs[0], logs[0][-3000:]
+    progress = re.compile(r"^\s*1/1\s+[0-9.]+G\s", re.M)  # an epoch's progress line: "  1/1  0G  6.8 ..."
+    assert progress.search(logs[0]), logs[0][-3000:]
+    for marker in ("Starting training", "box_loss", "Results saved"):  # process 1 trains silently
+        assert marker not in logs[1], logs[1][-3000:]
+    assert not progress.search(logs[1]), logs[1][-3000:]
+    rows = (run / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 2 and rows[1].split(",")[0].strip() == "1", rows
+    ck = Checkpointer(run / "weights" / "ckpt")
+    assert ck.latest_step() == 4  # 32 images, global batch 8 (4 rows from each process)
+    saved = ck.read_arrays()
+    ck.close()
+    exported = load_checkpoint(run / "weights" / "last.npz").variables
+    leaves = jax.tree_util.tree_leaves_with_path(exported)
+    assert len(leaves) > 100
+    for path, value in leaves:
+        key = jax.tree_util.keystr(path)  # "['params'][...]" is the state's "['ema_params'][...]"
+        np.testing.assert_array_equal(np.asarray(value), saved["['ema_" + key[2:]], err_msg=key)

@@ -240,7 +240,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                 fire("on_train_batch_end")
                 done = i + 1 == nb
                 current = (dev_sum, m["instances"], i + 1 - first_step)
-                if tty or done:
+                if tty or (done and is_main):
                     # Mid-epoch lines show the previous step's running means: reading them waits for that step only,
                     # while this one is already queued, so the device never idles on a progress line. The epoch's last
                     # line is exact.
