@@ -53,15 +53,16 @@ def e2e_run(tiny_model_yaml, tmp_path_factory):
         workers=0, optimizer="AdamW", lr0=0.004, momentum=0.9, warmup_epochs=0.0, val=False, plots=False,
         tensorboard=False, seed=0))
     t0 = time.time()
-    out = train_and_evaluate(cfg, workdir)
-    return out, workdir, time.time() - t0
+    seen = {}
+    out = train_and_evaluate(cfg, workdir, callbacks={"on_train_end": [lambda ctx: seen.update(ctx=ctx)]})
+    return out, workdir, time.time() - t0, seen["ctx"]
 
 
 @pytest.mark.slow
 def test_training_learns_and_writes_the_run_directory(e2e_run):
     from yolojax.report.results import read_results_csv
 
-    out, workdir, _ = e2e_run
+    out, workdir, _, _ = e2e_run
     for rel in ("args.yaml", "results.csv", "weights/last.npz", "weights/best.npz"):
         assert (workdir / rel).is_file(), rel
     assert any((workdir / "weights" / "ckpt").iterdir())
@@ -78,6 +79,18 @@ def test_training_learns_and_writes_the_run_directory(e2e_run):
 
 
 @pytest.mark.slow
+def test_a_run_compiles_few_train_step_shapes(e2e_run):
+    """Issue 10: at most 5 distinct compiled train-step shapes per run. Here 30 epochs, mosaic on then off for the
+    last 5 (box counts per batch change a lot): images always (8, 64, 64, 3), boxes padded to a bucket."""
+    from yolojax.data.loader import BUCKETS
+
+    shapes = e2e_run[3].step_shapes
+    assert 1 <= len(shapes) <= 5 and len(set(shapes)) == len(shapes), shapes
+    for images, boxes in shapes:
+        assert images == (8, 64, 64, 3) and boxes[0] == 8 and boxes[1] in BUCKETS and boxes[2] == 4, shapes
+
+
+@pytest.mark.slow
 def test_standalone_val_of_the_trained_weights_with_save_json(e2e_run, tmp_path):
     """The run's best weights, validated standalone, reproduce the trainer's final numbers; save_json writes
     COCO files and, when pycocotools is installed, COCO's own AP lands near ours."""
@@ -85,7 +98,7 @@ def test_standalone_val_of_the_trained_weights_with_save_json(e2e_run, tmp_path)
 
     from yolojax.val import validate_weights
 
-    out, workdir, _ = e2e_run
+    out, workdir, _, _ = e2e_run
     data = json.loads(json.dumps(__import__("yaml").safe_load((workdir / "args.yaml").read_text())))["data"]
     m = validate_weights(workdir / "weights" / "best.npz", data, imgsz=64, batch=32, save_json=True,
                          project=str(tmp_path), name="val")

@@ -52,6 +52,7 @@ class RunContext:
     val: Any = None  # the last ValResult
     metrics: dict = dataclasses.field(default_factory=dict)
     compile_seconds: float = 0.0
+    step_shapes: list = dataclasses.field(default_factory=list)  # (image shape, boxes shape) of each compiled step
     images_per_second: float = 0.0
     final: Any = None  # ValResult of the final validation (best weights)
 
@@ -228,6 +229,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                 if key not in shapes_seen:  # the first call of a shape traces and compiles (or hits a cache)
                     jax.block_until_ready(m["loss"])
                     shapes_seen.add(key)
+                    ctx.step_shapes.append(key)
                     dt = time.time() - t0
                     ctx.compile_seconds += dt
                     t_epoch += dt  # images/s measures steps, not compiles
