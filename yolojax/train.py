@@ -195,7 +195,6 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     fire("on_pretrain_routine_end")
     fire("on_train_start")
     t_start = time.time()
-    shapes_seen: set = set()
     stop = False
     epoch = start_epoch
     it = s.train_loader.iterator(start_epoch, start_step, end_epoch=epochs) if start_epoch < epochs else None
@@ -222,19 +221,19 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                 batch, device_batch = next(batches)
                 key = (batch_image_shape(batch), batch["boxes"].shape)
                 t0 = time.time()
-                if key not in shapes_seen:  # several processes: all have compiled it before its first collective
+                new_shape = key not in ctx.step_shapes  # its first call traces and compiles (or hits a cache)
+                if new_shape:  # several processes: all have compiled it before its first collective
                     compile_everywhere(step_fn, state, device_batch,
                                        what=f"compiling the train step for images {key[0]}, boxes {key[1]}")
                 state, m = step_fn(state, device_batch)
-                if key not in shapes_seen:  # the first call of a shape traces and compiles (or hits a cache)
+                if new_shape:
                     jax.block_until_ready(m["loss"])
-                    shapes_seen.add(key)
                     ctx.step_shapes.append(key)
                     dt = time.time() - t0
                     ctx.compile_seconds += dt
                     t_epoch += dt  # images/s measures steps, not compiles
                     _log(("\n" if tty and i > first_step else "") + f"compiled train step for images {key[0]}, "
-                         f"boxes {key[1]} in {dt:.1f}s ({len(shapes_seen)} shape(s) so far)")
+                         f"boxes {key[1]} in {dt:.1f}s ({len(ctx.step_shapes)} shape(s) so far)")
                 dev_sum = dev_sum + jnp.stack([m["box_loss"], m["cls_loss"], m["dfl_loss"]])
                 n_images += batch["boxes"].shape[0]
                 ctx.step, ctx.batch, ctx.batch_metrics = epoch * nb + i, batch, m

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from yolojax.engine.distributed import local_value
+
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint holds a different train state (other model, optimizer or layout) than the one to restore."""
@@ -59,7 +61,7 @@ class Checkpointer:
         leaves = jax.tree.leaves(template)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(_abstract(layout, leaves[0].sharding)), meta=ocp.args.JsonRestore()))
-        flat = _unpack({dt: _local(v) for dt, v in restored["state"].items()}, layout)
+        flat = _unpack(local_value(restored["state"]), layout)
         arrays = [_put(a, leaf.sharding) for a, leaf in zip(flat.values(), leaves)]
         dynamic = jax.tree.unflatten(jax.tree.structure(template), arrays)
         return state_template.replace(**dynamic), dict(restored["meta"])
@@ -75,7 +77,7 @@ class Checkpointer:
         one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(_abstract(layout, one))))
-        return _unpack({dt: np.asarray(v) for dt, v in restored["state"].items()}, layout)
+        return _unpack(local_value(restored["state"]), layout)
 
     def read_meta(self, step: int | None = None) -> dict:
         step = self._step(step)
@@ -153,11 +155,6 @@ def _check_layout(layout: list[dict], template, where: str) -> None:
                                           "model, number of classes or optimizer?).")
     raise CheckpointMismatchError(f"{where} holds {len(have)} arrays, this run's train state {len(want)} (another "
                                   "model or optimizer?).")
-
-
-def _local(x: jax.Array) -> np.ndarray:
-    """A replicated array's value on this host (every process holds a full copy)."""
-    return np.asarray(x.addressable_data(0))
 
 
 def _put(value: np.ndarray, sharding) -> jax.Array:
