@@ -171,8 +171,17 @@ def time_yolojax(batch_np: dict, args) -> dict:
     pipelined_s = (time.perf_counter() - t0) / args.steps
     loss = holder["first_loss"]
 
+    def run_steps(k: int) -> list[float]:  # for --interleave: k synchronised steps, their times
+        times = []
+        for _ in range(k):
+            start = time.perf_counter()
+            one()
+            times.append(time.perf_counter() - start)
+        return times
+
     out = {"compile_s": compile_s, "median_s": median_s, "min_s": min(times), "pipelined_s": pipelined_s,
-           "loss": loss, "jax": jax.__version__, "xla_options": opts, "backend": jax.default_backend(),
+           "run_steps": run_steps, "loss": loss, "jax": jax.__version__, "xla_options": opts,
+           "backend": jax.default_backend(),
            "device_kind": devices[0].device_kind, "n_devices": len(devices)}
     stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
     if stats:
@@ -213,8 +222,9 @@ def time_yolojax(batch_np: dict, args) -> dict:
     return out
 
 
-def time_ultralytics_here(inputs_path: str, args) -> dict:
-    """Runs under the Ultralytics interpreter: torch only."""
+def ultralytics_step(inputs_path: str, args):
+    """Runs under the Ultralytics interpreter (torch only): ``(one, sync, info)`` for the same batch - ``one(wait)``
+    is one training step, ``info()`` the versions, first loss and peak memory."""
     import torch
     import ultralytics
     from ultralytics.cfg import get_cfg
@@ -263,41 +273,121 @@ def time_ultralytics_here(inputs_path: str, args) -> dict:
             sync()
             result.setdefault("loss", float(loss.sum()))  # the loss of the initial weights
 
+    def info() -> dict:
+        out = {"loss": result.get("loss"), "ultralytics": ultralytics.__version__, "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "device": torch.cuda.get_device_name() if cuda else "cpu"}
+        if cuda:
+            out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        return out
+
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    return one, sync, info
+
+
+def time_ultralytics_here(inputs_path: str, args) -> dict:
+    one, sync, info = ultralytics_step(inputs_path, args)
     median_s, times = _median_time(one, max(args.warmup, 1), args.steps)
     t0 = time.perf_counter()  # back to back, one sync at the end (GradScaler.step still reads found_inf each step)
     for _ in range(args.steps):
         one(wait=False)
     sync()
     pipelined_s = (time.perf_counter() - t0) / args.steps
-    out = {"median_s": median_s, "min_s": min(times), "pipelined_s": pipelined_s, "loss": result["loss"],
-           "ultralytics": ultralytics.__version__,
-           "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "device": torch.cuda.get_device_name() if cuda else "cpu"}
-    if cuda:
-        out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    return out
+    return {"median_s": median_s, "min_s": min(times), "pipelined_s": pipelined_s, **info()}
+
+
+def serve_ultralytics_here(inputs_path: str, args) -> None:
+    """``--interleave``'s Ultralytics side: warm up, say ``ready``, then time ``K`` synchronised steps for each
+    ``K`` read from stdin (one JSON list of seconds per line) until EOF; last line: ``info()``."""
+    one, _, info = ultralytics_step(inputs_path, args)
+    for _ in range(max(args.warmup, 1)):
+        one()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        times = []
+        for _ in range(int(line)):
+            start = time.perf_counter()
+            one()
+            times.append(time.perf_counter() - start)
+        print(json.dumps(times), flush=True)
+    print(json.dumps(info()), flush=True)
+
+
+def interleaved_times(step_a, step_b, rounds: int, per_round: int, pause_s: float = 0.3) -> dict:
+    """Time two step functions in alternating blocks of ``per_round`` steps, ``rounds`` times (the first of each
+    pair alternates, so neither always runs after the other's pause), so that both see the same machine: on a shared
+    VM the speed drifts by more than the difference being measured. ``step_x(k)`` runs k synchronised steps and
+    returns their times in seconds. Returns both medians, their ratio b/a (a's speed-up over b) and the median of
+    the per-round ratios."""
+    times_a, times_b, ratios = [], [], []
+    for r in range(rounds):
+        order = (("a", step_a), ("b", step_b)) if r % 2 == 0 else (("b", step_b), ("a", step_a))
+        got = {}
+        for name, step in order:
+            time.sleep(pause_s)  # let the other side's threads go idle
+            got[name] = list(step(per_round))
+        times_a += got["a"]
+        times_b += got["b"]
+        ratios.append(statistics.median(got["b"]) / statistics.median(got["a"]))
+    med_a, med_b = statistics.median(times_a), statistics.median(times_b)
+    return {"median_a_s": med_a, "median_b_s": med_b, "ratio": med_b / med_a,
+            "round_ratio_median": statistics.median(ratios), "round_ratios": ratios,
+            "times_a": times_a, "times_b": times_b}
+
+
+def ultralytics_command(inputs_path: Path, args, *extra: str) -> tuple[list[str], dict]:
+    """The Ultralytics half's command line and environment (without yolojax's malloc tunable, yolojax.hostenv)."""
+    from yolojax.hostenv import original_env
+
+    env = dict(original_env(), YOLO_OFFLINE="1")
+    env.pop("XLA_FLAGS", None)
+    cmd = [args.ultralytics_python, str(Path(__file__).resolve()), "--ultralytics-half", str(inputs_path),
+           f"--model={args.model}", f"--batch={args.batch}", f"--imgsz={args.imgsz}",
+           f"--num-classes={args.num_classes}", f"--warmup={args.warmup}", f"--steps={args.steps}", *extra]
+    if args.width is not None:  # the same custom-width architecture, as an Ultralytics model dict
+        cmd.append(f"--model-yaml={json.dumps(ultralytics_model_dict(build_model(args)))}")
+    return cmd, env
 
 
 def time_ultralytics(batch_np: dict, args) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "inputs.npz"
         np.savez(path, **batch_np)
-        from yolojax.hostenv import original_env
-
-        env = dict(original_env(), YOLO_OFFLINE="1")  # without yolojax's malloc tunable (yolojax.hostenv)
-        env.pop("XLA_FLAGS", None)
-        cmd = [args.ultralytics_python, str(Path(__file__).resolve()), "--ultralytics-half", str(path),
-               f"--model={args.model}", f"--batch={args.batch}", f"--imgsz={args.imgsz}",
-               f"--num-classes={args.num_classes}", f"--warmup={args.warmup}", f"--steps={args.steps}"]
-        if args.width is not None:  # the same custom-width architecture, as an Ultralytics model dict
-            cmd.append(f"--model-yaml={json.dumps(ultralytics_model_dict(build_model(args)))}")
+        cmd, env = ultralytics_command(path, args)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600, cwd=tmp)
     if proc.returncode != 0:
         print(f"Ultralytics half failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
         return None
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def interleave_with_ultralytics(batch_np: dict, run_steps, args) -> dict | None:
+    """``--interleave``: yolojax's steps (``run_steps``) and Ultralytics' (a server process) in alternating blocks."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "inputs.npz"
+        np.savez(path, **batch_np)
+        cmd, env = ultralytics_command(path, args, "--serve")
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, cwd=tmp)
+        try:
+            if json.loads(proc.stdout.readline() or "{}").get("ready") is not True:
+                proc.kill()
+                print(f"Ultralytics half failed:\n{proc.stderr.read()[-3000:]}", file=sys.stderr)
+                return None
+
+            def ultralytics_steps(k: int) -> list[float]:
+                proc.stdin.write(f"{k}\n")
+                proc.stdin.flush()
+                return json.loads(proc.stdout.readline())
+
+            result = interleaved_times(run_steps, ultralytics_steps, args.interleave, args.steps)
+            proc.stdin.close()
+            result["ultralytics"] = json.loads(proc.stdout.readline())
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return result
 
 
 def detect_peak_tflops(device_kind: str, dtype: str) -> float | None:
@@ -347,6 +437,10 @@ def parse_args(argv=None):
                    help="the step also composes a mosaic of the batch's images and applies the affine warp, the flips "
                         "and the HSV jitter (as the trainer on GPU/TPU; Ultralytics' step does not)")
     p.add_argument("--vs-ultralytics", action="store_true")
+    p.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
+                   help="with --vs-ultralytics: also time both in ROUNDS alternating blocks of --steps steps each "
+                        "(Ultralytics as a server process), for a ratio on a machine whose speed drifts")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ultralytics-python", default="/work/ulvenv/bin/python")
     p.add_argument("--ultralytics-half", metavar="INPUTS_NPZ", help=argparse.SUPPRESS)
     p.add_argument("--model-yaml", default=None, help=argparse.SUPPRESS)
@@ -360,7 +454,10 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.ultralytics_half:
-        print(json.dumps(time_ultralytics_here(args.ultralytics_half, args)))
+        if args.serve:
+            serve_ultralytics_here(args.ultralytics_half, args)
+        else:
+            print(json.dumps(time_ultralytics_here(args.ultralytics_half, args)))
         return
     flags = os.environ.get("XLA_FLAGS", "")
     if args.devices and args.devices > 1 and "xla_force_host_platform_device_count" not in flags:
@@ -459,6 +556,27 @@ def main(argv=None) -> None:
                             f"ratio {urec['ratio_pipelined']:.2f}x"
                             + (f"; peak mem {urec['peak_mem_gib']} GiB" if urec["peak_mem_gib"] is not None else "")
                             + " |")
+    if args.vs_ultralytics and args.interleave > 0 and shutil.which(args.ultralytics_python):
+        both = interleave_with_ultralytics(batch_np, ours["run_steps"], args)
+        if both is not None:
+            ul = both["ultralytics"]
+            irec = {"benchmark": "train_step", "impl": "interleaved", "setting": what, "rounds": args.interleave,
+                    "steps_per_round": args.steps, "yolojax_median_ms": round(1000 * both["median_a_s"], 2),
+                    "ultralytics_median_ms": round(1000 * both["median_b_s"], 2),
+                    "ratio_yolojax_over_ultralytics": round(both["ratio"], 3),
+                    "round_ratio_median": round(both["round_ratio_median"], 3),
+                    "round_ratio_range": [round(min(both["round_ratios"]), 3), round(max(both["round_ratios"]), 3)],
+                    "device": ul["device"], "ultralytics": ul["ultralytics"], "torch": ul["torch"]}
+            print(json.dumps(irec), flush=True)
+            rows.append(f"| {date} | {machine_line(ours['device_kind'])} | jax {ours['jax']}, ultralytics "
+                        f"{ul['ultralytics']}, torch {ul['torch']} | train_step interleaved: yolojax vs ultralytics, "
+                        f"{args.interleave} alternating rounds of {args.steps} synchronised steps each | "
+                        f"{1000 * both['median_a_s']:.1f} vs {1000 * both['median_b_s']:.1f} ms median: "
+                        f"yolojax/ultralytics = {both['ratio']:.2f}x (per-round ratios: median "
+                        f"{both['round_ratio_median']:.2f}x, range {irec['round_ratio_range'][0]:.2f}-"
+                        f"{irec['round_ratio_range'][1]:.2f}x) | {what}; both processes alive, one running at a time"
+                        + ("; yolojax with glibc huge-page malloc, Ultralytics without" if hostenv.active() else "")
+                        + (f"; {args.label}" if args.label else "") + " |")
     if not args.no_record:
         append_results(rows)
 

@@ -6,6 +6,7 @@ persistent JAX compilation cache (the test-suite cache), so only the first run p
 from __future__ import annotations
 
 import json
+import statistics
 import os
 import subprocess
 import sys
@@ -62,3 +63,35 @@ def test_color_check_script_counts_no_difference_from_opencv_on_cpu():
     assert rec["warp_ms"] > 0
     if tuple(int(v) for v in rec["opencv"].split(".")[:2]) >= (4, 11):  # OpenCV's float32 warp (tests/test_warp.py)
         assert rec["warp_max_level_difference"] <= 1
+
+
+def test_interleaved_times_alternate_blocks_and_cancel_a_drifting_machine():
+    """``train_step.py --interleave``: the two step functions run in alternating blocks (the first of each pair
+    alternates), every step is kept, and on a machine that slows down over time the ratio still comes out as the
+    true ratio - where timing all of one side and then all of the other would not."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import train_step
+
+    clock, order = [0], []
+
+    def make(name: str, cost: float):
+        def steps(k: int) -> list[float]:
+            order.append(name)
+            out = []
+            for _ in range(k):
+                clock[0] += 1
+                out.append(cost * (1 + 0.05 * clock[0]))  # the machine slows by 5% of a step per step
+            return out
+        return steps
+
+    fast, slow = make("a", 1.0), make("b", 2.0)
+    got = train_step.interleaved_times(fast, slow, rounds=6, per_round=3, pause_s=0.0)
+    assert order == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b", "b", "a"]
+    assert len(got["times_a"]) == len(got["times_b"]) == 18
+    assert got["ratio"] == pytest.approx(2.0, rel=0.03)
+    assert got["round_ratio_median"] == pytest.approx(2.0, rel=0.03)
+    # the same costs timed one side after the other are off by the drift
+    clock[0] = 0
+    a_times, b_times = fast(18), slow(18)
+    sequential = statistics.median(b_times) / statistics.median(a_times)
+    assert abs(sequential - 2.0) > 0.3
