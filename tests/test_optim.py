@@ -166,3 +166,57 @@ def test_fresh_train_state_holds_distinct_buffers_and_the_optimizer_init(array):
     for x, y in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(expected)):
         np.testing.assert_array_equal(x, y)
     assert int(state.step) == 0 and int(state.last_opt_step) == -1
+
+
+def test_every_step_optimizer_path_equals_the_accumulating_one():
+    """With batch >= nbs every iteration is an optimizer step: create_train_state marks it (static), and the step
+    then runs the update without the accumulator or a lax.cond. Three iterations of it equal those of the general
+    (accumulate + cond) path on the same batches - weights, optimizer state, EMA, counters, metrics - and its
+    compiled program holds no conditional while the general one does."""
+    import dataclasses
+
+    from yolojax.engine.state import TrainHyper, create_train_state, train_step
+    from yolojax.nn import YOLOv8
+    from yolojax.nn.yolo import init_variables
+
+    model = YOLOv8(multiples=(0.33, 0.0625, 1024), num_classes=2)
+    variables = init_variables(model, seed=0)
+    sched = dict(lr0=0.01, lrf=0.01, epochs=1, nb=10, nw=-1, momentum=0.9, warmup_momentum=0.8, warmup_bias_lr=0.1)
+    every = create_train_state(model, variables, TrainHyper(schedule=Schedule(**sched, accumulate=1,
+                                                                              nbs_over_batch=1.0)))
+    assert every.hyper.optimizer_every_step
+    for acc, ratio, compat in [(4, 4.0, "v8"), (1, 2.0, "v8")]:  # accumulation, or warming up to it (v8)
+        s = Schedule(**sched, accumulate=acc, nbs_over_batch=ratio, compat=compat)
+        assert not create_train_state(model, variables, TrainHyper(schedule=s)).hyper.optimizer_every_step
+    general = dataclasses.replace(every, hyper=dataclasses.replace(every.hyper, optimizer_every_step=False))
+    general = jax.tree.map(jnp.copy, general)  # own buffers (the steps donate their state)
+
+    mask = np.array([[True, True, False], [True, False, False]])
+
+    def batches():
+        rng = np.random.default_rng(1)
+        for _ in range(3):
+            xy = rng.uniform(0, 40, (2, 3, 2))
+            boxes = np.concatenate([xy, xy + rng.uniform(8, 24, (2, 3, 2))], -1).astype(np.float32)
+            yield {"images": rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8), "boxes": boxes * mask[..., None],
+                   "classes": rng.integers(0, 2, (2, 3)).astype(np.int32), "mask": mask}
+
+    steps = {}
+    for name, state in (("every", every), ("general", general)):
+        fn = jax.jit(train_step, donate_argnums=0)
+        hlo = fn.lower(state, next(batches())).as_text()
+        has_branch = "stablehlo.case" in hlo or "stablehlo.if" in hlo
+        for batch in batches():
+            state, metrics = fn(state, batch)
+        steps[name] = (has_branch, state, metrics)
+    assert steps["every"][0] is False and steps["general"][0] is True
+    (_, a, ma), (_, b, mb) = steps["every"], steps["general"]
+    for x, y in zip(jax.tree.leaves((a.params, a.opt_state, a.ema_params, a.ema_batch_stats, a.batch_stats)),
+                    jax.tree.leaves((b.params, b.opt_state, b.ema_params, b.ema_batch_stats, b.batch_stats))):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+    for x in jax.tree.leaves(a.grad_accum):
+        assert not np.any(np.asarray(x))
+    assert int(a.step) == int(b.step) == 3 and int(a.last_opt_step) == int(b.last_opt_step) == 2
+    assert int(a.ema_updates) == int(b.ema_updates) == 3
+    for k in ma:
+        np.testing.assert_allclose(np.asarray(ma[k]), np.asarray(mb[k]), rtol=1e-6, err_msg=k)

@@ -48,6 +48,10 @@ class TrainHyper:
     frozen_layers: tuple[int, ...] = ()
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
+    # Set by create_train_state: the schedule makes every iteration an optimizer step (batch >= nbs), so the step
+    # needs neither the accumulator (a read, add and zeroing of every gradient) nor a branch (a lax.cond, which
+    # XLA:GPU runs either as a CUDA-graph conditional or by reading the predicate back on the host).
+    optimizer_every_step: bool = False
 
 
 @flax.struct.dataclass
@@ -89,7 +93,9 @@ def create_train_state(model: nn.Module, variables, hyper: TrainHyper) -> TrainS
 
     arrays = jax.jit(fresh)(variables["params"], variables["batch_stats"])
     # weight decay is an injected hyperparameter (runtime value): keep it out of the static settings
-    hyper = dataclasses.replace(hyper, schedule=None, weight_decay=0.0)
+    acc_end = s.nbs_over_batch if s.compat == "v8" else s.accumulate  # accumulation at the end of warmup
+    every_step = bool(s.accumulate == 1 and acc_end <= 1)  # then Schedule.at's accumulate is 1 throughout
+    hyper = dataclasses.replace(hyper, schedule=None, weight_decay=0.0, optimizer_every_step=every_step)
     return TrainState(step=jnp.zeros((), jnp.int32), last_opt_step=jnp.full((), -1, jnp.int32),
                       ema_updates=jnp.zeros((), jnp.int32), schedule=s.as_arrays(), model=model, tx=tx, hyper=hyper,
                       **arrays)
@@ -137,29 +143,35 @@ def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         return total, (items, updates["batch_stats"])
 
     (total, (items, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_accum = jax.tree.map(jnp.add, state.grad_accum, grads)
     ni = state.step
     lrs, momentum, accumulate = state.schedule.at(ni)
-    due = (ni - state.last_opt_step) >= accumulate
 
-    def do_update(_):
-        clipped, norm = clip_by_global_norm_torch(grad_accum)
+    def do_update(grad_sum):
+        clipped, norm = clip_by_global_norm_torch(grad_sum)
         opt_state = set_hyperparams(state.opt_state, lrs, momentum)
         updates, opt_state = state.tx.update(clipped, opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema_updates = state.ema_updates + 1
         d = ema_decay(ema_updates, h.ema_decay, h.ema_tau)
         blend = lambda e, v: d * e + (1.0 - d) * v  # noqa: E731
-        return (params, opt_state, jax.tree.map(jnp.zeros_like, grad_accum), ni,
+        return (params, opt_state, jax.tree.map(jnp.zeros_like, grad_sum), ni,
                 jax.tree.map(blend, state.ema_params, params), jax.tree.map(blend, state.ema_batch_stats, batch_stats),
                 ema_updates, norm)
 
-    def no_update(_):
-        return (state.params, state.opt_state, grad_accum, state.last_opt_step, state.ema_params,
-                state.ema_batch_stats, state.ema_updates, jnp.zeros((), jnp.float32))
+    if h.optimizer_every_step:  # the accumulator stays zero, untouched
+        due = jnp.ones((), bool)
+        params, opt_state, _, last, ema_p, ema_bs, ema_updates, grad_norm = do_update(grads)
+        grad_accum = state.grad_accum
+    else:
+        grad_accum = jax.tree.map(jnp.add, state.grad_accum, grads)
+        due = (ni - state.last_opt_step) >= accumulate
 
-    params, opt_state, grad_accum, last, ema_p, ema_bs, ema_updates, grad_norm = jax.lax.cond(
-        due, do_update, no_update, None)
+        def no_update(_):
+            return (state.params, state.opt_state, grad_accum, state.last_opt_step, state.ema_params,
+                    state.ema_batch_stats, state.ema_updates, jnp.zeros((), jnp.float32))
+
+        params, opt_state, grad_accum, last, ema_p, ema_bs, ema_updates, grad_norm = jax.lax.cond(
+            due, lambda _: do_update(grad_accum), no_update, None)
     new_state = state.replace(step=ni + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
                               grad_accum=grad_accum, last_opt_step=last, ema_params=ema_p, ema_batch_stats=ema_bs,
                               ema_updates=ema_updates)
