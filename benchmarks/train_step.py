@@ -367,12 +367,14 @@ def interleave_with_ultralytics(batch_np: dict, run_steps, args) -> dict | None:
         path = Path(tmp) / "inputs.npz"
         np.savez(path, **batch_np)
         cmd, env = ultralytics_command(path, args, "--serve")
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env, cwd=tmp)
+        err_path = Path(tmp) / "stderr.txt"  # a file, not a pipe nobody drains while the steps run
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                                    env=env, cwd=tmp)
         try:
             if json.loads(proc.stdout.readline() or "{}").get("ready") is not True:
                 proc.kill()
-                print(f"Ultralytics half failed:\n{proc.stderr.read()[-3000:]}", file=sys.stderr)
+                print(f"Ultralytics half failed:\n{err_path.read_text()[-3000:]}", file=sys.stderr)
                 return None
 
             def ultralytics_steps(k: int) -> list[float]:
