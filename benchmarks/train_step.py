@@ -172,12 +172,7 @@ def time_yolojax(batch_np: dict, args) -> dict:
     loss = holder["first_loss"]
 
     def run_steps(k: int) -> list[float]:  # for --interleave: k synchronised steps, their times
-        times = []
-        for _ in range(k):
-            start = time.perf_counter()
-            one()
-            times.append(time.perf_counter() - start)
-        return times
+        return _median_time(one, 0, k)[1]
 
     out = {"compile_s": compile_s, "median_s": median_s, "min_s": min(times), "pipelined_s": pipelined_s,
            "run_steps": run_steps, "loss": loss, "jax": jax.__version__, "xla_options": opts,
@@ -304,12 +299,7 @@ def serve_ultralytics_here(inputs_path: str, args) -> None:
         one()
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
-        times = []
-        for _ in range(int(line)):
-            start = time.perf_counter()
-            one()
-            times.append(time.perf_counter() - start)
-        print(json.dumps(times), flush=True)
+        print(json.dumps(_median_time(one, 0, int(line))[1]), flush=True)
     print(json.dumps(info()), flush=True)
 
 
