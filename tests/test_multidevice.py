@@ -45,8 +45,11 @@ def test_one_step_same_params_on_1_2_4_devices(four_devices):
 
 @pytest.mark.slow
 def test_per_device_bn_one_device_is_train_step(four_devices):
-    assert four_devices["per_device_1_vs_global_1"] == 0.0
-    assert four_devices["per_device_1_vs_global_1_stats"] == 0.0
+    # Bit-identical with jax 0.10.2; jax 0.11.2's XLA orders one gradient sum differently (6e-8 after a step that
+    # moves the weights by ~1e-2), so the bound is float rounding, far below any real difference between the paths.
+    assert four_devices["update_size"] > 1e-3
+    assert four_devices["per_device_1_vs_global_1"] < 1e-6
+    assert four_devices["per_device_1_vs_global_1_stats"] < 1e-6
 
 
 @pytest.mark.slow
