@@ -150,7 +150,9 @@ def test_wait_for_peers_is_a_barrier_with_a_bounded_wait(tmp_path):
 def test_trainer_runs_as_two_processes_as_the_readme_says(tmp_path, tiny_model_yaml, shapes_small):
     """The README's several-hosts command: ``python -m yolojax.train`` twice with coordinator_address,
     num_processes and process_id (here 2 processes x 1 CPU device on 127.0.0.1, one shared disk). Both finish;
-    only process 0 logs; the checkpoint is the collective one, and its EMA weights are the ones process 0 exported."""
+    only process 0 logs; the checkpoint is the collective one, and its EMA weights are the ones process 0 exported.
+    Each process has a loader worker process (the trainer keeps none on a lone CPU process): its batches go to the
+    global array straight from the worker's shared memory (``iterator(copy=False)``)."""
     from yolojax.engine.checkpoint import Checkpointer
     from yolojax.weights import load_checkpoint
 
@@ -161,7 +163,7 @@ def test_trainer_runs_as_two_processes_as_the_readme_says(tmp_path, tiny_model_y
     procs = [subprocess.Popen(
         [sys.executable, "-m", "yolojax.train", f"--config={TESTS.parent / 'configs' / 'default.py'}", f"--workdir={run}",
          f"--config.model={tiny_model_yaml}", f"--config.data={shapes_small}", "--config.imgsz=64", "--config.batch=8",
-         "--config.epochs=1", "--config.close_mosaic=0", "--config.workers=0", "--config.val=False",
+         "--config.epochs=1", "--config.close_mosaic=0", "--config.workers=1", "--config.val=False",
          "--config.plots=False", "--config.warmup_epochs=0", f"--config.coordinator_address=127.0.0.1:{port}",
          "--config.num_processes=2", f"--config.process_id={pid}", "--config.dist_init_timeout=120"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in range(2)]
@@ -174,6 +176,7 @@ def test_trainer_runs_as_two_processes_as_the_readme_says(tmp_path, tiny_model_y
     for pid, p in enumerate(procs):
         assert p.returncode == 0, f"process {pid}:\n{logs[pid][-4000:]}"
     assert "Starting training for 1 epochs" in logs[0] and "Results saved to" in logs[0], logs[0][-3000:]
+    assert "Using 1 dataloader workers" in logs[0], logs[0][-3000:]
     progress = re.compile(r"^\s*1/1\s+[0-9.]+G\s", re.M)  # an epoch's progress line: "  1/1  0G  6.8 ..."
     assert progress.search(logs[0]), logs[0][-3000:]
     for marker in ("Starting training", "box_loss", "Results saved"):  # process 1 trains silently

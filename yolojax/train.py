@@ -197,9 +197,11 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     t_start = time.time()
     stop = False
     epoch = start_epoch
-    it = s.train_loader.iterator(start_epoch, start_step, end_epoch=epochs) if start_epoch < epochs else None
-    # (host batch, device batch) pairs, two ahead: the host copy out of the workers' shared memory and the transfer
-    # to the device run in a background thread while the device steps (on the GPU they took longer than the step).
+    # copy=False: each batch goes to the device straight from the workers' shared memory (no host copy first)
+    it = (s.train_loader.iterator(start_epoch, start_step, end_epoch=epochs, copy=False) if start_epoch < epochs
+          else None)
+    # (host batch, device batch) pairs, two ahead: the transfer to the device runs in a background thread while the
+    # device steps (on the GPU, with the host copy it then made first, the two took longer than the step).
     batches = ThreadPrefetch(_on_device(it, put), 2) if it is not None else None
     tty = sys.stdout.isatty() and is_main
     last_metrics: dict = {}
