@@ -216,3 +216,27 @@ def test_copy_false_leaves_batches_in_shared_memory_and_device_put_reads_them_in
     first = next(copied)
     copied.close()
     assert not isinstance(first["images"].base, mmap.mmap) and _equal([first], ref[:1])
+
+
+def test_batches_built_by_workers_are_made_in_shared_memory(ds):
+    """A Grain worker builds its batch's images (or, for the device warp, its sources) directly in shared memory,
+    which Grain then hands to the main process as it is instead of copying it into a new block; in the main process
+    (no workers) the same batch is a plain array. Same values either way."""
+    from grain.python import SharedMemoryArray
+
+    from yolojax.data.loader import _TrainPlan
+
+    assert not _TrainPlan(TrainLoader(ds, batch_size=8, seed=5, workers=0), 1, 0, 2)[0]["shared"]
+    for warp, key in ((False, "images"), (True, "sources")):
+        loader = TrainLoader(ds, batch_size=8, seed=5, workers=1, warp_on_device=warp)
+        assert loader.warp_on_device == warp
+        rec = _TrainPlan(loader, 1, 0, 2)[0]
+        assert rec["shared"]
+        built = loader.transform.map(rec)  # here, in this process, as a worker would
+        try:
+            plain = loader.transform.map(dict(rec, shared=False))
+            assert isinstance(built[key], SharedMemoryArray) and type(plain[key]) is np.ndarray
+            assert built.keys() == plain.keys() and all(np.array_equal(built[k], plain[k]) for k in plain)
+        finally:
+            built[key].unlink_on_del()  # what the main process does with a worker's block
+            del built
