@@ -240,3 +240,32 @@ def test_batches_built_by_workers_are_made_in_shared_memory(ds):
         finally:
             built[key].unlink_on_del()  # what the main process does with a worker's block
             del built
+
+
+def test_a_worker_batch_that_fails_leaves_no_shared_memory_behind(ds, monkeypatch):
+    """An image that cannot be read while a worker fills its shared block: the error propagates and the block is
+    removed (nobody else would: the main process never receives it)."""
+    import os
+
+    from yolojax.data import loader as loader_module
+
+    made = []
+
+    def recording(*args):
+        arr = real(*args)
+        made.append(arr.shm.name)
+        return arr
+
+    real = loader_module._batch_array
+    monkeypatch.setattr(loader_module, "_batch_array", recording)
+    loader = TrainLoader(ds, batch_size=8, seed=5, workers=1, warp_on_device=True)
+    rec = loader_module._TrainPlan(loader, 1, 0, 2)[0]
+
+    def broken(i):
+        raise OSError(f"cannot read image {i}")
+
+    monkeypatch.setattr(loader.transform.ds, "load", broken)
+    with pytest.raises(OSError, match="cannot read image"):
+        loader.transform.map(rec)
+    assert len(made) == 1
+    assert not os.path.exists(os.path.join("/dev/shm", made[0].lstrip("/")))

@@ -152,12 +152,17 @@ class _BuildTrainBatch(grain.MapTransform):
         """The batch for the device warp: its own decoded images (the mosaic partners' pool) + one plan per sample."""
         s, n = self.ds.imgsz, len(rec["indices"])
         sources = _batch_array((n, s, s, 3), np.uint8, rec.get("shared", False))
-        for k, idx in enumerate(rec["indices"]):
-            img = self.ds.load(int(idx))[0]
-            h, w = img.shape[:2]
-            sources[k, :h, :w] = img
-            sources[k, h:] = 0  # never read; zeroed so a batch is a function of its seed
-            sources[k, :h, w:] = 0
+        try:
+            for k, idx in enumerate(rec["indices"]):
+                img = self.ds.load(int(idx))[0]
+                h, w = img.shape[:2]
+                sources[k, :h, :w] = img
+                sources[k, h:] = 0  # never read; zeroed so a batch is a function of its seed
+                sources[k, :h, w:] = 0
+        except BaseException:  # an unreadable image: the error goes to the main process, the block goes away now
+            if hasattr(sources, "shm"):  # (the traceback keeps `sources` alive a while: no waiting for its __del__)
+                sources.shm.unlink()
+            raise
         tiles, cols, rows, boxes, classes, tables, to_rgb = [], [], [], [], [], [], []
         for k, (pos, idx) in enumerate(zip(rec["positions"], rec["indices"])):
             rng = np.random.default_rng([self.seed, rec["epoch"], int(pos)])
