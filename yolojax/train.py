@@ -46,7 +46,8 @@ class RunContext:
     epoch: int = 0
     epochs: int = 0
     step: int = 0  # global iteration
-    batch: dict | None = None  # the last host batch (uint8 images, boxes, classes, mask)
+    batch: dict | None = None  # the last host batch (uint8 images, boxes, classes, mask); with loader workers its
+    # images are in shared memory until it is dropped: copy (np.array) what a callback keeps
     batch_metrics: dict | None = None
     row: dict | None = None  # the last results.csv row
     val: Any = None  # the last ValResult
