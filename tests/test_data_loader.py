@@ -269,3 +269,38 @@ def test_a_worker_batch_that_fails_leaves_no_shared_memory_behind(ds, monkeypatc
         loader.transform.map(rec)
     assert len(made) == 1
     assert not os.path.exists(os.path.join("/dev/shm", made[0].lstrip("/")))
+
+
+@pytest.mark.slow
+def test_val_loader_copy_false_same_batches_from_shared_memory(ds, monkeypatch):
+    """ValLoader(copy=False) (the Validator's, with workers): the same batches as in-process ones, their images
+    where the worker built them, in shared memory; a validation image that cannot be read leaves no block."""
+    import mmap
+    import os
+
+    from yolojax.data import loader as loader_module
+
+    ref = list(ValLoader(ds, batch_size=6, rect=True))
+    loader = ValLoader(ds, batch_size=6, rect=True, workers=1, copy=False)
+    got = list(loader)
+    loader.close()
+    assert [isinstance(b["images"].base, mmap.mmap) for b in got] == [True] * len(ref)
+    assert _equal([{k: np.array(v) for k, v in b.items()} for b in got], ref)
+
+    made = []
+
+    def recording(*args):
+        arr = real(*args)
+        made.append(arr.shm.name)
+        return arr
+
+    real = loader_module._batch_array
+    monkeypatch.setattr(loader_module, "_batch_array", recording)
+
+    def broken(*args, **kw):
+        raise OSError("cannot read image")
+
+    monkeypatch.setattr(loader_module, "val_sample", broken)
+    with pytest.raises(OSError, match="cannot read image"):
+        loader.transform.map(dict(loader.records()[0], shared=True))  # as a worker builds it
+    assert len(made) == 1 and not os.path.exists(os.path.join("/dev/shm", made[0].lstrip("/")))

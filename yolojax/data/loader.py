@@ -40,6 +40,7 @@ carries ``ratio_pad`` (B,2,2) float64, ``ori_shape`` (B,2) and ``index`` (B,) (d
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import queue
@@ -152,17 +153,13 @@ class _BuildTrainBatch(grain.MapTransform):
         """The batch for the device warp: its own decoded images (the mosaic partners' pool) + one plan per sample."""
         s, n = self.ds.imgsz, len(rec["indices"])
         sources = _batch_array((n, s, s, 3), np.uint8, rec.get("shared", False))
-        try:
+        with _removed_on_error(sources):
             for k, idx in enumerate(rec["indices"]):
                 img = self.ds.load(int(idx))[0]
                 h, w = img.shape[:2]
                 sources[k, :h, :w] = img
                 sources[k, h:] = 0  # never read; zeroed so a batch is a function of its seed
                 sources[k, :h, w:] = 0
-        except BaseException:  # an unreadable image: the error goes to the main process, the block goes away now
-            if hasattr(sources, "shm"):  # (the traceback keeps `sources` alive a while: no waiting for its __del__)
-                sources.shm.unlink()
-            raise
         tiles, cols, rows, boxes, classes, tables, to_rgb = [], [], [], [], [], [], []
         for k, (pos, idx) in enumerate(zip(rec["positions"], rec["indices"])):
             rng = np.random.default_rng([self.seed, rec["epoch"], int(pos)])
@@ -177,6 +174,18 @@ class _BuildTrainBatch(grain.MapTransform):
         if self.hsv_on_device:
             batch["hsv_tables"] = np.stack(tables)
         return batch
+
+
+@contextlib.contextmanager
+def _removed_on_error(arr: np.ndarray):
+    """Filling a batch's shared block: on an error (an unreadable image) the block is removed at once - the main
+    process never receives it, and the traceback keeps ``arr`` alive a while (no waiting for its ``__del__``)."""
+    try:
+        yield arr
+    except BaseException:
+        if hasattr(arr, "shm"):
+            arr.shm.unlink()
+        raise
 
 
 def _batch_array(shape: tuple[int, ...], dtype, shared: bool) -> np.ndarray:
@@ -201,17 +210,19 @@ class _BuildValBatch(grain.MapTransform):
     def map(self, rec):
         h, w = rec["shape"]
         n = len(rec["indices"])
-        imgs = np.full((n, h, w, 3), PAD_VALUE, np.uint8)
+        imgs = _batch_array((n, h, w, 3), np.uint8, rec.get("shared", False))
         ratio_pad = np.zeros((n, 2, 2), np.float64)
         ori = np.zeros((n, 2), np.int64)
         boxes, classes = [], []
-        for k, idx in enumerate(rec["indices"]):
-            if idx < 0:  # padding image: blank, no boxes, image_valid False
-                boxes.append(np.zeros((0, 4), np.float32)), classes.append(np.zeros((0,), np.int32))
-                continue
-            img, b, c, rp, o = val_sample(self.ds, int(idx), (h, w), compat=self.compat)
-            imgs[k], ratio_pad[k], ori[k] = img, rp, o
-            boxes.append(b), classes.append(c)
+        with _removed_on_error(imgs):
+            imgs.fill(PAD_VALUE)
+            for k, idx in enumerate(rec["indices"]):
+                if idx < 0:  # padding image: blank, no boxes, image_valid False
+                    boxes.append(np.zeros((0, 4), np.float32)), classes.append(np.zeros((0,), np.int32))
+                    continue
+                img, b, c, rp, o = val_sample(self.ds, int(idx), (h, w), compat=self.compat)
+                imgs[k], ratio_pad[k], ori[k] = img, rp, o
+                boxes.append(b), classes.append(c)
         b, c, m = pad_boxes(boxes, classes, self.buckets)
         idx = np.asarray(rec["indices"], np.int64)
         return {"images": imgs, "boxes": b, "classes": c, "mask": m, "image_valid": idx >= 0,
@@ -487,8 +498,11 @@ class ValLoader:
 
     def __init__(self, dataset: DetectionDataset, *, batch_size: int, rect: bool = True, stride: int = 32,
                  pad: float = 0.5, workers: int = 0, prefetch: int = 2, compat: str = "v8",
-                 buckets: Sequence[int] = BUCKETS):
+                 buckets: Sequence[int] = BUCKETS, copy: bool = True):
         self.dataset, self.workers, self.prefetch = dataset, int(workers), int(prefetch)
+        # copy=False: with workers, batches stay in the workers' shared memory (see TrainLoader.iterator); for a
+        # consumer that holds only a few at a time (the Validator: the batch in flight and the plotted ones)
+        self.copy = bool(copy)
         self.batch_size = int(batch_size)
         n, s = len(dataset), dataset.imgsz
         if rect:
@@ -530,7 +544,7 @@ class ValLoader:
                                        self.prefetch)
         self._pass_open = True
         for _ in range(self.num_batches):
-            yield _own(next(self._stream))
+            yield _own(next(self._stream)) if self.copy else next(self._stream)
         self._pass_open = False
 
     def close(self) -> None:
@@ -555,5 +569,5 @@ class _ValPasses(grain.RandomAccessDataSource):
     def __len__(self) -> int:
         return len(self._records) * self._passes
 
-    def __getitem__(self, i):
-        return self._records[int(i) % len(self._records)]
+    def __getitem__(self, i):  # read in Grain's worker processes: the batch is built in shared memory
+        return dict(self._records[int(i) % len(self._records)], shared=True)
