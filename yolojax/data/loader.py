@@ -7,6 +7,7 @@ Entry point for the trainer::
     loader = TrainLoader(train_ds, batch_size=16, seed=0, hyp=config, workers=4,
                          close_mosaic_epoch=epochs - config.close_mosaic)     # None: never close mosaic
     it = loader.iterator(start_epoch, start_step, end_epoch=epochs)  # one Grain DataLoader (and worker set) per run
+    # (copy=False: batches stay in the workers' shared memory, for a consumer that puts each on a device and drops it)
     for epoch in range(start_epoch, epochs):
         for step in range(it.step, loader.num_batches):
             batch = next(it)  # images (B,S,S,3) uint8 RGB, boxes (B,M,4) float32 pixel xyxy, classes (B,M) int32,
