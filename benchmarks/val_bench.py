@@ -101,7 +101,7 @@ def run_yolojax(args, model, variables, data: Path) -> dict:
     devices = select_devices(args.device if jax.default_backend() != "cpu" else None)  # as yolojax.val does
     mesh = make_mesh(devices[:largest_divisor_at_most(args.batch, len(devices))])
     ds = DetectionDataset.from_config(info, "val", imgsz=args.imgsz, verbose=False)
-    loader = ValLoader(ds, batch_size=args.batch, rect=True, workers=args.workers, copy=False)  # as val.py
+    loader = ValLoader(ds, batch_size=args.batch, rect=True, workers=args.workers)
     validator = Validator(model, loader, dict(info["names"]), conf=0.001, iou=0.7, max_det=300, compute_loss=False,
                           put=lambda b: jax.device_put(b, data_sharding(mesh)))
     variables = jax.device_put(variables, replicated(mesh))

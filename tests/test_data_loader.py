@@ -26,6 +26,19 @@ def _equal(a: list[dict], b: list[dict]) -> bool:
                                     for x, y in zip(a, b))
 
 
+def _block_gone(name: str, wait_s: float = 5.0) -> bool:
+    """Whether the shared-memory block ``name`` is removed (within ``wait_s``: once a Grain loader has run in this
+    process, Grain removes dropped blocks in a background thread)."""
+    import os
+    import time
+
+    path = os.path.join("/dev/shm", name.lstrip("/"))
+    end = time.monotonic() + wait_s
+    while os.path.exists(path) and time.monotonic() < end:
+        time.sleep(0.01)
+    return not os.path.exists(path)
+
+
 def test_bucket_never_truncates():
     assert [box_bucket(n) for n in (0, 16, 17, 100, 513, 1500)] == [16, 16, 32, 128, 1024, 2048]
     boxes = [np.ones((17, 4), np.float32), np.zeros((0, 4), np.float32)]
@@ -233,20 +246,17 @@ def test_batches_built_by_workers_are_made_in_shared_memory(ds):
         rec = _TrainPlan(loader, 1, 0, 2)[0]
         assert rec["shared"]
         built = loader.transform.map(rec)  # here, in this process, as a worker would
-        try:
-            plain = loader.transform.map(dict(rec, shared=False))
-            assert isinstance(built[key], SharedMemoryArray) and type(plain[key]) is np.ndarray
-            assert built.keys() == plain.keys() and all(np.array_equal(built[k], plain[k]) for k in plain)
-        finally:
-            built[key].unlink_on_del()  # what the main process does with a worker's block
-            del built
+        plain = loader.transform.map(dict(rec, shared=False))
+        shared, heap = isinstance(built[key], SharedMemoryArray), type(plain[key]) is np.ndarray
+        same, name = _equal([built], [plain]), built[key].shm.name
+        del built  # never handed over (nobody read its metadata): the block goes with the worker's array
+        assert shared and heap and same
+        assert _block_gone(name)
 
 
 def test_a_worker_batch_that_fails_leaves_no_shared_memory_behind(ds, monkeypatch):
     """An image that cannot be read while a worker fills its shared block: the error propagates and the block is
     removed (nobody else would: the main process never receives it)."""
-    import os
-
     from yolojax.data import loader as loader_module
 
     made = []
@@ -268,24 +278,37 @@ def test_a_worker_batch_that_fails_leaves_no_shared_memory_behind(ds, monkeypatc
     with pytest.raises(OSError, match="cannot read image"):
         loader.transform.map(rec)
     assert len(made) == 1
-    assert not os.path.exists(os.path.join("/dev/shm", made[0].lstrip("/")))
+    assert _block_gone(made[0], wait_s=0)  # at once, while the traceback still holds the array
 
 
-@pytest.mark.slow
-def test_val_loader_copy_false_same_batches_from_shared_memory(ds, monkeypatch):
-    """ValLoader(copy=False) (the Validator's, with workers): the same batches as in-process ones, their images
-    where the worker built them, in shared memory; a validation image that cannot be read leaves no block."""
-    import mmap
-    import os
+def test_val_batch_built_by_a_worker_is_handed_over_or_removed(ds, monkeypatch):
+    """A validation batch built as a worker builds it: in a shared block, the same batch as in-process. Grain hands
+    it over by reading its metadata - the block then outlives the worker's array, for the main process to remove;
+    a block the worker drops without handing it over (its read-ahead when the loader stops), or one whose image
+    cannot be read, is removed."""
+    from grain.python import SharedMemoryArray
 
     from yolojax.data import loader as loader_module
 
-    ref = list(ValLoader(ds, batch_size=6, rect=True))
-    loader = ValLoader(ds, batch_size=6, rect=True, workers=1, copy=False)
-    got = list(loader)
-    loader.close()
-    assert [isinstance(b["images"].base, mmap.mmap) for b in got] == [True] * len(ref)
-    assert _equal([{k: np.array(v) for k, v in b.items()} for b in got], ref)
+    loader = ValLoader(ds, batch_size=6, rect=True, workers=1)
+    ref = list(ValLoader(ds, batch_size=6, rect=True))[0]
+    rec = dict(loader.records()[0], shared=True)
+    built = loader.transform.map(rec)
+    shared, same = isinstance(built["images"], SharedMemoryArray), _equal([built], [ref])
+    name = built["images"].shm.name
+    del built  # dropped without being handed over
+    assert shared and same
+    assert _block_gone(name)
+
+    built = loader.transform.map(rec)
+    meta = built["images"].metadata  # what Grain reads to hand it to the main process
+    del built
+    assert not _block_gone(meta.name, wait_s=0.5)
+    received = SharedMemoryArray.from_metadata(meta)  # the main process's side (Grain's open_from_shm)
+    received.unlink_on_del()
+    assert np.array_equal(received, ref["images"])
+    del received
+    assert _block_gone(meta.name)
 
     made = []
 
@@ -294,13 +317,13 @@ def test_val_loader_copy_false_same_batches_from_shared_memory(ds, monkeypatch):
         made.append(arr.shm.name)
         return arr
 
-    real = loader_module._batch_array
-    monkeypatch.setattr(loader_module, "_batch_array", recording)
-
     def broken(*args, **kw):
         raise OSError("cannot read image")
 
+    real = loader_module._batch_array
+    monkeypatch.setattr(loader_module, "_batch_array", recording)
     monkeypatch.setattr(loader_module, "val_sample", broken)
-    with pytest.raises(OSError, match="cannot read image"):
-        loader.transform.map(dict(loader.records()[0], shared=True))  # as a worker builds it
-    assert len(made) == 1 and not os.path.exists(os.path.join("/dev/shm", made[0].lstrip("/")))
+    with pytest.raises(OSError, match="cannot read image") as err:
+        loader.transform.map(rec)
+    assert len(made) == 1 and _block_gone(made[0], wait_s=0)  # at once, while the traceback still holds the array
+    del err

@@ -126,8 +126,7 @@ def validate(model, variables, *, data, names: dict[int, str] | None = None, img
                                       compat=compat, verbose=False)
     if workers is None:
         workers = 0 if devices[0].platform == "cpu" else min(8, host_cores())
-    loader = ValLoader(ds, batch_size=int(batch), rect=bool(rect), workers=int(workers), compat=compat,
-                       copy=False)  # the Validator holds a few batches at a time
+    loader = ValLoader(ds, batch_size=int(batch), rect=bool(rect), workers=int(workers), compat=compat)
     put = lambda b: jax.device_put(b, data_sharding(mesh))  # noqa: E731
     validator = Validator(model, loader, ds_names, conf=conf, iou=iou, max_det=max_det, single_cls=single_cls,
                           compat=compat, compute_loss=False, put=put, keep_predictions=save_json)

@@ -177,14 +177,30 @@ class _BuildTrainBatch(grain.MapTransform):
         return batch
 
 
+if hasattr(grain, "SharedMemoryArray"):  # grain.python exports it (0.2.x)
+    class _WorkerBlock(grain.SharedMemoryArray):
+        """A batch array built in shared memory by a Grain worker. Grain hands it to the main process by reading its
+        ``metadata`` (the main process then owns the block and removes it when it drops the array); one the worker
+        drops without handing it over - a batch its own read-ahead built when the loader stopped, or one that
+        failed - removes its block."""
+
+        @property
+        def metadata(self):
+            self._unlink_on_del = False  # handed over: the main process's to remove
+            return super().metadata
+else:  # pragma: no cover - an older grain: batches are built on the heap and Grain copies them
+    _WorkerBlock = None
+
+
 @contextlib.contextmanager
 def _removed_on_error(arr: np.ndarray):
-    """Filling a batch's shared block: on an error (an unreadable image) the block is removed at once - the main
-    process never receives it, and the traceback keeps ``arr`` alive a while (no waiting for its ``__del__``)."""
+    """Filling a batch's shared block: on an error (an unreadable image) the block is removed at once, not when
+    the traceback (which holds ``arr``) lets it go."""
     try:
         yield arr
     except BaseException:
-        if hasattr(arr, "shm"):
+        if getattr(arr, "_unlink_on_del", False):
+            arr._unlink_on_del = False
             arr.shm.unlink()
         raise
 
@@ -192,9 +208,12 @@ def _removed_on_error(arr: np.ndarray):
 def _batch_array(shape: tuple[int, ...], dtype, shared: bool) -> np.ndarray:
     """An empty array for a batch's images. ``shared`` (a Grain worker process builds the batch): in shared memory,
     which Grain hands to the main process as it is instead of copying the batch into a new block (79 MB for b64
-    @640); the main process removes the block when it drops the array."""
-    shared_array = getattr(grain, "SharedMemoryArray", None)  # grain.python exports it (0.2.x)
-    return shared_array(shape, dtype) if shared and shared_array is not None else np.empty(shape, dtype)
+    @640)."""
+    if not shared or _WorkerBlock is None:
+        return np.empty(shape, dtype)
+    arr = _WorkerBlock(shape, dtype)
+    arr._unlink_on_del = True  # until handed over
+    return arr
 
 
 def batch_image_shape(batch: Mapping[str, Any]) -> tuple[int, ...]:
@@ -499,11 +518,8 @@ class ValLoader:
 
     def __init__(self, dataset: DetectionDataset, *, batch_size: int, rect: bool = True, stride: int = 32,
                  pad: float = 0.5, workers: int = 0, prefetch: int = 2, compat: str = "v8",
-                 buckets: Sequence[int] = BUCKETS, copy: bool = True):
+                 buckets: Sequence[int] = BUCKETS):
         self.dataset, self.workers, self.prefetch = dataset, int(workers), int(prefetch)
-        # copy=False: with workers, batches stay in the workers' shared memory (see TrainLoader.iterator); for a
-        # consumer that holds only a few at a time (the Validator: the batch in flight and the plotted ones)
-        self.copy = bool(copy)
         self.batch_size = int(batch_size)
         n, s = len(dataset), dataset.imgsz
         if rect:
@@ -545,7 +561,7 @@ class ValLoader:
                                        self.prefetch)
         self._pass_open = True
         for _ in range(self.num_batches):
-            yield _own(next(self._stream)) if self.copy else next(self._stream)
+            yield _own(next(self._stream))
         self._pass_open = False
 
     def close(self) -> None:

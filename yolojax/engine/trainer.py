@@ -159,8 +159,7 @@ def setup(config, workdir=None) -> Setup:
     # multi-host: every process validates the whole set on its first local device (see train.py)
     n_val_dev = n_dev if jax.process_count() == 1 else 1
     val_batch = max(2 * batch // n_val_dev * n_val_dev, n_val_dev)
-    val_loader = ValLoader(val_ds, batch_size=val_batch, rect=True, workers=workers, compat=config.compat,
-                           copy=False)  # the Validator holds a few batches at a time
+    val_loader = ValLoader(val_ds, batch_size=val_batch, rect=True, workers=workers, compat=config.compat)
 
     dtype = _compute_dtype(config, devices)
     model, variables = build_model(config, nc, names, dtype)
