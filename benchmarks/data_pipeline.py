@@ -76,7 +76,7 @@ def bench_yolojax(root: pathlib.Path, imgsz: int, batch: int, workers: int, epoc
                          warp_on_device=warp_on_device)
     if warp_on_device and not loader.warp_on_device:
         raise SystemExit(f"--warp-on-device: the loader cannot leave the warp to the device ({loader.warp_obstacle()})")
-    it = loader.iterator(0, 0, epochs, copy=False)  # as the trainer reads them: no copy out of shared memory
+    it = loader.iterator(0, 0, epochs)
     n, start = 0, time.perf_counter()
     for ep in range(epochs):
         for _ in range(loader.num_batches):

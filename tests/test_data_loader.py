@@ -204,33 +204,6 @@ def test_background_prefetch_same_batches_error_and_close(ds, tmp_path):
         list(ValLoader(copy, batch_size=4, prefetch=2))
 
 
-@pytest.mark.slow
-def test_copy_false_leaves_batches_in_shared_memory_and_device_put_reads_them_in_place(ds):
-    """``iterator(copy=False)`` (the trainer's): the same batches, but the images stay in the workers' shared memory
-    instead of being copied into the process, and on the CPU ``jax.device_put`` maps them without a copy."""
-    import mmap
-
-    import jax
-
-    ref = list(TrainLoader(ds, batch_size=3, seed=5, workers=0).epoch_iterator(1))
-    loader = TrainLoader(ds, batch_size=3, seed=5, workers=1)
-    got, in_shm, in_place = [], [], []
-    it = loader.iterator(1, 0, 2, copy=False)
-    for b in it:
-        images = b["images"]
-        in_shm.append(isinstance(images.base, mmap.mmap))
-        on_device = jax.device_put(images, jax.devices("cpu")[0])
-        in_place.append(on_device.unsafe_buffer_pointer() == images.ctypes.data)
-        got.append({k: np.array(v) for k, v in b.items()})
-    assert _equal(got, ref)
-    assert in_shm == [True] * len(ref)
-    assert in_place == [True] * len(ref)
-    copied = loader.iterator(1, 0, 2)  # the default: plain arrays that own their memory
-    first = next(copied)
-    copied.close()
-    assert not isinstance(first["images"].base, mmap.mmap) and _equal([first], ref[:1])
-
-
 def test_batches_built_by_workers_are_made_in_shared_memory(ds):
     """A Grain worker builds its batch's images (or, for the device warp, its sources) directly in shared memory,
     which Grain then hands to the main process as it is instead of copying it into a new block; in the main process

@@ -46,8 +46,7 @@ class RunContext:
     epoch: int = 0
     epochs: int = 0
     step: int = 0  # global iteration
-    batch: dict | None = None  # the last host batch (uint8 images, boxes, classes, mask); with loader workers its
-    # images are in shared memory until it is dropped: copy (np.array) what a callback keeps
+    batch: dict | None = None  # the last host batch (uint8 images, boxes, classes, mask)
     batch_metrics: dict | None = None
     row: dict | None = None  # the last results.csv row
     val: Any = None  # the last ValResult
@@ -198,11 +197,9 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     t_start = time.time()
     stop = False
     epoch = start_epoch
-    # copy=False: each batch goes to the device straight from the workers' shared memory (no host copy first)
-    it = (s.train_loader.iterator(start_epoch, start_step, end_epoch=epochs, copy=False) if start_epoch < epochs
-          else None)
-    # (host batch, device batch) pairs, two ahead: the transfer to the device runs in a background thread while the
-    # device steps (on the GPU, with the host copy it then made first, the two took longer than the step).
+    it = s.train_loader.iterator(start_epoch, start_step, end_epoch=epochs) if start_epoch < epochs else None
+    # (host batch, device batch) pairs, two ahead: the host copy out of the workers' shared memory and the transfer
+    # to the device run in a background thread while the device steps (on the GPU they took longer than the step).
     batches = ThreadPrefetch(_on_device(it, put), 2) if it is not None else None
     tty = sys.stdout.isatty() and is_main
     last_metrics: dict = {}

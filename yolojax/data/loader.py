@@ -7,7 +7,6 @@ Entry point for the trainer::
     loader = TrainLoader(train_ds, batch_size=16, seed=0, hyp=config, workers=4,
                          close_mosaic_epoch=epochs - config.close_mosaic)     # None: never close mosaic
     it = loader.iterator(start_epoch, start_step, end_epoch=epochs)  # one Grain DataLoader (and worker set) per run
-    # (copy=False: batches stay in the workers' shared memory, for a consumer that puts each on a device and drops it)
     for epoch in range(start_epoch, epochs):
         for step in range(it.step, loader.num_batches):
             batch = next(it)  # images (B,S,S,3) uint8 RGB, boxes (B,M,4) float32 pixel xyxy, classes (B,M) int32,
@@ -373,9 +372,8 @@ class BatchIterator:
     ``start_prefetch()``), so it can sit in an Orbax Composite next to the train state.
     """
 
-    def __init__(self, loader: "TrainLoader", epoch: int, step: int, end_epoch: int, copy: bool = True):
+    def __init__(self, loader: "TrainLoader", epoch: int, step: int, end_epoch: int):
         self._loader, self.epoch, self.step, self.end_epoch = loader, int(epoch), int(step), int(end_epoch)
-        self.copy = bool(copy)
         self._it = None
 
     def __iter__(self) -> "BatchIterator":
@@ -395,7 +393,7 @@ class BatchIterator:
             raise StopIteration
         self.start_prefetch()
         batch = next(self._it)
-        if self._loader.workers and self.copy:  # in-process batches are plain arrays already: no 20 MB copy per step
+        if self._loader.workers:  # in-process batches are plain arrays already: no 20 MB copy per step
             batch = _own(batch)
         self.step += 1
         if self.step == self._loader.num_batches:
@@ -484,18 +482,11 @@ class TrainLoader:
         """Dataset indices of epoch ``epoch`` in visiting order, (num_batches · global_batch,)."""
         return epoch_order(len(self.dataset), self.global_batch, self.seed, epoch)
 
-    def iterator(self, start_epoch: int = 0, start_step: int = 0, end_epoch: int | None = None, *,
-                 copy: bool = True) -> BatchIterator:
+    def iterator(self, start_epoch: int = 0, start_step: int = 0, end_epoch: int | None = None) -> BatchIterator:
         """Batches from (start_epoch, start_step) to the end of epoch ``end_epoch - 1`` (default: one epoch), with
-        one set of worker processes for all of them.
-
-        ``copy=False`` (with worker processes): a batch's large arrays stay where the worker wrote them, in shared
-        memory (a block each, removed when the array is dropped), instead of being copied into the process: for a
-        consumer that puts each batch on a device and drops it (the trainer). ``jax.device_put`` reads them in
-        place (on the CPU it maps them without a copy); a b64 @640 batch is 79 MB, copied in ~45 ms on a 2-core
-        VM. Hold only a few such batches at a time: each lives in /dev/shm until dropped."""
+        one set of worker processes for all of them."""
         end = start_epoch + 1 if end_epoch is None else end_epoch
-        return BatchIterator(self, start_epoch, start_step, end, copy=copy)
+        return BatchIterator(self, start_epoch, start_step, end)
 
     def epoch_iterator(self, epoch: int, start_step: int = 0) -> BatchIterator:
         """The remaining batches of one epoch (new worker processes each time: prefer ``iterator`` for long runs)."""
