@@ -39,6 +39,21 @@ def _block_gone(name: str, wait_s: float = 5.0) -> bool:
     return not os.path.exists(path)
 
 
+def _record_blocks(monkeypatch) -> list[str]:
+    """Names of the shared blocks the loader's transforms allocate from now on (in this test)."""
+    from yolojax.data import loader as loader_module
+
+    made, real = [], loader_module._batch_array
+
+    def recording(*args):
+        arr = real(*args)
+        made.append(arr.shm.name)
+        return arr
+
+    monkeypatch.setattr(loader_module, "_batch_array", recording)
+    return made
+
+
 def test_bucket_never_truncates():
     assert [box_bucket(n) for n in (0, 16, 17, 100, 513, 1500)] == [16, 16, 32, 128, 1024, 2048]
     boxes = [np.ones((17, 4), np.float32), np.zeros((0, 4), np.float32)]
@@ -232,15 +247,7 @@ def test_a_worker_batch_that_fails_leaves_no_shared_memory_behind(ds, monkeypatc
     removed (nobody else would: the main process never receives it)."""
     from yolojax.data import loader as loader_module
 
-    made = []
-
-    def recording(*args):
-        arr = real(*args)
-        made.append(arr.shm.name)
-        return arr
-
-    real = loader_module._batch_array
-    monkeypatch.setattr(loader_module, "_batch_array", recording)
+    made = _record_blocks(monkeypatch)
     loader = TrainLoader(ds, batch_size=8, seed=5, workers=1, warp_on_device=True)
     rec = loader_module._TrainPlan(loader, 1, 0, 2)[0]
 
@@ -283,18 +290,10 @@ def test_val_batch_built_by_a_worker_is_handed_over_or_removed(ds, monkeypatch):
     del received
     assert _block_gone(meta.name)
 
-    made = []
-
-    def recording(*args):
-        arr = real(*args)
-        made.append(arr.shm.name)
-        return arr
-
     def broken(*args, **kw):
         raise OSError("cannot read image")
 
-    real = loader_module._batch_array
-    monkeypatch.setattr(loader_module, "_batch_array", recording)
+    made = _record_blocks(monkeypatch)
     monkeypatch.setattr(loader_module, "val_sample", broken)
     with pytest.raises(OSError, match="cannot read image") as err:
         loader.transform.map(rec)
