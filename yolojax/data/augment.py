@@ -28,16 +28,23 @@ def resize_long_side(img: np.ndarray, imgsz: int) -> np.ndarray:
     return img
 
 
-def letterbox_geometry(hw: tuple[int, int], new_shape: tuple[int, int], scaleup: bool = True):
+def letterbox_geometry(hw: tuple[int, int], new_shape: tuple[int, int], scaleup: bool = True,
+                       stride: int | None = None):
     """``letterbox``'s numbers for an (h, w) image:
-    ``(r, (unpad_w, unpad_h), (left, top, right, bottom), (dw, dh))``."""
+    ``(r, (unpad_w, unpad_h), (left, top, right, bottom), (dw, dh))``.
+
+    ``stride``: pad only to the next multiple of ``stride`` on each side (the smallest stride-multiple rectangle
+    around the image scaled to fit ``new_shape``, Ultralytics' ``auto=True``) instead of to ``new_shape``."""
     h, w = hw
     nh, nw = new_shape
     r = min(nh / h, nw / w)
     if not scaleup:
         r = min(r, 1.0)
     unpad_w, unpad_h = int(round(w * r)), int(round(h * r))
-    dw, dh = (nw - unpad_w) / 2, (nh - unpad_h) / 2
+    pad_w, pad_h = nw - unpad_w, nh - unpad_h
+    if stride:
+        pad_w, pad_h = pad_w % stride, pad_h % stride
+    dw, dh = pad_w / 2, pad_h / 2
     top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
     left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
     return r, (unpad_w, unpad_h), (left, top, right, bottom), (dw, dh)
@@ -51,14 +58,15 @@ def letterbox_boxes(boxes: np.ndarray, r: float, left_top: tuple[int, int], dwh:
 
 
 def letterbox(img: np.ndarray, boxes: np.ndarray | None, new_shape: tuple[int, int], *, scaleup: bool = True,
-              compat: str = "v8"):
-    """Resize keeping the aspect ratio to fit ``new_shape`` (h, w), centre, pad with 114 (§4.7, ``auto=False``).
+              compat: str = "v8", stride: int | None = None):
+    """Resize keeping the aspect ratio to fit ``new_shape`` (h, w), centre, pad with 114 (§4.7, ``auto=False``;
+    with ``stride``, pad only up to the next multiple of it, ``auto=True``: see ``letterbox_geometry``).
 
     Returns ``(img, boxes, r, (left, top), (dw, dh))``. Boxes are scaled by r and shifted by the half padding: the
     un-rounded ``(dw, dh)`` (``compat="v8"``) or the integer ``(left, top)`` actually used (``"current"``).
     """
     h, w = img.shape[:2]
-    r, (unpad_w, unpad_h), (left, top, right, bottom), dwh = letterbox_geometry((h, w), new_shape, scaleup)
+    r, (unpad_w, unpad_h), (left, top, right, bottom), dwh = letterbox_geometry((h, w), new_shape, scaleup, stride)
     if (w, h) != (unpad_w, unpad_h):
         img = cv2.resize(img, (unpad_w, unpad_h), interpolation=cv2.INTER_LINEAR)
     if top or bottom or left or right:
