@@ -44,28 +44,30 @@ def coco_named_shapes(tmp_path_factory, yolov8n):
 
 
 def test_predict_maps_boxes_back_to_the_original_pixels(yolov8n, coco_named_shapes):
-    """A 2:1 image predicted directly must give the boxes of its letterboxed 64x64 canvas, un-padded and scaled."""
+    """An 8:3 image predicted directly must give the boxes of its letterboxed canvas (the smallest 32-multiple
+    rectangle, 32x64), un-padded and scaled."""
     from yolojax.data.augment import letterbox
 
     _, shapes = coco_named_shapes
     img = cv2.imread(str(sorted((shapes / "images" / "val").glob("*.png"))[0]))
-    img = cv2.resize(img, (128, 64), interpolation=cv2.INTER_LINEAR)  # h=64, w=128: gain 0.5, pad 16 top/bottom
-    canvas, _, r, (left, top), _ = letterbox(img, None, (64, 64))
-    assert (r, left, top) == (0.5, 0, 16)
+    img = cv2.resize(img, (128, 48), interpolation=cv2.INTER_LINEAR)  # h=48, w=128: gain 0.5, 4 px top/bottom
+    canvas, _, r, (left, top), _ = letterbox(img, None, (64, 64), stride=32)
+    assert (canvas.shape[:2], r, left, top) == ((32, 64), 0.5, 0, 4)
     kw = dict(imgsz=64, conf=1e-4, names=yolov8n.names, verbose=False)
     (direct,) = predict(yolov8n.model, yolov8n.variables, img, **kw)
     (on_canvas,) = predict(yolov8n.model, yolov8n.variables, canvas, **kw)
+    assert direct.input_shape == on_canvas.input_shape == (32, 64)
     assert len(direct) == len(on_canvas) > 0
     expected = (on_canvas.boxes - np.array([left, top, left, top], np.float32)) / np.float32(r)
     expected[:, [0, 2]] = expected[:, [0, 2]].clip(0, 128)
-    expected[:, [1, 3]] = expected[:, [1, 3]].clip(0, 64)
+    expected[:, [1, 3]] = expected[:, [1, 3]].clip(0, 48)
     np.testing.assert_allclose(direct.boxes, expected, atol=1e-3)
     np.testing.assert_array_equal(direct.scores, on_canvas.scores)
     np.testing.assert_array_equal(direct.classes, on_canvas.classes)
-    assert direct.orig_shape == (64, 128)
+    assert direct.orig_shape == (48, 128)
     assert np.all(direct.scores >= 1e-4) and np.all(np.diff(direct.scores) <= 0)
     # the same mapping as the validator's (scale_boxes, spec §5.1 step 6)
-    np.testing.assert_allclose(direct.boxes, scale_boxes(on_canvas.boxes, ((r, r), (left, top)), (64, 128)), atol=1e-3)
+    np.testing.assert_allclose(direct.boxes, scale_boxes(on_canvas.boxes, ((r, r), (left, top)), (48, 128)), atol=1e-3)
 
 
 def test_predict_sources_filters_and_saving(yolov8n, coco_named_shapes, tmp_path, capsys):

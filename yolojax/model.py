@@ -286,8 +286,9 @@ class YOLO:
         return self.metrics
 
     def predict(self, source=None, **kwargs):
-        """Detect objects in ``source`` (image path, directory, glob, list, or BGR uint8 array); returns a list of
-        :class:`yolojax.predict.Prediction` (boxes xyxy in original pixels, scores, classes)."""
+        """Detect objects in ``source`` (image path, directory, glob, list, or BGR uint8 array) as Ultralytics'
+        predictor does; returns a list of :class:`yolojax.predict.Prediction` (boxes xyxy in original pixels,
+        scores, classes). Keywords: :func:`yolojax.predict.predict`'s (imgsz, conf, iou, classes, compat, ...)."""
         from yolojax.predict import predict
 
         if source is None:

@@ -1,12 +1,18 @@
 """Inference on images: ``predict(model, variables, source) -> [Prediction, ...]``.
 
-Each image is letterboxed to ``imgsz x imgsz`` (one compiled function per batch shape, instead of one per
-image shape), run through the model and NMS on the device, and its boxes are mapped back to the original
-pixels on the host. ``save=True`` also writes annotated copies (OpenCV) into ``runs/detect/predict``.
+As Ultralytics' predictor: each image is scaled to fit ``imgsz`` and padded (114, centred) to the smallest
+rectangle whose sides are multiples of the model's stride (``rect=True``; a batch of images of different shapes,
+or ``rect=False``, is padded to ``imgsz`` instead), run through the model and single-label NMS on the device
+(``classes`` filters candidates before NMS), and its boxes are mapped back to the original pixels on the host
+(``original_boxes``). One function is compiled per input shape: with one side at ``imgsz`` and the other a stride
+multiple, a folder of photos needs a few. Images are never padded further to share a shape, because extra
+padding changes the output (the convolutions' zero borders and pooling windows move), so results stay
+Ultralytics'. ``save=True`` also writes annotated copies (OpenCV) into ``runs/detect/predict``.
 
     source: an image path, a directory (its images, sorted), a glob pattern, a list of those or of arrays,
             or one array (H, W, 3) uint8 BGR, as OpenCV reads images (Ultralytics' convention).
-    Prediction.boxes (n, 4) xyxy original pixels, .scores (n,), .classes (n,) int, .names, .path, .orig_shape
+    Prediction.boxes (n, 4) xyxy original pixels, .scores (n,), .classes (n,) int, .names, .path, .orig_shape,
+               .input_shape (h, w) of the letterboxed image the model saw
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ class Prediction:
     orig_shape: tuple[int, int]
     orig_img: np.ndarray | None = dataclasses.field(default=None, repr=False)
     speed: dict[str, float] = dataclasses.field(default_factory=dict)
+    input_shape: tuple[int, int] | None = None  # (h, w) of the letterboxed image the model saw
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -119,31 +126,78 @@ def list_sources(source) -> list[tuple[str | None, np.ndarray | None]]:
 
 @functools.lru_cache(maxsize=8)
 def _infer_fn(model, max_det: int, agnostic: bool):
-    """Jitted uint8 images (B, S, S, 3) RGB -> NMS outputs; ``conf``/``iou`` are traced (no recompiles)."""
+    """Jitted (uint8 images (B, H, W, 3) RGB, allowed (nc,) bool, conf, iou) -> NMS outputs.
+
+    ``conf``, ``iou`` and ``allowed`` are traced (no recompiles). An anchor whose best class is not allowed is no
+    candidate (its scores are set below any threshold), as Ultralytics filters ``classes`` before NMS."""
     import jax
+    import jax.numpy as jnp
 
     from yolojax.engine.devices import compiler_options
     from yolojax.ops.nms import non_max_suppression
 
-    def infer(variables, images, conf, iou):
+    def infer(variables, images, allowed, conf, iou):
         preds = model.apply(variables, images.astype(np.float32) / 255.0, train=False)
+        best_allowed = allowed[jnp.argmax(preds[..., 4:], axis=-1)]
+        preds = preds.at[..., 4:].set(jnp.where(best_allowed[..., None], preds[..., 4:], -1.0))
         return non_max_suppression(preds, conf, iou, agnostic=agnostic, multi_label=False, max_det=max_det)
 
     return jax.jit(infer, compiler_options=compiler_options())
 
 
-def predict(model, variables, source, *, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
+def original_boxes(boxes: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int],
+                   compat: str = "v8") -> np.ndarray:
+    """Map (n, 4) xyxy boxes from the letterboxed input back to the original image, clipped to it.
+
+    The gain and centred padding are recovered from the two shapes, as Ultralytics' predictor does:
+    ``gain = min(h1 / h0, w1 / w0)``; ``compat="v8"`` divides both axes by ``gain`` and takes the padding
+    ``round((w1 - w0 * gain) / 2 - 0.1)`` (likewise y); ``"current"`` first rounds the scaled sides as the letterbox
+    does (``max(round(w0 * gain), 1)``), divides each axis by its own ``w / w0`` and pads around those sides.
+    Returns float32 (n, 4) in original pixels."""
+    (h1, w1), (h0, w0) = input_hw, orig_hw
+    gain = min(h1 / h0, w1 / w0)
+    if compat == "v8":
+        gain_x = gain_y = gain
+        pad_x, pad_y = round((w1 - w0 * gain) / 2 - 0.1), round((h1 - h0 * gain) / 2 - 0.1)
+    else:
+        new_h, new_w = max(round(h0 * gain), 1), max(round(w0 * gain), 1)
+        gain_x, gain_y = new_w / w0, new_h / h0
+        pad_x, pad_y = round((w1 - new_w) / 2 - 0.1), round((h1 - new_h) / 2 - 0.1)
+    out = np.array(boxes, np.float32).reshape(-1, 4)
+    out -= np.array([pad_x, pad_y, pad_x, pad_y], np.float32)
+    out /= np.array([gain_x, gain_y, gain_x, gain_y], np.float32)
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, w0)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, h0)
+    return out
+
+
+def predict_imgsz(imgsz, stride: int = 32) -> tuple[int, int]:
+    """``imgsz`` as (h, w), each side rounded up to a multiple of ``stride``: an int is a square, a sequence is
+    ``(h, w)`` (one number: a square), as Ultralytics' predictor takes it."""
+    from yolojax.engine.config import ConfigError, check_imgsz
+
+    sides = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz]
+    if len(sides) not in (1, 2):
+        raise ConfigError(f"imgsz={imgsz!r}: give one size or (height, width).")
+    sides = [check_imgsz(int(v), stride) for v in sides]
+    return (sides[0], sides[-1])
+
+
+def predict(model, variables, source, *, imgsz: int | Sequence[int] = 640, conf: float = 0.25, iou: float = 0.7,
             max_det: int = 300, names: dict[int, str] | None = None, classes: Sequence[int] | None = None,
-            agnostic_nms: bool = False, batch: int = 1, save: bool = False, project: str | None = None,
-            name: str | None = None, exist_ok: bool = False, device=None, verbose: bool = True,
-            **ignored) -> list[Prediction]:
-    """Detect objects in ``source`` (see module docstring); returns one :class:`Prediction` per image."""
+            agnostic_nms: bool = False, batch: int = 1, rect: bool = True, compat: str = "v8", save: bool = False,
+            project: str | None = None, name: str | None = None, exist_ok: bool = False, device=None,
+            verbose: bool = True, **ignored) -> list[Prediction]:
+    """Detect objects in ``source`` (see module docstring); returns one :class:`Prediction` per image.
+
+    ``compat``: "v8" (Ultralytics 8.2) or "current" (8.4), which differ in how boxes are mapped back
+    (``original_boxes``)."""
     import jax
 
     from yolojax.data.augment import letterbox
-    from yolojax.engine.config import ConfigError, check_imgsz, closest_key, increment_path
+    from yolojax.engine.config import ConfigError, closest_key, increment_path
     from yolojax.engine.devices import select_devices
-    from yolojax.ops.nms import scale_boxes
+    from yolojax.metrics import COMPAT_MODES
 
     for key in ignored:
         if key not in ("half", "show", "save_txt", "save_conf", "save_crop", "show_labels", "show_conf",
@@ -151,8 +205,18 @@ def predict(model, variables, source, *, imgsz: int = 640, conf: float = 0.25, i
                        "retina_masks", "stream", "task", "mode", "model", "data"):
             near = closest_key(key, list(predict.__kwdefaults__))
             raise ConfigError(f"'{key}' is not a predict argument." + (f" Did you mean '{near}'?" if near else ""))
+    if compat not in COMPAT_MODES:
+        raise ConfigError(f"compat={compat!r} is not valid; use one of {', '.join(COMPAT_MODES)}.")
     names = dict(names) if names else {i: str(i) for i in range(model.num_classes)}
-    imgsz = check_imgsz(imgsz)
+    stride = max(max(model.strides), 32)
+    shape = predict_imgsz(imgsz, stride)
+    allowed = np.ones(model.num_classes, bool)
+    if classes is not None:
+        wanted = np.asarray(list(classes) if isinstance(classes, (list, tuple, np.ndarray)) else [classes], int)
+        if wanted.size and (wanted.min() < 0 or wanted.max() >= model.num_classes):
+            raise ConfigError(f"classes={wanted.tolist()}: class ids must be in 0..{model.num_classes - 1}.")
+        allowed[:] = False
+        allowed[wanted] = True
     items = list_sources(source)
     dev = select_devices(device)[0]
     variables = jax.device_put(variables, dev)
@@ -166,39 +230,38 @@ def predict(model, variables, source, *, imgsz: int = 640, conf: float = 0.25, i
     for start in range(0, len(items), batch):
         chunk = items[start:start + batch]
         t0 = time.perf_counter()
-        originals, inputs, pads = [], [], []
+        originals = []
         for path, arr in chunk:
             img = cv2.imread(path, cv2.IMREAD_COLOR) if arr is None else np.asarray(arr)
             if img is None:
                 raise FileNotFoundError(f"{path}: OpenCV could not read this image (corrupt or not an image).")
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
                 raise ValueError(f"predict: arrays must be (H, W, 3) uint8 BGR images, got {img.shape} {img.dtype}.")
-            boxed, _, r, (left, top), _ = letterbox(img, None, (imgsz, imgsz))
             originals.append(img)
-            inputs.append(boxed[..., ::-1])  # BGR -> RGB
-            pads.append(((r, r), (left, top)))
+        # as Ultralytics: the smallest stride rectangle only when the whole batch shares one image shape
+        auto = rect and len({img.shape for img in originals}) == 1
+        inputs = [letterbox(img, None, shape, stride=stride if auto else None)[0][..., ::-1] for img in originals]
+        input_hw = inputs[0].shape[:2]
         while len(inputs) < batch:  # pad the last batch: same compiled shape
             inputs.append(np.full_like(inputs[0], 114))
         images = jax.device_put(np.ascontiguousarray(np.stack(inputs)), dev)
         t1 = time.perf_counter()
-        out = jax.device_get(fn(variables, images, np.float32(conf), np.float32(iou)))
+        out = jax.device_get(fn(variables, images, allowed, np.float32(conf), np.float32(iou)))
         t2 = time.perf_counter()
         boxes, scores, cls, valid = out
         for j, ((path, _), img) in enumerate(zip(chunk, originals)):
             keep = np.array(valid[j], dtype=bool)
-            if classes is not None:
-                keep = keep & np.isin(cls[j], np.asarray(list(classes)))
-            b = scale_boxes(boxes[j][keep], pads[j], img.shape[:2])
+            b = original_boxes(boxes[j][keep], input_hw, img.shape[:2], compat)
             n = len(chunk)
             speed = {"preprocess": 1e3 * (t1 - t0) / n, "inference": 1e3 * (t2 - t1) / n}
             pred = Prediction(b, np.asarray(scores[j][keep], np.float32), np.asarray(cls[j][keep]).astype(np.int64),
-                              names, path, tuple(img.shape[:2]), img, speed)
+                              names, path, tuple(img.shape[:2]), img, speed, tuple(input_hw))
             if save_dir is not None:
                 stem = pathlib.Path(path).name if path else f"image{start + j}.jpg"
                 pred.save(save_dir / stem)
             if verbose:
-                print(f"image {start + j + 1}/{len(items)} {path or 'array'}: {imgsz}x{imgsz} {pred.verbose()}, "
-                      f"{speed['inference']:.1f}ms")
+                print(f"image {start + j + 1}/{len(items)} {path or 'array'}: {input_hw[0]}x{input_hw[1]} "
+                      f"{pred.verbose()}, {speed['inference']:.1f}ms")
             results.append(pred)
     if save_dir is not None and verbose:
         print(f"Results saved to {save_dir}")
