@@ -49,6 +49,9 @@ def test_stride_letterbox_keeps_the_ratio_when_a_side_rounds_onto_a_stride_multi
     out, _, r, (left, top), _ = letterbox(np.full((96, 128, 3), 7, np.uint8), None, (320, 320), stride=32)
     assert (out.shape, r, left, top) == ((256, 320, 3), 2.5, 0, 8)
     assert np.all(out[:8] == 114) and np.all(out[-8:] == 114) and np.all(out[8:-8] == 7)
+    # a 1x3000 line at 640 keeps one row (0.21 would round to none): 31 rows of padding, 15 above
+    out, _, _, (left, top), _ = letterbox(np.full((1, 3000, 3), 7, np.uint8), None, (640, 640), stride=32)
+    assert (out.shape, left, top) == ((32, 640, 3), 0, 15) and np.all(out[15] == 7)
 
 
 def test_original_boxes_v8_and_current():

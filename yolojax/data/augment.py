@@ -40,7 +40,7 @@ def letterbox_geometry(hw: tuple[int, int], new_shape: tuple[int, int], scaleup:
     r = min(nh / h, nw / w)
     if not scaleup:
         r = min(r, 1.0)
-    unpad_w, unpad_h = int(round(w * r)), int(round(h * r))
+    unpad_w, unpad_h = max(int(round(w * r)), 1), max(int(round(h * r)), 1)  # thin images keep one pixel
     pad_w, pad_h = nw - unpad_w, nh - unpad_h
     if stride:
         pad_w, pad_h = pad_w % stride, pad_h % stride
