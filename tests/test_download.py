@@ -210,7 +210,8 @@ def _voc_xml(w: int, h: int, objects) -> bytes:
         f"<object><name>{n}</name>{'' if d is None else f'<difficult>{d}</difficult>'}<bndbox><xmin>{x0}</xmin>"
         f"<ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
         for n, d, (x0, y0, x1, y1) in objects)
-    return f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objs}</annotation>".encode()
+    size = f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
+    return f"<annotation>{size}{objs}</annotation>".encode()
 
 
 def _jpg(h: int, w: int, seed: int) -> bytes:

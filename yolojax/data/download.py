@@ -138,7 +138,8 @@ def download_zip(url: str, dest_dir: str | os.PathLike, *, timeout: float = 30.0
             fetch_file(source, archive, timeout=timeout)
         except DownloadError as e:
             raise DatasetError(f"{e}. Nothing was kept. If the network looks unreachable (or the URL is wrong), "
-                               f"download the file by hand and extract it into {dest_dir}, or retry when online.") from e
+                               f"download the file by hand and extract it into {dest_dir}, or retry when "
+                               "online.") from e
     tops = safe_extract(archive, dest_dir)
     if not keep:
         archive.unlink()

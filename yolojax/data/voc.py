@@ -111,7 +111,8 @@ def convert_voc(root: str | os.PathLike, names: dict[int, str]) -> dict[str, int
             if not src.is_file() and not dst.is_file():
                 raise DatasetError(f"VOC image {image_id} (listed in {listing}) is neither in {src.parent} nor in "
                                    f"{imgs_dir}. Delete {root} and download the dataset again.")
-            lines, n_diff, unk = voc_labels(voc / "Annotations" / f"{image_id}.xml", order, src if src.is_file() else dst)
+            image = src if src.is_file() else dst
+            lines, n_diff, unk = voc_labels(voc / "Annotations" / f"{image_id}.xml", order, image)
             _write_text(lbs_dir / f"{image_id}.txt", "".join(line + "\n" for line in lines))
             if src.is_file():
                 os.replace(src, dst)
