@@ -1,4 +1,4 @@
-"""Downloads: single files and zip archives over http(s), never code from a YAML (DESIGN "Bad input").
+"""Downloads: single files and zip archives over http(s); never code from a YAML.
 
 ``fetch_file(url, dest)`` streams one file with a tqdm progress bar into a temporary file beside ``dest`` and renames
 it into place only when it is complete (as many bytes as the server announced and, for ``.zip``/``.pt``, a readable
