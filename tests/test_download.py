@@ -294,6 +294,16 @@ def test_voc_yaml_downloads_converts_and_trains(user_dir, voc_server, capsys):
     assert sorted(len(lb) for lb in train.labels) == [1, 1, 1, 1] and sorted(len(lb) for lb in val.labels) == [0, 2]
 
 
+@pytest.mark.slow
+def test_voc_downloaded_dataset_trains(user_dir, voc_server, tiny_model_yaml):
+    from yolojax import YOLO
+
+    metrics = YOLO(str(tiny_model_yaml)).train(data="VOC", epochs=1, imgsz=64, batch=2, workers=0, plots=False)
+    rows = (user_dir / "runs" / "detect" / "train" / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 2 and np.isfinite(metrics.box.map)  # one epoch over the converted labels, validated
+    assert len(voc_server.requests) == 3
+
+
 def test_voc_interrupted_download_resumes_without_refetching(user_dir, voc_server):
     voc_server.faults["/v0.0.0/VOCtrainval_11-May-2012.zip"] = "short"
     with pytest.raises(DatasetError, match="incomplete"):
