@@ -3,8 +3,8 @@
     python -m yolojax.train --config=configs/coco128.py
 
 Downloads coco128.zip (7 MB) into ./datasets on first use. Starting from the released yolov8n.pt
-(--config.model=yolov8n.pt, put the file in the working directory) mAP50-95 starts near 0.45 (these
-images are part of COCO train2017);
+(--config.model=yolov8n.pt, downloaded into the working directory on first use) mAP50-95 starts near 0.45
+(these images are part of COCO train2017);
 from scratch (the default here) 100 epochs reach only a few points: 128 images are a smoke test, not a benchmark.
 """
 from __future__ import annotations

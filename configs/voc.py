@@ -2,10 +2,10 @@
 
     python -m yolojax.train --config=configs/voc.py --config.model=yolov8n.pt
 
-VOC's labels need an XML -> YOLO conversion that the bundled VOC.yaml cannot run (yolojax never executes code
-from a YAML): convert once with your own script or Ultralytics' tools, or read it through TensorFlow Datasets
-(--config.data=tfds:voc/2007, pip install -e '.[tfds]'). Fine-tuning yolov8n.pt for 100 epochs at 640 reaches
-mAP50 around 0.8 in Ultralytics' reports.
+The first run downloads the VOC archives (~2.8 GB) into the datasets dir and converts the XML annotations to YOLO
+labels with yolojax's own converter (yolojax/data/voc.py); an interrupted download resumes. TensorFlow Datasets
+is the alternative (--config.data=tfds:voc/2007, pip install -e '.[tfds]'). Fine-tuning yolov8n.pt for 100 epochs
+at 640 reaches mAP50 around 0.8 in Ultralytics' reports.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@
   ``YOLOJAX_COMPILE_CACHE`` (the yolojax entry points).
 * absl flags marked as parsed: Grain worker processes read them (ENVIRONMENT.md).
 * ``fixtures_dir``: the Ultralytics reference outputs in ``../shared/fixtures``.
+* Release assets (weights, dataset archives) point at a closed local port: no test downloads from the Internet.
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One XLA CPU device (the entry points' default; YOLOJAX_CPU_DEVICES=N splits the CPU): pinned so that subprocess
 # runs compare with in-process ones exactly. test_devices, test_train and test_val_predict test the split itself.
 os.environ.setdefault("YOLOJAX_CPU_DEVICES", "1")
+# No test reaches the Internet: Ultralytics' release assets (weights, dataset zips) resolve to a closed local port
+# unless a test serves them itself (tests/test_download.py).
+os.environ["YOLOJAX_ASSETS_URL"] = "http://127.0.0.1:9"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

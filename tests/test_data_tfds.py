@@ -4,12 +4,15 @@
 the ``SkipDecoding`` image decoder we use (decoding lazily is the point), and tfds encodes numpy images with TF. So the
 fixtures are tiny datasets *prepared by tfds itself* (ArrayRecord, no TF needed): builders named ``voc``/``coco``
 with the stock feature specs (VOC's copied from the stock builder; COCO's written out, since the stock COCO builder
-needs TF to construct) and hand-written examples, whose boxes and pixels we know. Skipped without tensorflow-datasets
-(CI installs only the ``dev`` extra).
+needs TF to construct) and hand-written examples, whose boxes and pixels we know. The ``dev`` extra installs
+tensorflow-datasets (without TensorFlow), so CI runs these tests; they are skipped only where it is missing.
+The README's ``data=tfds:`` command runs here as written, on the prepared tiny VOC.
 """
 from __future__ import annotations
 
+import pathlib
 import pickle
+import shlex
 import sys
 
 import cv2
@@ -234,3 +237,21 @@ def test_missing_tfds_names_the_extra(monkeypatch):
         import_tfds()
     with pytest.raises(DatasetError, match=r"pip install 'yolojax\[tfds\]'"):
         check_dataset("tfds:coco/2017")
+
+
+@pytest.mark.slow
+def test_readme_tfds_command_trains(tfds_env, tmp_path, monkeypatch, capsys):
+    from yolojax.cli import main
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(t.strip() for t in readme.splitlines() if t.startswith("yolojax detect train data=tfds:"))
+    argv = shlex.split(line)
+    assert argv[:4] == ["yolojax", "detect", "train", "data=tfds:voc/2007"]
+    monkeypatch.chdir(tmp_path)
+    assert main(argv[1:]) == 0
+    out = capsys.readouterr().out
+    rows = (tmp_path / "runs" / "detect" / "train" / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 2  # header + 1 epoch
+    # validated on VOC2007 test (1 image, 2 boxes), trained on train+validation (3 images)
+    all_rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["all"]]
+    assert all_rows and all(r[1:3] == ["1", "2"] for r in all_rows), out

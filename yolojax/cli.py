@@ -37,7 +37,7 @@ Examples
     yolojax predict model=runs/detect/train/weights/best.npz source=path/to/images save=True
     yolojax cfg        (every train argument with its default)
 
-Weights are never downloaded: put yolov8n.pt (Ultralytics' GitHub release assets) in the working directory.
+yolov8n.pt (and s/m/l/x) is downloaded into the working directory on first use (Ultralytics' weights, AGPL-3.0).
 Runs go to runs/detect/train, train2, ... with weights/best.npz and weights/last.npz.
 Python: from yolojax import YOLO; YOLO("yolov8n.yaml").train(data="coco8.yaml", epochs=3)
 """

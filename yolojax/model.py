@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 from typing import Any, Callable
 
 import numpy as np
@@ -31,30 +30,12 @@ NO_EFFECT_KEYS = frozenset((
     "format", "keras", "optimize", "int8", "dynamic", "simplify", "opset", "workspace", "nms", "auto_augment",
     "erasing", "crop_fraction", "tracker", "cutmix", "cls_pw", "compile", "channels_last", "save_dir",
 ))
-RELEASE_URL = "https://github.com/ultralytics/assets/releases/download/v8.2.0/{name}"
-OFFICIAL_WEIGHTS = re.compile(r"yolov8[nslmx]\.pt")
-
-
-def missing_weights_message(path: str | os.PathLike) -> str:
-    """One paragraph: where to get a weights file that is not on disk and where to put it."""
-    p = pathlib.Path(path)
-    stem = re.sub(r"\.(pt|npz)$", "", p.name)
-    if OFFICIAL_WEIGHTS.fullmatch(p.name):
-        where = (f"'{p.name}' is an Ultralytics release file; yolojax never downloads it. Download it from "
-                 f"Ultralytics' GitHub release assets ({RELEASE_URL.format(name=p.name)}, or any release of "
-                 f"https://github.com/ultralytics/assets/releases) and put it in the working directory "
-                 f"({pathlib.Path.cwd()}) or pass its full path. Those weights keep their own licence (AGPL-3.0). ")
-    else:
-        where = ("Check the path (relative paths are taken from the working directory "
-                 f"{pathlib.Path.cwd()}); a yolojax run keeps its weights in <run>/weights/best.npz and last.npz. ")
-    return (f"Model weights '{path}' not found. {where}To train from scratch instead, build the model from its YAML: "
-            f"YOLO('{stem if re.fullmatch(r'yolov8[nslmx]', stem) else 'yolov8n'}.yaml') or model="
-            f"{stem if re.fullmatch(r'yolov8[nslmx]', stem) else 'yolov8n'}.yaml on the command line.")
 
 
 def resolve_weights_path(path: str | os.PathLike) -> pathlib.Path:
     """A run directory -> its weights/best.npz (else last.npz); Ultralytics' ``.../last.pt`` -> yolojax's
-    ``last.npz`` beside it when only that exists; a missing file -> FileNotFoundError with advice."""
+    ``last.npz`` beside it when only that exists; Ultralytics' released weights are downloaded if missing; another
+    missing file -> FileNotFoundError with advice."""
     p = pathlib.Path(path)
     if p.is_dir():
         for cand in (p / "weights" / "best.npz", p / "weights" / "last.npz", p / "best.npz", p / "last.npz"):
@@ -67,7 +48,9 @@ def resolve_weights_path(path: str | os.PathLike) -> pathlib.Path:
     if p.suffix == ".pt" and p.with_suffix(".npz").is_file():  # runs write last.npz where Ultralytics writes last.pt
         print(f"{p} not found; using yolojax's {p.with_suffix('.npz')} (runs save .npz where Ultralytics saves .pt)")
         return p.with_suffix(".npz")
-    raise FileNotFoundError(missing_weights_message(path))
+    from yolojax.weights import attempt_download
+
+    return attempt_download(p)
 
 
 def _run_dir_of(weights: pathlib.Path) -> pathlib.Path | None:

@@ -14,6 +14,13 @@ files load in Ultralytics.
     load(path) -> (model, variables)
     save_state_dict(variables, path)
     transfer(src_variables, dst_variables) -> (variables, report)
+    attempt_download(path) -> path
+
+Ultralytics' released weights (``yolov8{n,s,m,l,x}.pt`` and ``-cls.pt``) are downloaded on first use when the named
+file does not exist, as Ultralytics does: from the ``ultralytics/assets`` release ``WEIGHTS_RELEASE`` (the tag
+Ultralytics 8.2 downloads from; ``$YOLOJAX_ASSETS_URL`` replaces the release-assets base) to the path given, so a
+bare ``yolov8n.pt`` lands in the working directory, where the next run finds it. The download goes through a
+temporary file and is renamed only when complete; one line says whose weights they are and their licence.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import tempfile
 from typing import Any
 
@@ -34,7 +42,11 @@ from yolojax.torch_pickle import CheckpointFormatError, UnsafeCheckpointError, l
 log = logging.getLogger(__name__)
 
 __all__ = ["load", "load_checkpoint", "save_state_dict", "transfer", "to_state_dict", "from_state_dict",
-           "LoadedWeights", "UnsafeCheckpointError", "CheckpointFormatError"]
+           "LoadedWeights", "UnsafeCheckpointError", "CheckpointFormatError", "attempt_download"]
+
+WEIGHTS_RELEASE = "v8.2.0"
+OFFICIAL_WEIGHTS = re.compile(r"yolov8[nslmx](-cls)?\.pt")
+RELEASES_PAGE = "https://github.com/ultralytics/assets/releases"
 
 _LEAF_OUT = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
              ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
@@ -114,7 +126,9 @@ class LoadedWeights:
 def _model_for_state_dict(sd: dict[str, np.ndarray], yaml_cfg: dict | None) -> YOLOv8:
     bias_keys = sorted(k for k in sd if k.endswith(".cv3.0.2.bias"))
     if not bias_keys:
-        raise KeyError("state dict has no Detect class branch (model.<n>.cv3.0.2.bias): not a YOLOv8 detect model.")
+        raise CheckpointFormatError(
+            "the state dict has no Detect head (model.<n>.cv3.0.2.bias): not a YOLOv8 detection model (a -cls "
+            "checkpoint is a classification model; yolojax trains detection only). Use yolov8n.pt ... yolov8x.pt.")
     nc = int(sd[bias_keys[0]].shape[0])
     if yaml_cfg:
         return YOLOv8.from_yaml(yaml_cfg, num_classes=nc)
@@ -132,11 +146,55 @@ def _variables_template(model: YOLOv8):
     return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32)))
 
 
+def release_url(name: str) -> str:
+    """Where Ultralytics publishes the weights file ``name`` (before any ``$YOLOJAX_ASSETS_URL`` mirror)."""
+    from yolojax.data.download import ASSETS_URL
+
+    return f"{ASSETS_URL}/{WEIGHTS_RELEASE}/{name}"
+
+
+def missing_weights_message(path: str | os.PathLike, failure: str | None = None) -> str:
+    """One paragraph: a weights file is not on disk (``failure``: why downloading it failed); where to get it."""
+    p = pathlib.Path(path)
+    stem = re.sub(r"\.(pt|npz)$", "", p.name)
+    scratch = stem if re.fullmatch(r"yolov8[nslmx]", stem) else "yolov8n"
+    if OFFICIAL_WEIGHTS.fullmatch(p.name):
+        where = (f"'{p.name}' is an Ultralytics release file and downloading it failed ({failure}). Download it "
+                 f"by hand from Ultralytics' GitHub release assets ({release_url(p.name)}, or any release of "
+                 f"{RELEASES_PAGE}) and put it in the working directory ({pathlib.Path.cwd()}) or pass its full "
+                 "path. Those weights keep their own licence (AGPL-3.0). ")
+    else:
+        where = ("Check the path (relative paths are taken from the working directory "
+                 f"{pathlib.Path.cwd()}); a yolojax run keeps its weights in <run>/weights/best.npz and last.npz. ")
+    return (f"Model weights '{path}' not found. {where}To train from scratch instead, build the model from its YAML: "
+            f"YOLO('{scratch}.yaml') or model={scratch}.yaml on the command line.")
+
+
+def attempt_download(path: str | os.PathLike, *, timeout: float = 30.0) -> pathlib.Path:
+    """``path`` if it exists; else Ultralytics' released weights of that name downloaded to ``path``.
+
+    Raises FileNotFoundError (one paragraph: where to get the file) when ``path`` is not a release name, or when
+    the download fails (offline, refused, truncated); then no file is left at ``path``."""
+    p = pathlib.Path(path)
+    if p.exists():
+        return p
+    if not OFFICIAL_WEIGHTS.fullmatch(p.name):
+        raise FileNotFoundError(missing_weights_message(path))
+    from yolojax.data.download import DownloadError, assets_url, fetch_file
+
+    url = assets_url(release_url(p.name))
+    print(f"Downloading {url} to '{p}': Ultralytics' YOLOv8 weights, licensed under AGPL-3.0 "
+          "(https://ultralytics.com/license); models trained from them keep that licence.")
+    try:
+        return fetch_file(url, p, timeout=timeout)
+    except DownloadError as e:
+        raise FileNotFoundError(missing_weights_message(path, str(e))) from e
+
+
 def load_checkpoint(path) -> LoadedWeights:
-    """Load an Ultralytics ``.pt`` (EMA preferred, else model) or a state-dict ``.npz``."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Weights file {path} does not exist.")
+    """Load an Ultralytics ``.pt`` (EMA preferred, else model) or a state-dict ``.npz``; Ultralytics' released
+    weights are downloaded first if missing (``attempt_download``)."""
+    path = attempt_download(path)
     meta: dict = {}
     names: dict[int, str] | None = None
     yaml_cfg = None

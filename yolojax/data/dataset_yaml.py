@@ -9,8 +9,10 @@
 Rules: ``train`` and ``val`` are required (``validation`` is renamed to ``val``); ``names`` (list or dict) or ``nc``
 is required; the root is ``path`` (or the YAML's own folder if absent); a relative root that does not exist is
 resolved under the datasets dir (env ``YOLOJAX_DATASETS_DIR``, default ``./datasets``). If the val paths do not
-exist and ``download`` is an http(s) archive URL (or a list of them), it is downloaded and extracted; a ``download``
-that is code (``bash ...`` or Python) is **never executed**: we stop with instructions to download by hand.
+exist (or an earlier download into the root was interrupted) and ``download`` is an http(s) archive URL (or a list
+of them), it is downloaded and extracted, then converted by the converter of ours that ``convert`` names (``voc``);
+a ``download`` that is code (``bash ...`` or Python) is **never executed**: we stop with instructions to download
+by hand.
 
 ``list_images(sources)`` lists image files (recursive, sorted, extension filter); ``img2label_path`` maps an image
 to its label file (last ``/images/`` → ``/labels/``, extension → ``.txt``).
@@ -164,16 +166,22 @@ def check_dataset(data: str | os.PathLike | Mapping, *, autodownload: bool = Tru
     for key in ("train", "val", "test"):
         out[key] = _resolve_split(root, d[key]) if d.get(key) else None
 
+    from yolojax.data.download import PROGRESS_FILE, download_unfinished, run_download
+
     missing = [p for p in out["val"] if not p.exists()]
     dl = d.get("download")
-    if missing and dl and autodownload:
-        from yolojax.data.download import run_download
-        run_download(dl, datasets_dir(), where=where)  # refuses (with instructions) anything but archive URLs
+    if (missing or download_unfinished(root)) and dl and autodownload:
+        # refuses (with instructions) anything but archive URLs and our own named converters
+        run_download(dl, datasets_dir(), root=root, convert=d.get("convert"), names=names, where=where)
         missing = [p for p in out["val"] if not p.exists()]
         if missing:
             raise DatasetError(f"{where}: downloaded {str(dl)[:100]!r} but the val paths still do not exist: "
                                f"{', '.join(map(str, missing))}. Check that 'path' and 'val' match the archive's "
                                "folder layout.")
+    if download_unfinished(root):
+        raise DatasetError(f"{where}: the download into {root} was interrupted and is unfinished (the file "
+                           f"{PROGRESS_FILE} is there). Run again with autodownload to finish it (finished archives "
+                           f"are not fetched again), or delete {root} and start over.")
     if missing:
         hint = "download and extract the dataset by hand" if dl else "add a 'download: <zip URL>' key or download it by hand"
         raise DatasetError(f"{where}: dataset images not found: {', '.join(map(str, missing))} (key 'val', root "
