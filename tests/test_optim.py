@@ -315,7 +315,7 @@ def test_musgd_boosts_the_class_branch_and_orthogonalises_matrices():
     """MuSGD: the last layer's cv3_* leaves form '<group>_boost' groups at 3x the lr (warmup start unchanged),
     frozen stays frozen; a matrix's Muon direction has (near) unit singular values, torch's orientation and the
     sqrt(max(1, rows/cols)) scale of the torch weight's last two dims."""
-    from yolojax.engine.optim import boosted_labels, muon_direction, newton_schulz
+    from yolojax.engine.optim import boosted_labels, muon_direction, newton_schulz, torch_matrix
 
     params = tiny_params()
     params["model_22"]["cv3_0_2"] = {"kernel": jnp.array([[[[2.0]]]]), "bias": jnp.array([0.5])}
@@ -335,15 +335,33 @@ def test_musgd_boosts_the_class_branch_and_orthogonalises_matrices():
     np.testing.assert_allclose(updates["model_22"]["cv3_0_2"]["kernel"], 3 * updates["model_22"]["cv2_0_2"]["kernel"],
                                rtol=1e-6)
     g = jax.random.normal(jax.random.key(0), (6, 20))
-    sv = np.linalg.svd(np.asarray(newton_schulz(g), np.float32), compute_uv=False)
-    assert sv.min() > 0.5 and sv.max() < 1.5  # the quintic iteration's band around 1
-    np.testing.assert_array_equal(newton_schulz(g.T), newton_schulz(g).T)  # tall matrices run on their transpose
+    for transpose in (False, True):  # the same map up to bfloat16 rounding
+        sv = np.linalg.svd(np.asarray(newton_schulz(g, transpose), np.float32), compute_uv=False)
+        assert sv.min() > 0.5 and sv.max() < 1.5  # the quintic iteration's band around 1
+    np.testing.assert_array_equal(newton_schulz(g.T, True), newton_schulz(g, False).T)
+    np.testing.assert_allclose(np.asarray(newton_schulz(g, True), np.float32),
+                               np.asarray(newton_schulz(g, False), np.float32), atol=0.05)
     dense = jax.random.normal(jax.random.key(1), (3, 12))  # flax (in, out): torch weight (12, 3) -> scale 2
-    np.testing.assert_array_equal(muon_direction(dense), newton_schulz(dense.T).astype(jnp.float32).T * 2.0)
+    assert torch_matrix(dense.shape) == (12, 3, 2.0)
+    np.testing.assert_array_equal(muon_direction(dense, True), newton_schulz(dense.T, True).astype(jnp.float32).T * 2)
     conv = jax.random.normal(jax.random.key(2), (3, 3, 2, 5))  # torch (5, 2, 3, 3): rows = cout, scale 1
+    assert torch_matrix(conv.shape) == (5, 18, 1.0)
     torch_rows = np.transpose(np.asarray(conv), (3, 2, 0, 1)).reshape(5, 18)
-    np.testing.assert_array_equal(np.transpose(np.asarray(muon_direction(conv)), (3, 2, 0, 1)).reshape(5, 18),
-                                  np.asarray(newton_schulz(jnp.asarray(torch_rows)), np.float32))
+    np.testing.assert_array_equal(np.transpose(np.asarray(muon_direction(conv, False)), (3, 2, 0, 1)).reshape(5, 18),
+                                  np.asarray(newton_schulz(jnp.asarray(torch_rows), False), np.float32))
+
+
+def test_musgd_orients_each_batch_of_matrices_as_torch_does():
+    """torch batches a group's matrices by (cols, scale), splits a batch where rows span more than 16x, and runs a
+    whole batch transposed when its largest row count exceeds its columns."""
+    from yolojax.engine.optim import transposed_batches
+
+    assert transposed_batches([(8, 4, 1.0), (3, 4, 1.0), (2, 4, 1.0), (5, 9, 1.0)]) == [True, True, True, False]
+    assert transposed_batches([(4, 8, 1.0), (2, 8, 1.0)]) == [False, False]
+    # rows 40 vs 2: more than 16x apart, two batches: (40) transposed, (2) not
+    assert transposed_batches([(40, 8, 1.0), (2, 8, 1.0)]) == [True, False]
+    assert transposed_batches([(32, 8, 1.0), (2, 8, 1.0)]) == [True, True]  # exactly 16x: one batch
+    assert transposed_batches([(12, 6, 1.0), (3, 6, 2.0)]) == [True, False]  # another scale: another batch
 
 
 @pytest.mark.parametrize("name", list(TORCH_NAMES))

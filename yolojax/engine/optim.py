@@ -2,7 +2,8 @@
 
 Ultralytics builds three parameter groups: decayed weights (conv kernels), BatchNorm weights and all
 biases (no decay). The v8-era group order, which the ``lr/pg0..2`` columns follow, is
-pg0 = biases, pg1 = decayed weights, pg2 = BN weights ([current]: weights, BN, biases).
+pg0 = biases, pg1 = decayed weights, pg2 = BN weights ([current]: weights, BN, biases). MuSGD splits each
+group once more: the Detect head's class branch trains at three times the group's lr.
 
 The schedule is a pure function of the global iteration ``ni`` so that it can run inside the jitted
 step (no host round trip): during warmup (``ni <= nw``) lr ramps linearly from 0 (biases: from
@@ -156,38 +157,65 @@ def _scale_by_radam_torch(b1, b2: float, eps: float) -> optax.GradientTransforma
     return optax.GradientTransformation(init, update)
 
 
-def newton_schulz(g: jax.Array, eps: float = 1e-7) -> jax.Array:
+def newton_schulz(g: jax.Array, transpose: bool, eps: float = 1e-7) -> jax.Array:
     """Approximate orthogonalisation U V^T of ``g`` (rows, cols), as MuSGD computes it: bfloat16 throughout
     (products accumulate in float32, each result rounds to bfloat16), ``g`` scaled to Frobenius norm 1, then five
-    quintic Newton-Schulz steps X <- a X + (b A + c A A) X with A = X X^T on the wide orientation. Returns
-    bfloat16 (rows, cols)."""
+    quintic Newton-Schulz steps X <- a X + (b A + c A A) X with A = X X^T, on g^T where ``transpose`` (the same
+    map mathematically, not in bfloat16: see ``transposed_batches``). Returns bfloat16 (rows, cols)."""
     bf16, f32 = jnp.bfloat16, jnp.float32
     mm = functools.partial(jnp.matmul, preferred_element_type=f32)
     x = g.astype(bf16)
     norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(f32)))).astype(bf16)
     x = (x.astype(f32) / (norm.astype(f32) + eps).astype(bf16).astype(f32)).astype(bf16)
-    tall = g.shape[0] > g.shape[1]
-    if tall:
+    if transpose:
         x = x.T
     a, b, c = 3.4445, -4.7750, 2.0315
     for _ in range(5):
         A = mm(x, x.T).astype(bf16)
         B = (b * A.astype(f32) + c * mm(A, A)).astype(bf16)
         x = (a * x.astype(f32) + mm(B, x)).astype(bf16)
-    return x.T if tall else x
+    return x.T if transpose else x
 
 
-def muon_direction(update: jax.Array) -> jax.Array:
-    """MuSGD's orthogonalised step for a flax kernel, in the layout of the torch weight it stands for: a conv
-    kernel (kh, kw, cin, cout) as the (cout, cin*kh*kw) matrix of torch's (cout, cin, kh, kw) weight, a dense
-    kernel (in, out) as (out, in); scaled by sqrt(max(1, rows / cols)) of the torch weight's last two dims."""
+def torch_matrix(shape: tuple[int, ...]) -> tuple[int, int, float]:
+    """(rows, cols, scale) of the matrix MuSGD orthogonalises for a flax kernel of ``shape``: a conv kernel
+    (kh, kw, cin, cout) stands for torch's (cout, cin, kh, kw) weight, flattened to (cout, cin*kh*kw); a dense
+    kernel (in, out) for (out, in). scale = sqrt(max(1, a / b)) of the torch weight's last two dims (a, b)."""
+    if len(shape) == 4:
+        kh, kw, cin, cout = shape
+        return cout, cin * kh * kw, max(1.0, kh / kw) ** 0.5
+    n_in, n_out = shape
+    return n_out, n_in, max(1.0, n_out / n_in) ** 0.5
+
+
+def transposed_batches(matrices: list[tuple[int, int, float]]) -> list[bool]:
+    """For each (rows, cols, scale) of one param group: whether torch's MuSGD runs its Newton-Schulz transposed.
+    It orthogonalises the matrices of equal (cols, scale) in one batch, rows zero-padded to the batch's largest
+    (zero rows change nothing), splits a batch where its row counts span more than 16x, and transposes a whole
+    batch when its padded rows exceed its columns."""
+    flags = [False] * len(matrices)
+    buckets: dict[tuple[int, float], list[tuple[int, int]]] = {}
+    for i, (rows, cols, scale) in enumerate(matrices):
+        buckets.setdefault((cols, scale), []).append((rows, i))
+    for (cols, _), items in buckets.items():
+        items.sort(key=lambda item: -item[0])
+        start = 0
+        for j in range(1, len(items) + 1):
+            if j == len(items) or items[start][0] > 16 * items[j][0]:
+                for _, i in items[start:j]:
+                    flags[i] = items[start][0] > cols
+                start = j
+    return flags
+
+
+def muon_direction(update: jax.Array, transpose: bool) -> jax.Array:
+    """MuSGD's orthogonalised step for a flax kernel (``torch_matrix``), scaled, in the kernel's layout."""
+    rows, _, scale = torch_matrix(update.shape)
     if update.ndim == 4:
-        kh, kw, cin, cout = update.shape
         torch_w = jnp.transpose(update, (3, 2, 0, 1))
-        o = newton_schulz(torch_w.reshape(cout, -1)).astype(update.dtype).reshape(torch_w.shape)
-        return jnp.transpose(o, (2, 3, 1, 0)) * max(1.0, kh / kw) ** 0.5
-    n_in, n_out = update.shape
-    return newton_schulz(update.T).astype(update.dtype).T * max(1.0, n_out / n_in) ** 0.5
+        o = newton_schulz(torch_w.reshape(rows, -1), transpose).astype(update.dtype).reshape(torch_w.shape)
+        return jnp.transpose(o, (2, 3, 1, 0)) * scale
+    return newton_schulz(update.T, transpose).astype(update.dtype).T * scale
 
 
 def _musgd(learning_rate, momentum, weight_decay) -> optax.GradientTransformation:
@@ -200,20 +228,22 @@ def _musgd(learning_rate, momentum, weight_decay) -> optax.GradientTransformatio
         return (jax.tree.map(jnp.zeros_like, params), jax.tree.map(jnp.zeros_like, params))
 
     def update(grads, state, params):
-        def one(g, p, buf_m, buf_s):
-            lr = learning_rate
-            q = p
-            if g.ndim in (2, 4):
+        g_leaves, treedef = jax.tree.flatten(grads)
+        p_leaves, m_leaves, s_leaves = (treedef.flatten_up_to(t) for t in (params, *state))
+        muon = [i for i, g in enumerate(g_leaves) if g.ndim in (2, 4)]
+        transpose = dict(zip(muon, transposed_batches([torch_matrix(g_leaves[i].shape) for i in muon])))
+        out = []
+        for i, (g, p, buf_m, buf_s) in enumerate(zip(g_leaves, p_leaves, m_leaves, s_leaves)):
+            lr, q = learning_rate, p
+            if i in transpose:
                 buf_m = momentum * buf_m + (1.0 - momentum) * g
-                q = p - (lr * MUSGD_MUON) * muon_direction(momentum * buf_m + (1.0 - momentum) * g)
+                q = p - (lr * MUSGD_MUON) * muon_direction(momentum * buf_m + (1.0 - momentum) * g, transpose[i])
                 lr = lr * MUSGD_SGD
             d = g + weight_decay * q
             buf_s = momentum * buf_s + d
-            return q - lr * (d + momentum * buf_s) - p, buf_m, buf_s
-
-        out = jax.tree.map(one, grads, params, *state)
-        pick = lambda i: jax.tree.map(lambda _, o: o[i], grads, out)  # noqa: E731
-        return pick(0), (pick(1), pick(2))
+            out.append((q - lr * (d + momentum * buf_s) - p, buf_m, buf_s))
+        updates, bufs_m, bufs_s = (treedef.unflatten(list(x)) for x in zip(*out))
+        return updates, (bufs_m, bufs_s)
 
     return optax.GradientTransformation(init, update)
 
