@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.name = ml_collections.FieldReference(None, field_type=str)  # run name (default train, train2, ...)
     c.exist_ok = False  # reuse an existing run directory instead of incrementing the name
     c.pretrained = ml_collections.FieldReference(True, field_type=object)  # bool, or a .pt/.npz path whose matching tensors are transferred
-    c.optimizer = "auto"  # SGD, MuSGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSProp or auto (long runs: SGD, current MuSGD)
+    c.optimizer = "auto"  # SGD, MuSGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSProp or auto (current: MuSGD on long runs)
     c.verbose = True  # print per-class validation tables
     c.seed = 0  # random seed (data order, augmentation, init)
     c.deterministic = True  # deterministic algorithms (XLA is deterministic on CPU; GPU see README)
