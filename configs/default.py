@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.name = ml_collections.FieldReference(None, field_type=str)  # run name (default train, train2, ...)
     c.exist_ok = False  # reuse an existing run directory instead of incrementing the name
     c.pretrained = ml_collections.FieldReference(True, field_type=object)  # bool, or a .pt/.npz path whose matching tensors are transferred
-    c.optimizer = "auto"  # SGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSProp or auto
+    c.optimizer = "auto"  # SGD, MuSGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSProp or auto (current: MuSGD on long runs)
     c.verbose = True  # print per-class validation tables
     c.seed = 0  # random seed (data order, augmentation, init)
     c.deterministic = True  # deterministic algorithms (XLA is deterministic on CPU; GPU see README)
@@ -56,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
     # --- optimisation ---------------------------------------------------------------------------------
     c.lr0 = 0.01  # initial learning rate (ignored by optimizer=auto)
     c.lrf = 0.01  # final learning rate = lr0 * lrf
-    c.momentum = 0.937  # SGD momentum / Adam beta1 (ignored by optimizer=auto)
+    c.momentum = 0.937  # SGD/MuSGD/RMSProp momentum (warmed up) / Adam-family beta1 (fixed); ignored by optimizer=auto
     c.weight_decay = 0.0005  # weight decay, scaled by batch * accumulate / nbs
     c.warmup_epochs = 3.0  # warmup length in epochs (at least 100 iterations, v8)
     c.warmup_momentum = 0.8  # momentum at the start of warmup

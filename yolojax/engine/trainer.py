@@ -18,8 +18,8 @@ import numpy as np
 
 from yolojax.engine import config as cfgmod
 from yolojax.engine.devices import check_batch_divides, largest_divisor_at_most, make_mesh, select_devices
-from yolojax.engine.optim import (OPTIMIZERS, Schedule, accumulate_steps, auto_optimizer, scaled_weight_decay,
-                                  warmup_iterations)
+from yolojax.engine.optim import (MOMENTUM_OPTIMIZERS, OPTIMIZERS, Schedule, accumulate_steps, auto_optimizer,
+                                  scaled_weight_decay, warmup_iterations)
 from yolojax.engine.state import TrainHyper
 
 LOSS_KEYS = ("box_loss", "cls_loss", "dfl_loss")
@@ -185,12 +185,11 @@ def setup(config, workdir=None) -> Setup:
                         nw=warmup_iterations(float(config.warmup_epochs), nb, epochs, config.compat),
                         momentum=momentum, warmup_momentum=float(config.warmup_momentum),
                         warmup_bias_lr=warmup_bias_lr, cos_lr=bool(config.cos_lr), accumulate=accumulate,
-                        nbs_over_batch=nbs / batch, compat=config.compat,
-                        uses_momentum=name in ("SGD", "RMSProp"))
+                        nbs_over_batch=nbs / batch, compat=config.compat)
     frozen = cfgmod.parse_freeze(config.freeze)
     hyper = TrainHyper(schedule=schedule, optimizer=name, weight_decay=weight_decay, box=float(config.box),
                        cls=float(config.cls), dfl=float(config.dfl), compat=config.compat, frozen_layers=frozen)
-    mom_txt = f"momentum={momentum}" if name in ("SGD", "RMSProp") else f"betas=({momentum}, 0.999)"
+    mom_txt = f"momentum={momentum}" if name in MOMENTUM_OPTIMIZERS else f"betas=({momentum}, 0.999)"
     lines.append(f"optimizer: {name}(lr={lr0}, {mom_txt}) with parameter groups "
                  f"{_count_groups(variables['params'], weight_decay)}")
     config.batch = batch
