@@ -143,6 +143,30 @@ def test_fixed_batch_is_fixed_and_rectangular_imgsz_rounds_up(tiny_npz, fixtures
         _run_onnx(dest, x[:1])
 
 
+def test_dynamic_height_and_width_compute_the_anchors_in_the_graph(tiny_npz, fixtures_dir, tmp_path):
+    shutil.copy(tiny_npz, tmp_path / "best.npz")
+    yolo = YOLO(str(tmp_path / "best.npz"))
+    dest = yolo.export(imgsz=64, dynamic=True)
+    assert not any(t.name.startswith("anchors") for t in onnx.load(dest).graph.initializer)
+    paths = sorted((fixtures_dir / "augment" / "dataset" / "images").rglob("*.png"))[:3]
+    for h, w in ((64, 64), (96, 128)):
+        x = np.stack([cv2.resize(cv2.imread(str(p))[..., ::-1], (w, h)) for p in paths]).astype(np.float32) / 255
+        _assert_close(_run_onnx(dest, x), _reference(yolo, x), max(h, w))
+
+
+def test_run_directory_exports_its_best_weights_at_the_trained_size(tiny_npz, fixtures_dir, tmp_path, capsys):
+    run = tmp_path / "train"
+    (run / "weights").mkdir(parents=True)
+    shutil.copy(tiny_npz, run / "weights" / "best.npz")
+    (run / "args.yaml").write_text("imgsz: 96\nmodel: yolov8-tiny.yaml\n")
+    assert main(["export", f"model={run}"]) == 0  # format defaults to onnx, imgsz to the run's
+    dest = run / "weights" / "best.onnx"
+    assert f"wrote {dest}" in capsys.readouterr().out
+    assert ast.literal_eval(_metadata(dest)["imgsz"]) == [96, 96]
+    x = _photos(fixtures_dir, 1, 96)
+    _assert_close(_run_onnx(dest, x), _reference(YOLO(str(run)), x), 96)
+
+
 def test_third_party_ultralytics_checkpoint_exports_with_its_names(fixtures_dir, tmp_path):
     src = tmp_path / "last.pt"
     shutil.copy(fixtures_dir / "v82" / "ckpt_n_last.pt", src)  # the export lands beside it

@@ -10,8 +10,9 @@ The ONNX graph follows Ultralytics' exported layout, so tools written for Ultral
            sigmoid class scores; anchors ordered P3, P4, P5, row-major (``model.apply`` transposed to NCHW)
 
 Conv + BatchNorm pairs are folded into one Conv; SiLU is Sigmoid * x (every runtime has both); the DFL decode,
-the anchors and the strides are in the graph, the anchors as constants for the static H, W (``dynamic=True``
-makes only the batch dimension symbolic). ``half=True`` stores the weights and runs the convolutions in float16
+the anchors and the strides are in the graph: constants for a fixed input size, computed from the feature-map
+shapes when ``dynamic=True`` makes batch, height and width free (as Ultralytics' dynamic export does; H and W
+must be multiples of the largest stride). ``half=True`` stores the weights and runs the convolutions in float16
 with float32 input and output, and keeps the Detect output convolutions and the box decode in float32 (as
 yolojax's bfloat16 compute does). The class names, strides, image size, task, batch and yolojax version are in the
 model's ``metadata_props`` under Ultralytics' keys.
@@ -181,12 +182,30 @@ def _upsample(g: OnnxGraph, x: str, kw: dict) -> str:
                 coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
 
-def detect_head(g: OnnxGraph, feats: list[str], v: dict, kw: dict, hw: tuple[int, int]) -> str:
-    """Detect levels -> (B, 4 + nc, A) float32: DFL expectation, anchors and strides as constants."""
+def _grid_anchors(g: OnnxGraph, level: str, stride: int):
+    """Anchor centres (1, 2, H*W) and strides (1, 1, H*W) computed in the graph from the level's (B, C, H, W) shape,
+    as :func:`yolojax.ops.boxes.make_anchors` does, for exports whose H and W are free."""
+    f32 = g.onnx.TensorProto.FLOAT
+    shape = g.op("Shape", [level])
+    h, w = (g.op("Gather", [shape, g.const(np.array(i, np.int64))]) for i in (2, 3))
+    zero, one, half = (g.const(np.array(v, np.float32)) for v in (0.0, 1.0, 0.5))
+    xs = g.op("Add", [g.op("Range", [zero, g.op("Cast", [w], to=f32), one]), half])  # (W,)
+    ys = g.op("Add", [g.op("Range", [zero, g.op("Cast", [h], to=f32), one]), half])  # (H,)
+    hw = g.op("Concat", [g.op("Unsqueeze", [d, g.const(np.array([0], np.int64))]) for d in (h, w)], axis=0)
+    gx = g.op("Expand", [g.op("Unsqueeze", [xs, g.const(np.array([0], np.int64))]), hw])  # (H, W)
+    gy = g.op("Expand", [g.op("Unsqueeze", [ys, g.const(np.array([1], np.int64))]), hw])
+    flat = [g.op("Reshape", [t, g.const(np.array([1, 1, -1], np.int64))]) for t in (gx, gy)]
+    strides = g.op("Expand", [g.const(np.full((1, 1, 1), stride, np.float32)), g.op("Shape", [flat[0]])])
+    return g.op("Concat", flat, axis=1), strides
+
+
+def detect_head(g: OnnxGraph, feats: list[str], v: dict, kw: dict, hw: tuple[int, int] | None) -> str:
+    """Detect levels -> (B, 4 + nc, A) float32: DFL expectation, then boxes from the anchors and strides
+    (constants for a fixed ``hw``; computed from the feature shapes when ``hw`` is None)."""
     from yolojax.ops.boxes import make_anchors
 
     nc, strides, reg_max = kw["num_classes"], kw["strides"], 16
-    levels = []
+    levels, grids = [], []
     for i, x in enumerate(feats):
         outs = []
         for branch in ("cv2", "cv3"):
@@ -198,6 +217,8 @@ def detect_head(g: OnnxGraph, feats: list[str], v: dict, kw: dict, hw: tuple[int
             outs.append(g.op("Conv", [y, g.const(w, "w"), g.const(np.asarray(p["bias"], np.float32), "b")],
                              kernel_shape=[1, 1]))
         level = g.op("Concat", outs, axis=1)
+        if hw is None:
+            grids.append(_grid_anchors(g, level, strides[i]))
         levels.append(g.op("Reshape", [level, g.const(np.array([0, 4 * reg_max + nc, -1], np.int64))]))
     flat = g.op("Concat", levels, axis=2)
     box, cls = g.op("Split", [flat, g.const(np.array([4 * reg_max, nc], np.int64))], n_out=2, axis=1)
@@ -205,12 +226,15 @@ def detect_head(g: OnnxGraph, feats: list[str], v: dict, kw: dict, hw: tuple[int
     weighted = g.op("Mul", [bins, g.const(np.arange(reg_max, dtype=np.float32).reshape(1, 1, reg_max, 1))])
     dist = g.op("ReduceSum", [weighted, g.const(np.array([2], np.int64))], keepdims=0)  # (B, 4, A) l, t, r, b
     lt, rb = g.op("Split", [dist, g.const(np.array([2, 2], np.int64))], n_out=2, axis=1)
-    anchors, stride_col = make_anchors([(hw[0] // s, hw[1] // s) for s in strides], strides)
-    anc = g.const(anchors.T[None], "anchors")  # (1, 2, A)
+    if hw is None:
+        anc = g.op("Concat", [a for a, _ in grids], axis=2)
+        stride_row = g.op("Concat", [s for _, s in grids], axis=2)
+    else:
+        anchors, stride_col = make_anchors([(hw[0] // s, hw[1] // s) for s in strides], strides)
+        anc, stride_row = g.const(anchors.T[None], "anchors"), g.const(stride_col.T[None], "strides")  # (1, k, A)
     x1y1, x2y2 = g.op("Sub", [anc, lt]), g.op("Add", [anc, rb])
     centre = g.op("Div", [g.op("Add", [x1y1, x2y2]), g.const(np.array(2.0, np.float32))])
-    xywh = g.op("Concat", [centre, g.op("Sub", [x2y2, x1y1])], axis=1)
-    xywh = g.op("Mul", [xywh, g.const(stride_col.T[None], "strides")])  # (1, 1, A)
+    xywh = g.op("Mul", [g.op("Concat", [centre, g.op("Sub", [x2y2, x1y1])], axis=1), stride_row])
     return g.op("Concat", [xywh, g.op("Sigmoid", [cls])], axis=1)
 
 
@@ -221,7 +245,7 @@ def build_onnx(model, variables, *, imgsz: tuple[int, int], batch: int = 1, dyna
                half: bool = False, opset: int = DEFAULT_OPSET, metadata: dict[str, Any] | None = None):
     """The ``onnx.ModelProto`` of ``model`` (a :class:`yolojax.nn.YOLOv8`) with ``variables`` at ``imgsz`` (h, w).
 
-    Input ``images`` (batch | "batch", 3, h, w) float32; output ``output0`` as the head builds it (Detect:
+    Input ``images`` (batch, 3, h, w) float32 (``dynamic``: ("batch", 3, "height", "width")); output ``output0`` as the head builds it (Detect:
     (B, 4 + nc, A) float32). ``metadata`` values are written as strings into ``metadata_props``."""
     onnx = _import_onnx()
     helper = onnx.helper
@@ -243,17 +267,20 @@ def build_onnx(model, variables, *, imgsz: tuple[int, int], batch: int = 1, dyna
         elif module == "Concat":
             y = g.op("Concat", inp, axis=1)
         elif module in HEAD_BUILDERS:
-            y = HEAD_BUILDERS[module](g, inp, v, kwargs, imgsz)
+            y = HEAD_BUILDERS[module](g, inp, v, kwargs, None if dynamic else imgsz)
         else:  # the layer table admits only the modules above (YOLOv8.plan checks)
             raise ExportError(f"layer {i}: module {module!r} has no ONNX builder.")
         outputs.append(y)
     g.nodes[-1].output[0] = "output0"  # the head's last node; Ultralytics' output name
-    b = "batch" if dynamic else batch
     n_out = 4 + model.num_classes
-    n_anchors = sum((imgsz[0] // s) * (imgsz[1] // s) for s in model.strides)
+    if dynamic:
+        in_shape, out_shape = ["batch", 3, "height", "width"], ["batch", n_out, "anchors"]
+    else:
+        in_shape = [batch, 3, *imgsz]
+        out_shape = [batch, n_out, sum((imgsz[0] // s) * (imgsz[1] // s) for s in model.strides)]
     graph = helper.make_graph(
-        g.nodes, "yolojax", [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [b, 3, *imgsz])],
-        [helper.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, [b, n_out, n_anchors])],
+        g.nodes, "yolojax", [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, out_shape)],
         initializer=g.initializers)
     opsets = [helper.make_opsetid("", opset)]
     proto = helper.make_model(graph, opset_imports=opsets, producer_name="yolojax",
@@ -306,7 +333,7 @@ def export(model, variables, *, names: dict[int, str], source: str | os.PathLike
         proto = build_onnx(model, variables, imgsz=hw, batch=batch, dynamic=dynamic, half=half, opset=opset,
                            metadata=meta)
         _atomic_write(dest, proto.SerializeToString())
-        shape = ["batch" if dynamic else batch, 3, *hw]
+        shape = ["batch", 3, "height", "width"] if dynamic else [batch, 3, *hw]
         print(f"ONNX export: wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB, opset {opset}{', float16' if half else ''}"
               f"), input 'images' {shape} float32 RGB in [0, 1], output 'output0' "
               f"[{shape[0]}, {4 + model.num_classes}, A] xywh pixels + class scores. Run it: "

@@ -307,7 +307,7 @@ class YOLO:
 
         args = check_args(kwargs)
         args.setdefault("imgsz", self.overrides.get("imgsz", 640))
-        return str(export(self.model, self.variables, names=self.names, source=self.ckpt_path, format=format,
+        return str(export(self.model, self.variables, names=self.names, source=self.ckpt_path or self.cfg, format=format,
                           data=self.overrides.get("data"), **args))
 
     def info(self, detailed: bool = False, verbose: bool = True):
