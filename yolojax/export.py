@@ -245,8 +245,9 @@ def build_onnx(model, variables, *, imgsz: tuple[int, int], batch: int = 1, dyna
                half: bool = False, opset: int = DEFAULT_OPSET, metadata: dict[str, Any] | None = None):
     """The ``onnx.ModelProto`` of ``model`` (a :class:`yolojax.nn.YOLOv8`) with ``variables`` at ``imgsz`` (h, w).
 
-    Input ``images`` (batch, 3, h, w) float32 (``dynamic``: ("batch", 3, "height", "width")); output ``output0`` as the head builds it (Detect:
-    (B, 4 + nc, A) float32). ``metadata`` values are written as strings into ``metadata_props``."""
+    Input ``images`` (batch, 3, h, w) float32 (``dynamic``: ("batch", 3, "height", "width")); output ``output0``
+    as the head builds it (Detect: (B, 4 + nc, A) float32). ``metadata`` values are written as strings into
+    ``metadata_props``."""
     onnx = _import_onnx()
     helper = onnx.helper
     variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
@@ -318,7 +319,7 @@ def export(model, variables, *, names: dict[int, str], source: str | os.PathLike
            imgsz: Any = 640, batch: int = 1, dynamic: bool = False, half: bool = False, opset: int | None = None,
            data: str | None = None) -> pathlib.Path:
     """Write ``model`` with ``variables`` as ``format`` beside ``source`` (``best.npz`` -> ``best.onnx``; no source:
-    ``<scale>.onnx`` in the working directory) and print where it went and how to run it. Returns the path."""
+    ``yolov8<scale>.onnx`` in the working directory) and print where it went and how to run it. Returns the path."""
     fmt = check_format(format)
     hw = check_imgsz(imgsz, int(max(model.strides)))
     batch = _check_int("batch", batch, 1)
@@ -327,16 +328,18 @@ def export(model, variables, *, names: dict[int, str], source: str | os.PathLike
     dest = stem.parent / (stem.name + FORMATS[fmt])
     if fmt == "onnx":
         onnx = _import_onnx()
-        opset = DEFAULT_OPSET if opset is None else _check_int("opset", opset, MIN_OPSET, onnx.defs.onnx_opset_version())
+        max_opset = onnx.defs.onnx_opset_version()
+        opset = DEFAULT_OPSET if opset is None else _check_int("opset", opset, MIN_OPSET, max_opset)
         meta = export_metadata(model, names, imgsz=hw, batch=batch, data=data,
                                args={"batch": batch, "dynamic": dynamic, "half": half, "opset": opset})
         proto = build_onnx(model, variables, imgsz=hw, batch=batch, dynamic=dynamic, half=half, opset=opset,
                            metadata=meta)
         _atomic_write(dest, proto.SerializeToString())
         shape = ["batch", 3, "height", "width"] if dynamic else [batch, 3, *hw]
-        print(f"ONNX export: wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB, opset {opset}{', float16' if half else ''}"
-              f"), input 'images' {shape} float32 RGB in [0, 1], output 'output0' "
-              f"[{shape[0]}, {4 + model.num_classes}, A] xywh pixels + class scores. Run it: "
+        precision = ", float16" if half else ""
+        print(f"ONNX export: wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB, opset {opset}{precision}), input "
+              f"'images' {shape} float32 RGB in [0, 1], output 'output0' [{shape[0]}, {4 + model.num_classes}, A] "
+              f"xywh pixels + class scores. Run it: "
               f"onnxruntime.InferenceSession('{dest}').run(None, {{'images': x}}) (README: Export).")
         return dest
     if half or opset is not None:
@@ -358,7 +361,7 @@ def _atomic_write(dest: pathlib.Path, payload: bytes) -> None:
 
 def _export_saved_model(model, variables, dest: pathlib.Path, hw, batch: int, dynamic: bool) -> pathlib.Path:
     """TF SavedModel through jax2tf: signature ``serving_default(images (B, 3, H, W) float32) -> (B, 4 + nc, A)``,
-    the same layout as the ONNX file."""
+    the same layout as the ONNX file, lowered for CPU, CUDA and TPU; ``dynamic`` frees the batch size only."""
     try:
         import tensorflow as tf
         from jax.experimental import jax2tf
@@ -373,7 +376,8 @@ def _export_saved_model(model, variables, dest: pathlib.Path, hw, batch: int, dy
 
     poly = ["(b, _, _, _)"] if dynamic else None
     module = tf.Module()
-    module.serve = tf.function(jax2tf.convert(serve, polymorphic_shapes=poly, with_gradient=False), autograph=False,
+    module.serve = tf.function(jax2tf.convert(serve, polymorphic_shapes=poly, with_gradient=False,
+                                              native_serialization_platforms=("cpu", "cuda", "tpu")), autograph=False,
                                input_signature=[tf.TensorSpec([None if dynamic else batch, 3, *hw], tf.float32,
                                                               name="images")])
     tmp = pathlib.Path(tempfile.mkdtemp(dir=dest.parent, prefix=dest.name + ".tmp"))

@@ -148,7 +148,7 @@ def train_config(args: dict[str, Any]):
 
 
 class YOLO:
-    """A YOLOv8 detector with Ultralytics' methods: ``train``, ``val``, ``predict``, ``load``, ``info``.
+    """A YOLOv8 detector with Ultralytics' methods: ``train``, ``val``, ``predict``, ``export``, ``load``, ``info``.
 
     Attributes: ``model`` (the :class:`yolojax.nn.YOLOv8` module), ``variables`` ({"params", "batch_stats"}),
     ``names`` ({id: name}), ``ckpt_path`` (the weights file it was loaded from, or None), ``cfg`` (the YAML it
@@ -307,8 +307,8 @@ class YOLO:
 
         args = check_args(kwargs)
         args.setdefault("imgsz", self.overrides.get("imgsz", 640))
-        return str(export(self.model, self.variables, names=self.names, source=self.ckpt_path or self.cfg, format=format,
-                          data=self.overrides.get("data"), **args))
+        return str(export(self.model, self.variables, names=self.names, source=self.ckpt_path or self.cfg,
+                          format=format, data=self.overrides.get("data"), **args))
 
     def info(self, detailed: bool = False, verbose: bool = True):
         """Print and return the model summary (layers, parameters, gradients, GFLOPs at 640)."""
