@@ -109,6 +109,19 @@ def test_cli_export_of_a_saved_npz_matches_model_apply(tiny_npz, fixtures_dir, c
     assert ast.literal_eval(meta["imgsz"]) == [64, 64] and meta["stride"] == "32" and meta["batch"] == "1"
 
 
+def test_yolov8n_export_reproduces_ultralytics_reference_output(yolov8n_npz, fixtures_dir, tmp_path):
+    """Independent of yolojax's forward: Ultralytics' own eval output of the same weights (boxes within 1e-3 px,
+    the fixture's own thread-count noise)."""
+    shutil.copy(yolov8n_npz, tmp_path / "best.npz")
+    dest = YOLO(str(tmp_path / "best.npz")).export(imgsz=64, batch=2)
+    with np.load(fixtures_dir / "model" / "model_n_forward_64.npz") as z:
+        ref = z["eval_decoded"]
+    x = np.random.default_rng(0).integers(0, 256, (2, 3, 64, 64), dtype=np.uint8).astype(np.float32) / np.float32(255)
+    out = _run_onnx(dest, x.transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(out[:, 4:], ref[:, 4:], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(out[:, :4], ref[:, :4], rtol=0, atol=1e-3)
+
+
 def test_yolov8n_on_photos_with_dynamic_batch_1_and_4(yolov8n_npz, fixtures_dir):
     yolo = YOLO(str(yolov8n_npz))
     dest = pathlib.Path(yolo.export(format="onnx", imgsz=128, dynamic=True))
@@ -208,6 +221,22 @@ def test_readme_onnxruntime_example_runs_on_an_exported_file(tiny_npz, fixtures_
     np.testing.assert_allclose(namespace["out"], ref, rtol=0, atol=1e-4 * 64)
     scale = np.array([image.shape[1] / 64, image.shape[0] / 64] * 2)
     np.testing.assert_allclose(namespace["xywh"], ref[:4].T * scale, rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.slow
+def test_a_trained_runs_best_npz_exports_from_the_command_line(tiny_model_yaml, shapes_small, fixtures_dir,
+                                                               tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    YOLO(str(tiny_model_yaml)).train(data=str(shapes_small), epochs=1, imgsz=64, batch=8, workers=0, plots=False)
+    best = tmp_path / "runs" / "detect" / "train" / "weights" / "best.npz"
+    capsys.readouterr()
+    assert main(["export", f"model={best}", "format=onnx"]) == 0  # imgsz 64 from the run's args.yaml
+    dest = best.with_suffix(".onnx")
+    assert f"wrote {dest}" in capsys.readouterr().out
+    yolo = YOLO(str(best))
+    assert ast.literal_eval(_metadata(dest)["names"]) == yolo.names and len(yolo.names) > 1
+    x = _photos(fixtures_dir, 1, 64)
+    _assert_close(_run_onnx(dest, x), _reference(yolo, x), 64)
 
 
 def _one_line_error(capsys, argv) -> str:
