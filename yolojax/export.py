@@ -77,9 +77,11 @@ def check_args(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_imgsz(imgsz: Any, stride: int) -> tuple[int, int]:
-    """``640`` or ``(h, w)`` -> (h, w), each rounded up to a multiple of ``stride`` with a warning (as Ultralytics)."""
-    sizes = [imgsz, imgsz] if isinstance(imgsz, int) else list(imgsz) if isinstance(imgsz, (list, tuple)) else None
-    if sizes is None or len(sizes) != 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
+    """``640``, ``[640]`` or ``(h, w)`` -> (h, w), each rounded up to a multiple of ``stride`` with a warning (as
+    Ultralytics)."""
+    sizes = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz]
+    sizes = sizes * 2 if len(sizes) == 1 else sizes
+    if len(sizes) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
         raise ExportError(f"imgsz={imgsz!r}: give a positive int (square) or [height, width].")
     fixed = tuple(-(-s // stride) * stride for s in sizes)
     if fixed != tuple(sizes):
