@@ -5,6 +5,7 @@
     yolojax train resume model=runs/detect/train/weights/last.npz
     yolojax val model=runs/detect/train/weights/best.npz data=coco8.yaml
     yolojax predict model=yolov8n.pt source=images/
+    yolojax export model=runs/detect/train/weights/best.npz format=onnx imgsz=640
     yolojax cfg | help | version
 
 Values: none -> None, true/false -> bool (any case), Python literals (numbers, lists, tuples: ``0,1``), else the
@@ -25,7 +26,7 @@ HELP = """yolojax: YOLOv8 detection training in JAX, with Ultralytics' command l
 
     yolojax [detect] MODE [key=value ...]
 
-    MODE      train | val | predict   (also: help, cfg, version)
+    MODE      train | val | predict | export   (also: help, cfg, version)
     key=value any Ultralytics argument, e.g. data=coco8.yaml model=yolov8n.pt epochs=100 imgsz=640 device=0
 
 Examples
@@ -35,6 +36,7 @@ Examples
     yolojax train resume model=runs/detect/train/weights/last.npz
     yolojax val model=runs/detect/train/weights/best.npz data=coco8.yaml imgsz=640
     yolojax predict model=runs/detect/train/weights/best.npz source=path/to/images save=True
+    yolojax export model=runs/detect/train/weights/best.npz format=onnx imgsz=640 dynamic=True
     yolojax cfg        (every train argument with its default)
 
 yolov8n.pt (and s/m/l/x) is downloaded into the working directory on first use (Ultralytics' weights, AGPL-3.0).
@@ -154,8 +156,8 @@ def run(argv: list[str]) -> Any:
         return None
     if task not in (None, "detect"):
         raise CLIError(f"task '{task}': yolojax implements detection only (yolojax detect {mode} ...).")
-    if mode not in ("train", "val", "predict"):
-        raise CLIError(f"mode '{mode}' is not part of yolojax (train, val and predict are; export, tracking and "
+    if mode not in ("train", "val", "predict", "export"):
+        raise CLIError(f"mode '{mode}' is not part of yolojax (train, val, predict and export are; tracking and "
                        f"benchmarks stay with Ultralytics).")
     overrides.pop("task", None)
     overrides.pop("mode", None)
@@ -174,6 +176,8 @@ def run(argv: list[str]) -> Any:
     model = YOLO(model_src)
     if mode == "val":
         return model.val(**overrides)
+    if mode == "export":
+        return model.export(**overrides)
     source = overrides.pop("source", None)
     if source is None:
         raise CLIError("yolojax predict needs source=PATH (an image, a directory or a glob).")

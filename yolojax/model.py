@@ -8,6 +8,7 @@
     metrics.box.map, metrics.box.map50, metrics.results_dict
     YOLO("runs/detect/train/weights/last.npz").train(resume=True)
     model.val(data=...), model.predict("bus.jpg"), model.info(), model.names
+    model.export(format="onnx")                       # best.npz -> best.onnx beside it
 
 ``train`` maps its keyword arguments one-to-one onto the flat config of ``configs/default.py`` (Ultralytics'
 names and defaults) and calls :func:`yolojax.train.train_and_evaluate`; afterwards the object holds the run's
@@ -130,7 +131,7 @@ def train_config(args: dict[str, Any]):
 
 
 class YOLO:
-    """A YOLOv8 detector with Ultralytics' methods: ``train``, ``val``, ``predict``, ``load``, ``info``.
+    """A YOLOv8 detector with Ultralytics' methods: ``train``, ``val``, ``predict``, ``export``, ``load``, ``info``.
 
     Attributes: ``model`` (the :class:`yolojax.nn.YOLOv8` module), ``variables`` ({"params", "batch_stats"}),
     ``names`` ({id: name}), ``ckpt_path`` (the weights file it was loaded from, or None), ``cfg`` (the YAML it
@@ -280,6 +281,17 @@ class YOLO:
         return predict(self.model, self.variables, source, names=self.names, **kwargs)
 
     __call__ = predict
+
+    def export(self, format: str = "onnx", **kwargs) -> str:
+        """Write the model for inference outside JAX (``format``: onnx, saved_model) beside its weights; returns the
+        path. Keywords: imgsz (default: the trained size, else 640), batch, dynamic, half, opset
+        (:func:`yolojax.export.export`)."""
+        from yolojax.export import check_args, export
+
+        args = check_args(kwargs)
+        args.setdefault("imgsz", self.overrides.get("imgsz", 640))
+        return str(export(self.model, self.variables, names=self.names, source=self.ckpt_path or self.cfg,
+                          format=format, data=self.overrides.get("data"), **args))
 
     def info(self, detailed: bool = False, verbose: bool = True):
         """Print and return the model summary (layers, parameters, gradients, GFLOPs at 640)."""
