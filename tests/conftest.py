@@ -6,7 +6,9 @@
   never used. Subprocess tests get the same directory through ``YOLOJAX_TEST_JAX_CACHE`` (their own scripts) and
   ``YOLOJAX_COMPILE_CACHE`` (the yolojax entry points).
 * absl flags marked as parsed: Grain worker processes read them (ENVIRONMENT.md).
-* ``fixtures_dir``: the Ultralytics reference outputs in ``../shared/fixtures``.
+* ``fixtures_dir``: the Ultralytics reference outputs, at ``$YOLOJAX_FIXTURES`` when it is set, else
+  ``../shared/fixtures`` beside the repository. Without them the parity tests skip, except under CI (``CI=true``),
+  where a missing fixture directory fails the run before any test: reference checks cannot disappear silently.
 """
 from __future__ import annotations
 
@@ -22,7 +24,19 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def fixtures_location(environ=os.environ) -> pathlib.Path:
+    """Where the reference fixtures are looked for: ``$YOLOJAX_FIXTURES``, else ``../shared/fixtures``."""
+    given = environ.get("YOLOJAX_FIXTURES", "").strip()
+    return pathlib.Path(given).expanduser() if given else REPO.parent / "shared" / "fixtures"
+
+
+def in_ci(environ=os.environ) -> bool:
+    return environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+FIXTURES = fixtures_location()
 _CACHE = pathlib.Path(os.environ.get("YOLOJAX_TEST_JAX_CACHE",
                                      pathlib.Path.home() / ".cache" / "yolojax" / "jax_tests"))
 _CACHE.mkdir(parents=True, exist_ok=True)
@@ -40,10 +54,21 @@ except Exception:  # pragma: no cover - absl is a dependency, but never fail col
     pass
 
 
+def missing_fixtures_message(path: pathlib.Path) -> str:
+    return (f"reference fixtures not found at {path} (set YOLOJAX_FIXTURES to the fixture directory, or put it at "
+            f"../shared/fixtures beside the repository)")
+
+
+def pytest_configure(config):
+    if in_ci() and not FIXTURES.is_dir():
+        raise pytest.UsageError(f"CI=true: {missing_fixtures_message(FIXTURES)}; the parity tests may not be skipped "
+                                f"in CI.")
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> pathlib.Path:
     if not FIXTURES.is_dir():
-        pytest.skip(f"reference fixtures not found at {FIXTURES}")
+        pytest.skip(missing_fixtures_message(FIXTURES))
     return FIXTURES
 
 
