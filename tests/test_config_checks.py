@@ -58,6 +58,23 @@ def test_the_table_covers_every_key_and_every_class():
     assert check_values(default_config().to_dict()) == default_config().to_dict()  # every default is valid
 
 
+def test_readme_gives_every_argument_a_status():
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## Train arguments\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:5] for line in section.splitlines() if line.startswith("| `")]
+    keys = [k for cell, *_ in rows for k in re.findall(r"`(\w+)`", cell)]
+    assert sorted(keys) == sorted(default_config().to_dict())  # each key once
+    statuses = [status.strip() for *_, status in rows]
+    assert all(s.startswith(("as Ultralytics", "yolojax:", "no effect:")) for s in statuses), statuses
+    from yolojax.engine.config_checks import INAPPLICABLE
+
+    no_effect = {k for (cell, *_), s in zip(rows, statuses) if s.startswith("no effect")
+                 for k in re.findall(r"`(\w+)`", cell)}
+    assert no_effect == set(INAPPLICABLE)  # what the table calls without effect is what training warns about
+
+
 @pytest.fixture(scope="module")
 def model(tiny_model_yaml):
     from yolojax import YOLO
