@@ -152,7 +152,9 @@ def run(argv: list[str]) -> Any:
     deterministic = True
     if mode == "train":
         # every value is checked first: a mistake costs no JAX start-up and no model build
-        deterministic = bool(train_config(overrides).deterministic)
+        config = train_config(overrides)
+        deterministic = bool(config.deterministic)
+        overrides = {k: v for k, v in overrides.items() if k in config}  # the keys without effect are warned once
     from yolojax.engine.devices import enable_compile_cache, use_cpu_cores, use_deterministic_ops
 
     # before JAX's first operation: YOLOJAX_CPU_DEVICES=N splits the CPU (default: no split), the compile cache

@@ -26,10 +26,9 @@ class _Invalid(Exception):
     """Raised by a rule with the words that say what is valid."""
 
 
-def _number(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _Invalid("")
-    return value
+def _is_number(value) -> bool:
+    """A finite int or float (not a bool, whose class is an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def integer(lo: int | None = None, note: str = "") -> Rule:
@@ -37,39 +36,26 @@ def integer(lo: int | None = None, note: str = "") -> Rule:
     words = ("an integer" if lo is None else f"an integer >= {lo}") + note
 
     def rule(value):
-        try:
-            v = _number(value)
-        except _Invalid:
-            raise _Invalid(words) from None
-        if isinstance(v, float) and not v.is_integer():
+        if not _is_number(value) or not float(value).is_integer() or (lo is not None and value < lo):
             raise _Invalid(words)
-        if lo is not None and v < lo:
-            raise _Invalid(words)
-        return int(v)
+        return int(value)
     return rule
 
 
-def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+def number(lo: float, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
            note: str = "") -> Rule:
-    """A finite int or float within the interval (ints stay ints, as Ultralytics keeps ``box=7``)."""
-    if lo is not None and hi is not None:
-        words = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    elif lo is not None:
+    """A finite int or float from ``lo`` (to ``hi``); ints stay ints, as Ultralytics keeps ``box=7``."""
+    if hi is None:
         words = f"a number {'>' if lo_open else '>='} {lo:g}"
     else:
-        words = "a number"
+        words = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
     words += note
 
     def rule(value):
-        try:
-            v = _number(value)
-        except _Invalid:
-            raise _Invalid(words) from None
-        if lo is not None and (v < lo or (lo_open and v == lo)):
+        if (not _is_number(value) or value < lo or (lo_open and value == lo)
+                or (hi is not None and (value > hi or (hi_open and value == hi)))):
             raise _Invalid(words)
-        if hi is not None and (v > hi or (hi_open and v == hi)):
-            raise _Invalid(words)
-        return v
+        return value
     return rule
 
 
@@ -165,16 +151,12 @@ def either(*rules: Rule) -> Rule:
 def batch(value):
     """Ultralytics' batch: a total size >= 1, -1 (AutoBatch: the size filling 60 % of the GPU memory) or a float in
     (0, 1) (the size filling that fraction of the GPU memory)."""
-    words = "an integer >= 1, -1 (AutoBatch) or a fraction 0 < batch < 1 of the GPU memory"
-    try:
-        v = _number(value)
-    except _Invalid:
-        raise _Invalid(words) from None
-    if 0 < v < 1:
-        return float(v)
-    if float(v).is_integer() and (v >= 1 or v == -1):
-        return int(v)
-    raise _Invalid(words)
+    if _is_number(value):
+        if 0 < value < 1:
+            return float(value)
+        if float(value).is_integer() and (value >= 1 or value == -1):
+            return int(value)
+    raise _Invalid("an integer >= 1, -1 (AutoBatch) or a fraction 0 < batch < 1 of the GPU memory")
 
 
 def imgsz(value):
@@ -298,7 +280,7 @@ RULES: dict[str, Rule] = {
     "rect": boolean,
     "cos_lr": boolean,
     "close_mosaic": integer(0, " (0: never)"),
-    "resume": bool_or_path,
+    "resume": or_default(False, bool_or_path),
     "amp": boolean,
     "fraction": number(0.0, 1.0, lo_open=True),
     "profile": boolean,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 
 import jax
 import numpy as np
@@ -146,8 +147,9 @@ def use_deterministic_ops(enabled: bool) -> bool:
     The first call of a process decides; later calls report that decision. Returns whether the flag is in
     ``XLA_FLAGS`` now (set here or by the user, whose own setting wins)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_gpu_deterministic_ops" in flags:
-        return "xla_gpu_deterministic_ops=true" in flags.replace("True", "true")
+    given = re.search(r"--xla_gpu_deterministic_ops(?:=(\w+))?", flags)
+    if given:  # absl's spellings: a bare flag, =true/false, =1/0
+        return (given.group(1) or "true").lower() in ("true", "1")
     platforms = [p.strip() for p in (jax.config.jax_platforms or "").split(",") if p.strip()]
     if (not enabled or _DETERMINISM["decided"] or (platforms and all(p == "cpu" for p in platforms))
             or _backends_started()):
