@@ -118,11 +118,21 @@ def test_config_flags_get_the_same_checks_and_ultralytics_types(tmp_path):
     proc = _run(base + ["--config.lr0=abc", "--config.batch=0.5"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip() == "ERROR: lr0='abc' is not valid: lr0 must be a number in (0, 1]."
-    proc = _run(base + ["--config.epochs=3.0", "--config.mosaic", "2.5"])
-    assert proc.returncode == 2 and "mosaic=2.5 is not valid" in proc.stderr, proc.stderr
-    proc = _run(base + ["--config.epoch=3"])
-    assert proc.returncode == 2 and "Did you mean 'epochs'" in proc.stderr, proc.stderr
+    proc = _run(base + ["--config.epochs=3.0", "--config.epoch=3", "--config.mosaic", "2.5"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "'epoch' is not a valid" in proc.stderr and "Did you mean 'epochs'" in proc.stderr  # keys first
     assert not (tmp_path / "run").exists()
+
+
+def test_config_flag_words_are_split_off_with_ultralytics_value_types():
+    from yolojax.engine.config import split_flag_overrides
+
+    argv = ["prog", "--config=configs/default.py", "--config.batch=0.5", "--config.mosaic", "2.5", "--config.rect",
+            "--workdir=w", "--config.device=0,1", "--config.data=tfds:voc/2007", "--config.name", "none"]
+    rest, overrides = split_flag_overrides(argv)
+    assert rest == ["prog", "--config=configs/default.py", "--workdir=w"]
+    assert overrides == {"batch": 0.5, "mosaic": 2.5, "rect": True, "device": (0, 1), "data": "tfds:voc/2007",
+                         "name": None}
 
 
 def test_cfg_yaml_values_are_checked_and_name_the_file(tmp_path):
