@@ -34,8 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer = "auto"  # SGD, MuSGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSProp or auto (current: MuSGD on long runs)
     c.verbose = True  # print per-class validation tables
     c.seed = 0  # random seed (data order, augmentation, init)
-    c.deterministic = True  # deterministic algorithms (XLA is deterministic on CPU; GPU see README)
+    c.deterministic = True  # XLA's deterministic GPU ops (--xla_gpu_deterministic_ops); XLA:CPU is deterministic
     c.single_cls = False  # train as a single-class detector
+    c.classes = ml_collections.FieldReference(None, field_type=object)  # class ids to keep (train and val labels)
     c.rect = False  # rectangular training batches (disables mosaic and shuffling)
     c.cos_lr = False  # cosine learning-rate schedule instead of linear
     c.close_mosaic = 10  # disable mosaic for the last N epochs (0: never)
@@ -51,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.conf = ml_collections.FieldReference(None, field_type=float)  # confidence threshold (0.001 for val)
     c.iou = 0.7  # NMS IoU threshold
     c.max_det = 300  # maximum detections per image
-    c.half = False  # (v8 inference option; bfloat16 compute is chosen by amp)
+    c.half = False  # (val/predict FP16 option; no effect on training, warned: precision comes from amp and dtype)
     c.plots = True  # save plots and sample images
     # --- optimisation ---------------------------------------------------------------------------------
     c.lr0 = 0.01  # initial learning rate (ignored by optimizer=auto)
@@ -64,7 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.box = 7.5  # box (CIoU) loss gain
     c.cls = 0.5  # classification (BCE) loss gain
     c.dfl = 1.5  # distribution focal loss gain
-    c.label_smoothing = 0.0  # (v8 key, unused by the detection loss)
+    c.label_smoothing = 0.0  # (v8 key; the detection loss never reads it: warned when set)
     c.nbs = 64  # nominal batch size: gradients are accumulated to it
     # --- augmentation ---------------------------------------------------------------------------------
     c.hsv_h = 0.015  # hue gain
@@ -80,7 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.bgr = 0.0  # probability of feeding BGR instead of RGB
     c.mosaic = 1.0  # mosaic probability
     c.mixup = 0.0  # mixup probability
-    c.copy_paste = 0.0  # copy-paste probability (segments only: no effect on box datasets)
+    c.copy_paste = 0.0  # copy-paste probability (segments only: no effect on box datasets, warned when set)
     c.cfg = ml_collections.FieldReference(None, field_type=str)  # YAML file whose keys override these defaults
     # --- yolojax only ---------------------------------------------------------------------------------
     c.compat = "v8"  # 'v8' (Ultralytics 8.2.103, default) or 'current' (8.4) semantics where they differ

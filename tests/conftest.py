@@ -5,9 +5,11 @@
   that fresh clones on the same machine share it; entries are keyed on the exact program, so a stale entry is
   never used. Subprocess tests get the same directory through ``YOLOJAX_TEST_JAX_CACHE`` (their own scripts) and
   ``YOLOJAX_COMPILE_CACHE`` (the yolojax entry points).
-* absl flags marked as parsed: Grain worker processes read them (ENVIRONMENT.md).
-* ``fixtures_dir``: the Ultralytics reference outputs in ``../shared/fixtures``.
+* absl flags marked as parsed: Grain worker processes read them.
 * Release assets (weights, dataset archives) point at a closed local port: no test downloads from the Internet.
+* ``fixtures_dir``: the Ultralytics reference outputs, at ``$YOLOJAX_FIXTURES`` when it is set, else
+  ``../shared/fixtures`` beside the repository. Without them the parity tests skip, except under CI (``CI=true``),
+  where a missing fixture directory fails the run before any test: reference checks cannot disappear silently.
 """
 from __future__ import annotations
 
@@ -26,7 +28,19 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def fixtures_location(environ=os.environ) -> pathlib.Path:
+    """Where the reference fixtures are looked for: ``$YOLOJAX_FIXTURES``, else ``../shared/fixtures``."""
+    given = environ.get("YOLOJAX_FIXTURES", "").strip()
+    return pathlib.Path(given).expanduser() if given else REPO.parent / "shared" / "fixtures"
+
+
+def in_ci(environ=os.environ) -> bool:
+    return environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+FIXTURES = fixtures_location()
 _CACHE = pathlib.Path(os.environ.get("YOLOJAX_TEST_JAX_CACHE",
                                      pathlib.Path.home() / ".cache" / "yolojax" / "jax_tests"))
 _CACHE.mkdir(parents=True, exist_ok=True)
@@ -44,10 +58,21 @@ except Exception:  # pragma: no cover - absl is a dependency, but never fail col
     pass
 
 
+def missing_fixtures_message(path: pathlib.Path) -> str:
+    return (f"reference fixtures not found at {path} (set YOLOJAX_FIXTURES to the fixture directory, or put it at "
+            f"../shared/fixtures beside the repository)")
+
+
+def pytest_configure(config):
+    if in_ci() and not FIXTURES.is_dir():
+        raise pytest.UsageError(f"CI=true: {missing_fixtures_message(FIXTURES)}; the parity tests may not be skipped "
+                                f"in CI.")
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> pathlib.Path:
     if not FIXTURES.is_dir():
-        pytest.skip(f"reference fixtures not found at {FIXTURES}")
+        pytest.skip(missing_fixtures_message(FIXTURES))
     return FIXTURES
 
 

@@ -18,7 +18,6 @@ from yolojax import cli
 from yolojax.cli import CLIError, main, merge_equals, parse_args, smart_value
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-FIXTURE_PT = REPO.parent / "shared" / "fixtures" / "v82" / "ckpt_n_last.pt"
 
 
 @pytest.mark.parametrize("text, value", [
@@ -54,7 +53,12 @@ def test_parse_task_mode_overrides_and_bare_bools(capsys):
 
 
 @pytest.fixture
-def recorded(monkeypatch, tmp_path):
+def fixture_pt(fixtures_dir) -> pathlib.Path:
+    return fixtures_dir / "v82" / "ckpt_n_last.pt"
+
+
+@pytest.fixture
+def recorded(monkeypatch, tmp_path, fixture_pt):
     """Runs CLI lines with ``YOLO.train`` recording (model source, kwargs) instead of training."""
     from yolojax.model import YOLO
 
@@ -64,10 +68,8 @@ def recorded(monkeypatch, tmp_path):
         calls.append((self.ckpt_path or self.cfg, kwargs))
         return "metrics"
 
-    if not FIXTURE_PT.is_file():
-        pytest.skip(f"fixture checkpoint {FIXTURE_PT} not found (../shared/fixtures)")
     monkeypatch.chdir(tmp_path)
-    shutil.copy(FIXTURE_PT, tmp_path / "yolov8n.pt")
+    shutil.copy(fixture_pt, tmp_path / "yolov8n.pt")
     monkeypatch.setattr(YOLO, "train", fake_train)
     return calls
 
@@ -91,10 +93,10 @@ def test_guide_cli_examples_become_the_python_calls(recorded):
         assert pathlib.Path(got_source).name == source and got_kwargs == kwargs, argv
 
 
-def test_resume_line_loads_the_weights_and_passes_resume(recorded, tmp_path):
+def test_resume_line_loads_the_weights_and_passes_resume(recorded, tmp_path, fixture_pt):
     weights = tmp_path / "runs" / "detect" / "train" / "weights"
     weights.mkdir(parents=True)
-    shutil.copy(FIXTURE_PT, weights / "last.pt")
+    shutil.copy(fixture_pt, weights / "last.pt")
     assert main(["train", "resume", f"model={weights / 'last.pt'}"]) == 0
     ((source, kwargs),) = recorded
     assert source == str(weights / "last.pt") and kwargs == {"resume": True}

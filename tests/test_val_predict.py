@@ -16,15 +16,15 @@ from yolojax.ops.nms import scale_boxes
 from yolojax.predict import list_sources, predict
 from yolojax.val import main as val_main
 
-FIXTURE_PT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "v82" / "ckpt_n_last.pt"
+from conftest import FIXTURES  # noqa: E402 - $YOLOJAX_FIXTURES, else ../shared/fixtures
+
+FIXTURE_PT = FIXTURES / "v82" / "ckpt_n_last.pt"
 
 
 @pytest.fixture(scope="module")
-def yolov8n():
+def yolov8n(fixtures_dir):
     from yolojax.weights import load_checkpoint
 
-    if not FIXTURE_PT.is_file():
-        pytest.skip(f"fixture checkpoint {FIXTURE_PT} not found")
     return load_checkpoint(FIXTURE_PT)
 
 

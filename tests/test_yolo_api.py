@@ -25,7 +25,9 @@ from yolojax import YOLO
 from yolojax.engine.config import ConfigError
 from yolojax.engine.devices import DeviceError
 
-FIXTURE_PT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "v82" / "ckpt_n_last.pt"
+from conftest import FIXTURES  # noqa: E402 - $YOLOJAX_FIXTURES, else ../shared/fixtures
+
+FIXTURE_PT = FIXTURES / "v82" / "ckpt_n_last.pt"
 SHAPES = ("rectangle", "ellipse", "triangle", "cross", "star", "diamond")
 
 
@@ -34,12 +36,10 @@ def _gpus() -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ws(tmp_path_factory):
+def ws(tmp_path_factory, fixtures_dir):
     """A working directory as a user has it: yolov8n.pt beside the data; runs go to ./runs/detect."""
     from yolojax.data import make_shapes_dataset
 
-    if not FIXTURE_PT.is_file():
-        pytest.skip(f"fixture checkpoint {FIXTURE_PT} not found")
     root = tmp_path_factory.mktemp("guide")
     data = make_shapes_dataset(root / "shapes", n_train=16, n_val=8, seed=0)
     shutil.copy(FIXTURE_PT, root / "yolov8n.pt")
@@ -173,7 +173,7 @@ def test_every_spec_train_argument_is_accepted_with_the_same_default():
         assert defaults[key] == YOLOJAX_DEFAULTS.get(key, value), (key, defaults[key], value)
         assert type(defaults[key]) is type(YOLOJAX_DEFAULTS.get(key, value)), key  # 3.0 stays a float, 0 an int
     config = train_config(dict(SPEC_3_1))  # all of them at once, as model.train(**args) receives them
-    assert {k: config[k] for k in SPEC_3_1} == SPEC_3_1
+    assert {k: config[k] for k in SPEC_3_1} == {**SPEC_3_1, **YOLOJAX_DEFAULTS}  # model/data None: the defaults
 
 
 def test_train_passes_every_argument_through_unchanged(monkeypatch, ws):

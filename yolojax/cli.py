@@ -14,10 +14,11 @@ file, an unknown key, a device that is not here) print one paragraph on stderr a
 """
 from __future__ import annotations
 
-import ast
 import pathlib
 import sys
 from typing import Any
+
+from yolojax.engine.config import smart_value
 
 TASKS = ("detect", "segment", "classify", "pose", "obb")
 MODES = ("train", "val", "predict", "export", "track", "benchmark")
@@ -47,19 +48,6 @@ Python: from yolojax import YOLO; YOLO("yolov8n.yaml").train(data="coco8.yaml", 
 
 class CLIError(ValueError):
     """A malformed command line."""
-
-
-def smart_value(text: str) -> Any:
-    """Ultralytics' value rules: none -> None, true/false -> bool, a Python literal, else the string."""
-    low = text.lower()
-    if low == "none":
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
-        return text
 
 
 def merge_equals(args: list[str]) -> list[str]:
@@ -161,8 +149,21 @@ def run(argv: list[str]) -> Any:
                        f"benchmarks stay with Ultralytics).")
     overrides.pop("task", None)
     overrides.pop("mode", None)
-    from yolojax.model import YOLO
+    from yolojax.model import YOLO, train_config
 
+    deterministic = True
+    if mode == "train":
+        # every value is checked first: a mistake costs no JAX start-up and no model build
+        config = train_config(overrides)
+        deterministic = bool(config.deterministic)
+        overrides = {k: v for k, v in overrides.items() if k in config}  # the keys without effect are warned once
+    from yolojax.engine.devices import enable_compile_cache, use_cpu_cores, use_deterministic_ops
+
+    # before JAX's first operation: YOLOJAX_CPU_DEVICES=N splits the CPU (default: no split), the compile cache
+    # (~/.cache/yolojax/jax unless YOLOJAX_COMPILE_CACHE says otherwise) and XLA's deterministic GPU ops flag
+    use_cpu_cores()
+    enable_compile_cache()
+    use_deterministic_ops(deterministic)
     if mode == "train":
         model_src = overrides.pop("model", None)
         if overrides.get("resume") and model_src is None:
@@ -198,10 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # pragma: no cover
         pass
     try:
-        from yolojax.engine.devices import enable_compile_cache, use_cpu_cores
-
-        use_cpu_cores()  # before JAX's first operation: YOLOJAX_CPU_DEVICES=N splits the CPU (default: no split)
-        enable_compile_cache()  # likewise: ~/.cache/yolojax/jax unless YOLOJAX_COMPILE_CACHE says otherwise
         run(argv)
     except BrokenPipeError:  # `yolojax cfg | head`: the reader left; not an error
         import os
@@ -209,9 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:  # noqa: BLE001 - user errors become one paragraph, the rest propagate
+        from yolojax.engine.config import ConfigError
         from yolojax.errors import user_error_types
 
-        if isinstance(e, (CLIError,) + user_error_types()):
+        # a value mistake is known without importing the heavier modules of the other error types
+        if isinstance(e, (CLIError, ConfigError)) or isinstance(e, user_error_types()):
             print(f"ERROR: {e}", file=sys.stderr)
             return 2
         raise

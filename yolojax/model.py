@@ -26,7 +26,7 @@ import numpy as np
 # with a warning so that argument lists and args.yaml files copied from Ultralytics keep working.
 NO_EFFECT_KEYS = frozenset((
     "overlap_mask", "mask_ratio", "dropout", "pose", "kobj", "save_hybrid", "dnn", "source", "vid_stride",
-    "stream_buffer", "visualize", "augment", "agnostic_nms", "classes", "retina_masks", "embed", "show",
+    "stream_buffer", "visualize", "augment", "agnostic_nms", "retina_masks", "embed", "show",
     "save_frames", "save_txt", "save_conf", "save_crop", "show_labels", "show_conf", "show_boxes", "line_width",
     "format", "keras", "optimize", "int8", "dynamic", "simplify", "opset", "workspace", "nms", "auto_augment",
     "erasing", "crop_fraction", "tracker", "cutmix", "cls_pw", "compile", "channels_last", "save_dir",
@@ -106,11 +106,12 @@ def train_config(args: dict[str, Any]):
     """The flat training config: defaults of ``configs/default.py`` updated with ``args``.
 
     Every key must be a config key (an unknown one raises ``ConfigError`` naming the closest); Ultralytics keys
-    that have no effect on detection training are dropped with a warning. Values keep their given types
-    (``pretrained="w.pt"``, ``resume="runs/detect/train"``, ``cache="ram"``, ``device=[0, 1]`` are all valid)."""
-    import ml_collections
-
+    that have no effect on detection training are dropped with a warning. Every value is checked
+    (``yolojax.engine.config_checks``: a ``ConfigError`` names the key, the value and what is valid) and keeps its
+    given type where several are valid (``pretrained="w.pt"``, ``resume="runs/detect/train"``, ``cache="ram"``,
+    ``device=[0, 1]``)."""
     from yolojax.engine.config import ConfigError, closest_key, default_config
+    from yolojax.engine.config_checks import check_config
 
     base = default_config().to_dict()
     clean: dict[str, Any] = {}
@@ -127,7 +128,7 @@ def train_config(args: dict[str, Any]):
                               f"to list every key with its default.")
     if clean.get("task", "detect") != "detect":
         raise ConfigError(f"task={clean['task']!r}: yolojax trains detection models only (task=detect).")
-    return ml_collections.ConfigDict({**base, **clean})
+    return check_config({**base, **clean})
 
 
 class YOLO:
@@ -143,9 +144,10 @@ class YOLO:
             from yolojax.engine.config import ConfigError
 
             raise ConfigError(f"task={task!r}: yolojax implements detection only (task='detect').")
-        from yolojax.engine.devices import enable_compile_cache
+        from yolojax.engine.devices import enable_compile_cache, use_deterministic_ops
 
         enable_compile_cache()  # before the model's first JAX operation (see enable_compile_cache)
+        use_deterministic_ops(True)  # likewise: train's default deterministic=True (see use_deterministic_ops)
         self.task = "detect"
         self.callbacks: dict[str, list[Callable]] = {}
         self.metrics = None
@@ -227,12 +229,12 @@ class YOLO:
         if self.overrides.get("data"):
             args["data"] = self.overrides["data"]
         args.update(kwargs)
-        if args.get("pretrained") not in (None, True, False) and not isinstance(args["pretrained"], bool):
-            resolve_weights_path(args["pretrained"])  # a clear paragraph if it is missing
+        config = train_config(args)  # every key and value checked first
+        if not isinstance(config.pretrained, bool):
+            resolve_weights_path(config.pretrained)  # a clear paragraph if it is missing
         workdir = None
-        if kwargs.get("resume"):
-            args["resume"] = self._resume_target(kwargs["resume"])
-        config = train_config(args)
+        if config.resume:
+            config.resume = self._resume_target(config.resume)
         if not config.resume and self._loaded:
             # the transferred weights are the starting point: keep them with the run, so resume can rebuild it
             from yolojax.engine.config import run_dir

@@ -26,7 +26,7 @@ from yolojax.data.loader import ThreadPrefetch, batch_image_shape
 from yolojax.engine import config as cfgmod
 from yolojax.engine.checkpoint import Checkpointer
 from yolojax.engine.devices import (compiler_options, data_sharding, enable_compile_cache, environment_line,
-                                    replicated, use_cpu_cores)
+                                    replicated, use_cpu_cores, use_deterministic_ops)
 from yolojax.engine.state import create_train_state, train_step
 from yolojax.engine.trainer import EarlyStopping, _log, setup
 from yolojax.engine.validate import Validator
@@ -55,12 +55,6 @@ class RunContext:
     step_shapes: list = dataclasses.field(default_factory=list)  # (image shape, boxes shape) of each compiled step
     images_per_second: float = 0.0
     final: Any = None  # ValResult of the final validation (best weights)
-
-
-def _host_config(config):
-    import ml_collections
-
-    return ml_collections.ConfigDict(cfgmod.to_plain(config), type_safe=False)
 
 
 def _find_resume(config, workdir):
@@ -95,9 +89,11 @@ RESUME_OVERRIDES = ("device", "workers", "epochs", "patience", "val", "plots", "
 
 def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callable]] | None = None) -> dict:
     """Train per ``config`` into ``workdir`` (default runs/detect/trainN); returns the final metrics dict."""
-    config = _host_config(config)
+    from yolojax.engine.config_checks import check_config, inapplicable_warnings
     from yolojax.engine.distributed import compile_everywhere, maybe_initialize
 
+    config = check_config(config)  # every value, before anything heavy: a ConfigError names key, value, what is valid
+    deterministic = use_deterministic_ops(bool(config.deterministic))  # before JAX's first operation
     enable_compile_cache()  # acts if nothing was compiled yet in this process (see enable_compile_cache)
     from yolojax.report.callbacks import default_callbacks
 
@@ -129,6 +125,12 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     s = setup(config, workdir)
     config, save_dir, mesh = s.config, s.save_dir, s.mesh
     is_main = jax.process_index() == 0
+    for line in inapplicable_warnings(config):
+        _log(line)
+    if deterministic != bool(config.deterministic) and mesh.devices.flat[0].platform != "cpu":
+        _log(f"WARNING: deterministic={config.deterministic} could not be applied: XLA reads its deterministic GPU ops "
+             f"flag when JAX starts, and JAX started before this run with it {'on' if deterministic else 'off'}. Set "
+             f"XLA_FLAGS=--xla_gpu_deterministic_ops={str(not deterministic).lower()} before starting Python.")
     ctx = RunContext(config=config, save_dir=save_dir, setup=s, epochs=int(config.epochs))
     fire = lambda event: [cb(ctx) for cb in callbacks.get(event, [])]  # noqa: E731
 
@@ -406,6 +408,12 @@ def main(argv=None) -> None:
     cfg_flag = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
                                                lock_config=True)
     flags.DEFINE_string("workdir", None, "Run directory (default: runs/detect/train, train2, ...).")
+    # --config.KEY=VALUE is read here, not by absl: values take Ultralytics' types (batch=0.5, imgsz=[640, 480],
+    # epochs=3.0) and every mistake gets the same one-line message as on the yolojax command line
+    from_sys = argv is None
+    argv, overrides = cfgmod.split_flag_overrides(list(sys.argv if from_sys else argv))
+    if from_sys:  # ml_collections' config flag also looks for --config.KEY words in sys.argv
+        sys.argv[1:] = argv[1:]
 
     def _main(_):
         from absl import logging as absl_logging
@@ -414,6 +422,7 @@ def main(argv=None) -> None:
         use_cpu_cores()  # before JAX's first operation: YOLOJAX_CPU_DEVICES=N splits the CPU (default: no split)
         config = cfg_flag.value if cfg_flag.value is not None else cfgmod.default_config()
         try:
+            config = cfgmod.apply_overrides(config, overrides, source="--config flag")
             train_and_evaluate(config, flags.FLAGS.workdir)
         except Exception as e:  # noqa: BLE001 - user errors become one paragraph, the rest propagate
             from yolojax.errors import user_error_types

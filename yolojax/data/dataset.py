@@ -50,9 +50,10 @@ class DetectionDataset:
 
     @classmethod
     def from_files(cls, image_files, names, *, imgsz: int = 640, single_cls: bool = False, compat: str = "v8",
-                   cache: str | bool | None = None, prefix: str = "", verbose: bool = True) -> "DetectionDataset":
-        ls: LabelSet = load_labels(image_files, len(names), single_cls=single_cls, compat=compat, prefix=prefix,
-                                   verbose=verbose)
+                   cache: str | bool | None = None, prefix: str = "", verbose: bool = True,
+                   classes=None) -> "DetectionDataset":
+        ls: LabelSet = load_labels(image_files, len(names), single_cls=single_cls, classes=classes, compat=compat,
+                                   prefix=prefix, verbose=verbose)
         ds = cls(ls.im_files, ls.shapes, ls.labels, dict(names), int(imgsz))
         if cache in (True, "ram"):
             ds.ram_cache = [ds._read(i) for i in range(len(ds))]
@@ -63,18 +64,19 @@ class DetectionDataset:
 
     @classmethod
     def from_config(cls, data, split: str = "train", *, imgsz: int = 640, single_cls: bool = False,
-                    fraction: float = 1.0, compat: str = "v8", cache=None, verbose: bool = True):
-        """Build from a data YAML / bundled name / checked dict. ``fraction`` applies to the train split only."""
+                    fraction: float = 1.0, compat: str = "v8", cache=None, verbose: bool = True, classes=None):
+        """Build from a data YAML / bundled name / checked dict. ``fraction`` applies to the train split only;
+        ``classes`` (ids) keeps only those classes' labels (``labels.select_classes``)."""
         info = data if isinstance(data, dict) and "nc" in data and "yaml_file" in data else check_dataset(data)
         if info.get("tfds"):  # records of a TensorFlow Datasets split, decoded on demand
             from yolojax.data.tfds import TfdsDetectionDataset
             return TfdsDetectionDataset.from_checked(info, split, imgsz=imgsz, single_cls=single_cls,
-                                                     fraction=fraction, cache=cache, verbose=verbose)
+                                                     fraction=fraction, cache=cache, verbose=verbose, classes=classes)
         if not info.get(split):
             raise DatasetError(f"Dataset {info.get('yaml_file')} has no '{split}' split.")
         files = list_images(info[split], compat=compat, fraction=fraction if split == "train" else 1.0)
         return cls.from_files(files, info["names"], imgsz=imgsz, single_cls=single_cls, compat=compat, cache=cache,
-                              prefix=f"{split}: ", verbose=verbose)
+                              prefix=f"{split}: ", verbose=verbose, classes=classes)
 
     def __len__(self) -> int:
         return len(self.im_files)

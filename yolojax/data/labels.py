@@ -1,6 +1,6 @@
 """Image/label verification and the label cache (spec §4.3).
 
-``load_labels(image_files, nc, *, single_cls=False, compat="v8", prefix="") -> LabelSet``
+``load_labels(image_files, nc, *, single_cls=False, classes=None, compat="v8", prefix="") -> LabelSet``
 
 Each image is checked (opens, ≥ 10 px both sides, known format); each label line must have 5 finite fields
 (``class x y w h``; a row of more than 6 values is a polygon ``class x1 y1 x2 y2 ...`` whose box is its extent), an
@@ -226,9 +226,24 @@ def scan(image_files: Sequence[str | os.PathLike], nc: int, *, compat: str = "v8
     return LabelSet(keep_f, shapes, keep_l, msgs, counts)
 
 
+def select_classes(labels: Sequence[np.ndarray], classes: Sequence[int] | None = None,
+                   single_cls: bool = False) -> list[np.ndarray]:
+    """Ultralytics' label selection: keep the rows whose class id is in ``classes`` (None keeps all; an image left
+    without rows stays, as a background), then with ``single_cls`` make every class 0. Rows as ``LabelSet.labels``."""
+    out = list(labels)
+    if classes is not None:
+        keep = np.asarray(list(classes), np.float32)
+        out = [lb[np.isin(lb[:, 0], keep)] for lb in out]
+    if single_cls:
+        out = [np.concatenate([np.zeros_like(lb[:, :1]), lb[:, 1:]], 1) for lb in out]
+    return out
+
+
 def load_labels(image_files: Sequence[str | os.PathLike], nc: int, *, single_cls: bool = False,
-                compat: str = "v8", prefix: str = "", use_cache: bool = True, verbose: bool = True) -> LabelSet:
-    """Verified labels for ``image_files`` (see module docstring), from the cache when it is fresh."""
+                classes: Sequence[int] | None = None, compat: str = "v8", prefix: str = "", use_cache: bool = True,
+                verbose: bool = True) -> LabelSet:
+    """Verified labels for ``image_files`` (see module docstring), from the cache when it is fresh; ``classes`` and
+    ``single_cls`` then select and merge classes (:func:`select_classes`)."""
     if not image_files:
         raise DatasetError(f"{prefix}no image files given.")
     files = [os.fspath(f) for f in image_files]
@@ -250,6 +265,5 @@ def load_labels(image_files: Sequence[str | os.PathLike], nc: int, *, single_cls
     if not ls.im_files:
         raise DatasetError(f"{prefix}no valid images among {len(files)} files under {path.parent.parent}: "
                            f"{'; '.join(ls.msgs[:3]) or 'see warnings'}. Fix the dataset and retry.")
-    if single_cls:
-        ls.labels = [np.concatenate([np.zeros_like(lb[:, :1]), lb[:, 1:]], 1) for lb in ls.labels]
+    ls.labels = select_classes(ls.labels, classes, single_cls)
     return ls

@@ -42,6 +42,7 @@ import numpy as np
 from yolojax.data import augment
 from yolojax.data.dataset import DetectionDataset
 from yolojax.data.dataset_yaml import DatasetError
+from yolojax.data.labels import select_classes
 
 PREFIX = "tfds:"
 INSTALL_HINT = "pip install 'yolojax[tfds]'"
@@ -218,7 +219,8 @@ class TfdsDetectionDataset(DetectionDataset):
 
     @classmethod
     def from_checked(cls, info: dict, split: str = "train", *, imgsz: int = 640, single_cls: bool = False,
-                     fraction: float = 1.0, cache=None, verbose: bool = True) -> "TfdsDetectionDataset":
+                     fraction: float = 1.0, cache=None, verbose: bool = True,
+                     classes=None) -> "TfdsDetectionDataset":
         """Build from ``check_tfds_dataset``'s dict (what ``DetectionDataset.from_config`` routes here)."""
         if not info.get(split):
             raise DatasetError(f"data='tfds:{info['tfds']['name']}' has no '{split}' split.")
@@ -237,12 +239,13 @@ class TfdsDetectionDataset(DetectionDataset):
             raise DatasetError(f"{where}: {e}. Available splits: {', '.join(builder.info.splits)}.") from e
         return cls.from_source(source, info["names"], where=where, imgsz=imgsz, single_cls=single_cls,
                                fraction=fraction if split == "train" else 1.0, cache=cache,
-                               prefix=f"{split}: ", verbose=verbose)
+                               prefix=f"{split}: ", verbose=verbose, classes=classes)
 
     @classmethod
     def from_source(cls, source, names: dict[int, str], *, where: str, imgsz: int = 640, single_cls: bool = False,
-                    fraction: float = 1.0, cache=None, prefix: str = "", verbose: bool = True):
-        """Read every record's labels and image size once from a random-access tfds source (image not decoded)."""
+                    fraction: float = 1.0, cache=None, prefix: str = "", verbose: bool = True, classes=None):
+        """Read every record's labels and image size once from a random-access tfds source (image not decoded);
+        ``classes`` and ``single_cls`` select and merge classes as for label files (``labels.select_classes``)."""
         n = len(source)
         if fraction < 1.0:
             n = max(1, round(n * fraction))
@@ -272,8 +275,7 @@ class TfdsDetectionDataset(DetectionDataset):
                 print(f"{prefix}WARNING {m}")
         if not files:
             raise DatasetError(f"{where}: no valid examples among {n}: {'; '.join(msgs[:3]) or 'empty split'}.")
-        if single_cls:
-            labels = [np.concatenate([np.zeros_like(lb[:, :1]), lb[:, 1:]], 1) for lb in labels]
+        labels = select_classes(labels, classes, single_cls)
         ds = cls(files, np.asarray(shapes, np.int64).reshape(-1, 2), labels, dict(names), int(imgsz),
                  source=source, record_ids=np.asarray(ids, np.int64))
         if cache in (True, "ram"):

@@ -1,6 +1,7 @@
 """Config helpers: defaults, overrides with closest-key errors, run directories, value normalisation."""
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib.util
 import pathlib
@@ -48,6 +49,43 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
     return ml_collections.ConfigDict({**base, **dict(overrides)}, type_safe=False)
 
 
+def smart_value(text: str) -> Any:
+    """Ultralytics' value rules: none -> None, true/false -> bool, a Python literal, else the string."""
+    low = text.lower()
+    if low == "none":
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        return text
+
+
+def split_flag_overrides(argv: list[str], prefix: str = "--config.") -> tuple[list[str], dict[str, Any]]:
+    """``argv`` without its ``--config.KEY=VALUE`` / ``--config.KEY VALUE`` words (a bare ``--config.KEY`` means
+    True), and those overrides with their values read by :func:`smart_value`, as the ``yolojax`` command reads
+    ``key=value``: both spellings then go through the same merge and the same value checks."""
+    rest: list[str] = []
+    overrides: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if not word.startswith(prefix):
+            rest.append(word)
+            i += 1
+            continue
+        key, eq, value = word[len(prefix):].partition("=")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                value, i = argv[i + 1], i + 1
+            else:
+                value = "true"
+        overrides[key] = smart_value(value)
+        i += 1
+    return rest, overrides
+
+
 def load_cfg_file(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Apply ``cfg=<yaml>`` overrides (Ultralytics' cfg argument)."""
     if not config.get("cfg"):
@@ -59,7 +97,11 @@ def load_cfg_file(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of train arguments.")
     data.pop("cfg", None)
-    return apply_overrides(config, data, source=f"key in {path}")
+    from yolojax.engine.config_checks import check_values
+
+    config = apply_overrides(config, data, source=f"key in {path}")
+    check_values(data, where=f" in {path}")  # a bad value is named with its file
+    return config
 
 
 def check_imgsz(imgsz: int, stride: int = 32) -> int:

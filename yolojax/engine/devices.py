@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 
 import jax
 import numpy as np
@@ -121,6 +122,42 @@ def use_cpu_cores(n: int | None = None) -> int | None:
     except (RuntimeError, AttributeError, KeyError):  # too late (backends exist), or a JAX without the option
         return None
     return int(n)
+
+
+DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
+_DETERMINISM = {"decided": False}  # whether this process has chosen (see use_deterministic_ops)
+
+
+def _backends_started() -> bool:
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):  # a JAX without the query: assume started, so nothing is changed late
+        return True
+
+
+def use_deterministic_ops(enabled: bool) -> bool:
+    """Ultralytics' ``deterministic``: with True, XLA's deterministic GPU ops flag (``XLA_FLAGS`` gets
+    ``--xla_gpu_deterministic_ops=true``: reductions and scatters in a fixed order, autotuning without
+    nondeterministic kernels), so two GPU runs of one config give the same numbers. XLA reads its flags when JAX
+    starts its backends, so this acts only before JAX's first operation (the entry points call it first; the
+    ``YOLO`` facade when it is built). XLA:CPU is deterministic already: with JAX limited to the CPU
+    (``JAX_PLATFORMS=cpu``) the flag is left out, so compiled programs keep their cache keys.
+    The first call of a process decides; later calls report that decision. Returns whether the flag is in
+    ``XLA_FLAGS`` now (set here or by the user, whose own setting wins)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    given = re.search(r"--xla_gpu_deterministic_ops(?:=(\w+))?", flags)
+    if given:  # absl's spellings: a bare flag, =true/false, =1/0
+        return (given.group(1) or "true").lower() in ("true", "1")
+    platforms = [p.strip() for p in (jax.config.jax_platforms or "").split(",") if p.strip()]
+    if (not enabled or _DETERMINISM["decided"] or (platforms and all(p == "cpu" for p in platforms))
+            or _backends_started()):
+        _DETERMINISM["decided"] = True
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_FLAG}".strip()
+    _DETERMINISM["decided"] = True
+    return True
 
 
 def environment_line(devices) -> str:

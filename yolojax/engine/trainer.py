@@ -114,9 +114,9 @@ def build_model(config, nc: int, names: dict, dtype):
 
 
 def setup(config, workdir=None) -> Setup:
+    """Data, model, optimizer, mesh for a run; ``config`` as ``config_checks.check_config`` returns it."""
     from yolojax.data import DetectionDataset, TrainLoader, ValLoader, check_dataset
 
-    config = cfgmod.load_cfg_file(config)
     config.imgsz = cfgmod.check_imgsz(config.imgsz)
     devices = select_devices(config.device)
     if devices[0].platform == "cpu" and jax.process_count() == 1 and int(config.batch) > 0:
@@ -128,17 +128,24 @@ def setup(config, workdir=None) -> Setup:
     save_dir = pathlib.Path(workdir) if workdir else cfgmod.run_dir(config)
     data = check_dataset(config.data)
     names = dict(data["names"])
+    classes = config.get("classes")
+    if classes is not None and max(classes) >= len(names):
+        raise cfgmod.ConfigError(f"classes={classes!r} is not valid: the dataset has {len(names)} classes, ids 0.."
+                                 f"{len(names) - 1} ({', '.join(f'{i}: {n}' for i, n in list(names.items())[:8])}"
+                                 f"{', ...' if len(names) > 8 else ''}).")
     if config.single_cls:
         names = {0: "item"}
     nc = len(names)
     workers = int(config.workers)
     if devices[0].platform == "cpu" and jax.process_count() == 1:
         workers = 0  # as Ultralytics on CPU: worker processes compete with the step for the same cores
+    # classes: Ultralytics keeps only those classes' labels, in the training and the validation set alike
     train_ds = DetectionDataset.from_config(data, "train", imgsz=config.imgsz, single_cls=config.single_cls,
-                                            fraction=config.fraction, compat=config.compat, cache=config.cache or None)
+                                            fraction=config.fraction, compat=config.compat, cache=config.cache or None,
+                                            classes=classes)
     val_ds = DetectionDataset.from_config(data, config.split if data.get(config.split) else "val",
                                           imgsz=config.imgsz, single_cls=config.single_cls, compat=config.compat,
-                                          cache=config.cache or None, verbose=False)
+                                          cache=config.cache or None, verbose=False, classes=classes)
     epochs = int(config.epochs)
     close_at = (epochs - int(config.close_mosaic)) if int(config.close_mosaic) > 0 else None
     hyp = {k: config[k] for k in ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
