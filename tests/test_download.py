@@ -28,7 +28,6 @@ from yolojax.data.download import PROGRESS_FILE, DownloadError, fetch_file
 from yolojax.weights import attempt_download
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-FIXTURE_PT = REPO.parent / "shared" / "fixtures" / "v82" / "ckpt_n_last.pt"
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -82,10 +81,8 @@ def user_dir(tmp_path, monkeypatch, assets):
 
 
 @pytest.fixture(scope="module")
-def pt_bytes() -> bytes:
-    if not FIXTURE_PT.is_file():
-        pytest.skip(f"fixture checkpoint {FIXTURE_PT} not found (../shared/fixtures)")
-    return FIXTURE_PT.read_bytes()
+def pt_bytes(fixtures_dir) -> bytes:
+    return (fixtures_dir / "v82" / "ckpt_n_last.pt").read_bytes()
 
 
 # ------------------------------------------------------------------------------------------------------ weights
