@@ -6,6 +6,7 @@ bit masks) rather than the code under test.
 from __future__ import annotations
 
 import functools
+import os
 import hashlib
 import http.server
 import io
@@ -241,9 +242,10 @@ def test_random_resized_crop_obeys_scale_and_ratio(hw, scale):
 
 
 def test_random_resized_crop_falls_back_to_a_centred_crop():
-    # a 10x100 strip cannot hold 90 % of its area at an aspect ratio <= 4/3: central crop w = round(10 * 4/3) = 13
+    # a 10x100 strip cannot hold 90 % of its area at an aspect ratio <= 4/3: central crop w = round(10 * 4/3) = 13,
+    # offset (100 - 13) // 2 = 43
     assert A.random_resized_crop_box(np.random.default_rng(0), (10, 100), (0.9, 1.0)) == (0, 43, 10, 13)
-    assert A.random_resized_crop_box(np.random.default_rng(0), (100, 10), (0.9, 1.0)) == (43, 0, 13, 10)  # top (100-13)//2
+    assert A.random_resized_crop_box(np.random.default_rng(0), (100, 10), (0.9, 1.0)) == (43, 0, 13, 10)
 
 
 _PLAIN = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), auto_augment=None, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, erasing=0.0)
@@ -319,3 +321,26 @@ def test_config_mapping_and_policies():
         A.classify_train(img, np.random.default_rng(0), imgsz=8, auto_augment="augmix")
     with pytest.raises(ValueError, match="valid: randaugment, autoaugment, augmix"):
         A.classify_train(img, np.random.default_rng(0), imgsz=8, auto_augment="trivial")
+
+
+def test_zip_url_and_local_zip(assets, tmp_path):
+    folder, requests = assets
+    (folder / "flowers.zip").write_bytes(_zip("flowers"))
+    url = f"{os.environ['YOLOJAX_ASSETS_URL']}/v0.0.0/flowers.zip"
+    d = check_cls_dataset(url)
+    assert d["path"] == tmp_path / "datasets" / "flowers" and d["nc"] == 2 and requests == ["/v0.0.0/flowers.zip"]
+    local = tmp_path / "bees.zip"
+    local.write_bytes(_zip("bees"))
+    d = check_cls_dataset(local)
+    assert d["path"] == tmp_path / "datasets" / "bees" and len(cls_index(d["val"], d["names"])) == 2
+    with pytest.raises(DatasetError, match="only .zip archives"):
+        check_cls_dataset(url[:-4] + ".tar")
+
+
+def test_shapes_name_builds_the_synthetic_set_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLOJAX_CACHE", str(tmp_path / "cache"))
+    d = check_cls_dataset("shapes")
+    assert d["path"].parent == tmp_path / "cache" and d["nc"] == 6
+    assert [len(cls_index(d[s], d["names"])) for s in ("train", "val")] == [240, 60]
+    before = _digest(d["path"])
+    assert check_cls_dataset("shapes")["path"] == d["path"] and _digest(d["path"]) == before
