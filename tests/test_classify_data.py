@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from yolojax.data import classify_augment as A
+from yolojax.data import classify, classify_augment as A
 from yolojax.data.classify import check_cls_dataset, cls_index
 from yolojax.data.dataset_yaml import DatasetError
 from yolojax.data.synthetic import NAMES, make_shapes_cls_dataset
@@ -100,7 +100,7 @@ def test_empty_and_unknown_class_folders_are_named(tmp_path):
         cls_index(d["train"], d["names"])
 
 
-def test_unreadable_images_are_skipped_named_and_counted(tmp_path, capsys):
+def test_unreadable_images_are_skipped_named_and_counted(tmp_path, capsys, monkeypatch):
     root = _layout(tmp_path / "ds")
     bad = root / "train" / "cat" / "broken.png"
     bad.write_bytes(_png(0)[:40])
@@ -111,6 +111,13 @@ def test_unreadable_images_are_skipped_named_and_counted(tmp_path, capsys):
     assert idx.counts == {"found": 6, "corrupt": 2} and len(idx) == 6
     assert {str(bad), str(tiny)} == {m.split(": ")[0] for m in idx.msgs}
     assert "smaller than 10 px" in capsys.readouterr().out
+    assert (root / "train.cache").is_file()
+    with monkeypatch.context() as m:  # from the cache: the same verdicts, no image opened
+        m.setattr(classify, "verify_cls_image", lambda *a: pytest.fail("verified again despite a fresh cache"))
+        again = cls_index(d["train"], d["names"])
+    assert again.samples == idx.samples and again.msgs == idx.msgs
+    bad.write_bytes(_png(1))  # repaired: the cache is stale and the image is used
+    assert cls_index(d["train"], d["names"]).counts == {"found": 7, "corrupt": 1}
 
 
 def test_imagenet_says_what_to_do(tmp_path, monkeypatch):

@@ -17,25 +17,33 @@ Ultralytics falls back. Class names are the train folder's sub-folder names, sor
 
 ``cls_index(split_dir, names, *, compat="v8") -> ClassificationIndex``: every image under ``split_dir/<class>/``
 (recursive, sorted, known extensions), verified as Ultralytics verifies classification images (opens, format known,
-both sides at least 10 px); unreadable images are skipped, named in ``msgs`` and counted. A class folder of the split
-that is not a train class, or that holds no image, is an error naming it (Ultralytics' ImageFolder indexes each split
-on its own folders, which would silently shift ids when val lacks a class: ids here always come from train).
+both sides at least 10 px); unreadable images are skipped, named in ``msgs`` and counted. The verdicts are cached in
+``<split>.cache`` beside the split folder (an ``.npz`` without pickles, written atomically, keyed on a SHA-256 of every
+path with its size and mtime), so a large set is verified once; a stale or unreadable cache is rebuilt. A class
+folder of the split that is not a train class, or that holds no image, is an error naming it (Ultralytics'
+ImageFolder indexes each split on its own folders, which would silently shift ids when val lacks a class: ids here
+always come from train).
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import os
 import pathlib
 import re
+import tempfile
+import warnings
 from typing import Any, Mapping
 
+import numpy as np
 from PIL import Image
 
 from yolojax.data.dataset_yaml import DatasetError, datasets_dir, img_formats
 from yolojax.data.download import ASSETS_URL, download_zip, safe_extract
 from yolojax.data.labels import MAX_PRINTED_MSGS, _exif_size
 
+CACHE_VERSION = "yolojax-cls-1"
 ASSETS_TAG = "v0.0.0"  # the release Ultralytics downloads classification sets from
 # Names Ultralytics documents as downloadable by name (any other bare name is tried the same way).
 KNOWN_NAMES = ("caltech101", "caltech256", "cifar10", "cifar100", "fashion-mnist", "imagenet10", "imagenette",
@@ -172,6 +180,45 @@ def _images_under(folder: pathlib.Path, exts: tuple[str, ...]) -> list[str]:
     return out
 
 
+def _cache_key(files: list[str], compat: str) -> str:
+    h = hashlib.sha256(f"{CACHE_VERSION}|compat={compat}".encode())
+    for f in files:
+        try:
+            st = os.stat(f)
+            h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{f}|missing\n".encode())
+    return h.hexdigest()
+
+
+def _read_cache(path: pathlib.Path, key: str) -> list[str | None] | None:
+    """The cached verdicts (None = good image, else the message) if ``path`` holds them for ``key``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["version"]) != CACHE_VERSION or str(z["hash"]) != key:
+                return None
+            return [str(m) or None for m in z["verdicts"]]
+    except Exception:  # missing, unreadable, truncated or another program's file: verify again
+        return None
+
+
+def _write_cache(path: pathlib.Path, key: str, verdicts: list[str | None]) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        warnings.warn(f"Image cache not written: {path.parent} is not writable ({e}); images are verified again on "
+                      "each run.", stacklevel=3)
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, version=np.array(CACHE_VERSION), hash=np.array(key),
+                     verdicts=np.array([v or "" for v in verdicts], dtype=str))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def cls_index(split_dir: str | os.PathLike, names: Mapping[int, str], *, compat: str = "v8",
               workers: int = 8) -> ClassificationIndex:
     """Verified ``(path, class id)`` samples of ``split_dir`` with train's ``names`` (see module docstring)."""
@@ -195,8 +242,13 @@ def cls_index(split_dir: str | os.PathLike, names: Mapping[int, str], *, compat:
                            f"{', '.join(exts)}). Add images or remove the folder(s).")
     if not files:
         raise DatasetError(f"{split_dir}: no class sub-folders with images; expected {split_dir}/<class>/*.jpg.")
-    with concurrent.futures.ThreadPoolExecutor(max(1, min(workers, os.cpu_count() or 1))) as pool:
-        verdicts = list(pool.map(lambda f: verify_cls_image(f, compat), files))
+    cache = split_dir.with_suffix(".cache")
+    key = _cache_key(files, compat)
+    verdicts = _read_cache(cache, key)
+    if verdicts is None:
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(workers, os.cpu_count() or 1))) as pool:
+            verdicts = list(pool.map(lambda f: verify_cls_image(f, compat), files))
+        _write_cache(cache, key, verdicts)
     samples = [(f, k) for f, k, v in zip(files, classes, verdicts) if v is None]
     msgs = [v for v in verdicts if v is not None]
     for m in msgs[:MAX_PRINTED_MSGS]:
