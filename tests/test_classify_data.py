@@ -302,10 +302,27 @@ def test_rand_augment_ops_by_hand():
     np.testing.assert_array_equal(np.asarray(A.apply_op(pil, "posterize", 4.0)), img & 0xF0)
     np.testing.assert_array_equal(np.asarray(A.apply_op(pil, "solarize", 128.0)), np.where(img >= 128, 255 - img, img))
     np.testing.assert_array_equal(np.asarray(A.apply_op(pil, "identity", 0.0)), img)
-    ops = A._rand_augment_ops((20, 30))
-    mags = {name: float(m[9]) for name, m, _ in ops}
-    assert len(ops) == 14 and mags["posterize"] == 7 and mags["rotate"] == pytest.approx(9.0)
+    np.testing.assert_array_equal(np.asarray(A.apply_op(pil, "invert", 0.0)), 255 - img)
+    space = A.op_space((20, 30), 31)
+    mags = {name: float(m[9]) for name, (m, _) in space.items() if len(m) > 1}
+    assert len(A.RAND_AUGMENT_OPS) == 14 and mags["posterize"] == 7 and mags["rotate"] == pytest.approx(9.0)
     assert mags["translate_x"] == pytest.approx(150 / 331 * 30 * 0.3) and mags["solarize"] == pytest.approx(178.5)
+    assert float(A.op_space((20, 30), 10)["posterize"][0][8]) == 4  # 8 - round(8 / 2.25)
+    lin = A.linspace32(0.0, 0.9, 31)  # exact end points, within an ulp of the exact grid
+    assert lin[0] == 0 and lin[-1] == np.float32(0.9) and (np.diff(lin) > 0).all()
+    np.testing.assert_allclose(lin, np.arange(31) * 0.03, rtol=2e-7, atol=1e-9)
+
+
+def test_auto_augment_policies_run_and_are_deterministic():
+    img = np.random.default_rng(9).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert len(A.AUTO_AUGMENT_IMAGENET) == 25
+    assert all(name in A.op_space((8, 8), 10) for sub in A.AUTO_AUGMENT_IMAGENET for name, _, _ in sub)
+    for policy in ("randaugment", "autoaugment"):
+        kw = {**_PLAIN, "auto_augment": policy, "fliplr": 0.0}
+        outs = [A.classify_train(img, np.random.default_rng([0, 0, i]), imgsz=40, **kw) for i in range(20)]
+        again = [A.classify_train(img, np.random.default_rng([0, 0, i]), imgsz=40, **kw) for i in range(20)]
+        assert all(np.array_equal(a, b) for a, b in zip(outs, again))
+        assert sum(not np.array_equal(o, img) for o in outs) >= 10  # the policy changes most images
 
 
 def test_brightness_jitter_scales_pixels():

@@ -17,8 +17,8 @@ colour jitter (brightness and contrast ``hsv_v``, saturation ``hsv_s``, hue ``hs
 then random erasing (p=``erasing``; area 2–33 %, ratio 0.3–3.3, filled with 0). ``train_kwargs(hyp)`` maps a
 training config to these keywords: Ultralytics' dataset passes ``scale=(1 - hyp.scale, 1)``, so the default
 ``scale=0.5`` crops 50–100 % of the area, and ``auto_augment="randaugment"`` turns colour jitter off.
-``auto_augment``: ``randaugment`` (2 ops of the 14, magnitude 9 of 31 bins, signed ops negated with p=0.5);
-``autoaugment`` and ``augmix`` are not implemented yet and raise ``ValueError``.
+``auto_augment``: ``randaugment`` (2 ops of the 14, magnitude 9 of 31 bins, signed ops negated with p=0.5),
+``autoaugment`` (the ImageNet policy); ``augmix`` is not implemented yet and raises ``ValueError``.
 """
 from __future__ import annotations
 
@@ -111,18 +111,48 @@ def _adjust_hue(img: Image.Image, factor: float) -> Image.Image:
     return Image.merge("HSV", (Image.fromarray(hue, "L"), s, v)).convert("RGB")
 
 
-def _rand_augment_ops(hw: tuple[int, int], bins: int = 31) -> list[tuple[str, np.ndarray, bool]]:
-    """RandAugment's op space for an (h, w) image: (name, float32 magnitudes over ``bins``, signed)."""
+def linspace32(start: float, end: float, n: int) -> np.ndarray:
+    """float32 ``n`` points from ``start`` to ``end`` as torch's CPU ``linspace`` rounds them (float32 step; the
+    first half counted up from ``start``, the rest down from ``end``, each a fused multiply-add), so that
+    magnitudes, and the pixels they produce, agree exactly."""
+    lo, hi = np.float32(start), np.float32(end)
+    step = np.float64(np.float32((hi - lo) / np.float32(n - 1)))
+    i = np.arange(n, dtype=np.float64)
+    return np.where(i < n // 2, np.float64(lo) + step * i, np.float64(hi) - step * (n - 1 - i)).astype(np.float32)
+
+
+def op_space(hw: tuple[int, int], bins: int) -> dict[str, tuple[np.ndarray, bool]]:
+    """Augmentation ops for an (h, w) image: name -> (float32 magnitudes over ``bins``, signed). Ops without a
+    magnitude have a single 0."""
     h, w = hw
-    lin = lambda hi: np.linspace(0.0, hi, bins, dtype=np.float32)  # noqa: E731
-    return [("identity", np.zeros(bins), False), ("shear_x", lin(0.3), True), ("shear_y", lin(0.3), True),
-            ("translate_x", lin(150.0 / 331.0 * w), True), ("translate_y", lin(150.0 / 331.0 * h), True),
-            ("rotate", lin(30.0), True), ("brightness", lin(0.9), True), ("color", lin(0.9), True),
-            ("contrast", lin(0.9), True), ("sharpness", lin(0.9), True),
-            ("posterize", 8 - np.round(np.arange(bins) / ((bins - 1) / 4)), False),
-            ("solarize", np.linspace(255.0, 0.0, bins, dtype=np.float32), False),
-            ("autocontrast", np.zeros(bins), False),
-            ("equalize", np.zeros(bins), False)]
+    lin = lambda hi: linspace32(0.0, hi, bins)  # noqa: E731
+    zero = np.zeros(1, np.float32)
+    return {"identity": (zero, False), "shear_x": (lin(0.3), True), "shear_y": (lin(0.3), True),
+            "translate_x": (lin(150.0 / 331.0 * w), True), "translate_y": (lin(150.0 / 331.0 * h), True),
+            "rotate": (lin(30.0), True), "brightness": (lin(0.9), True), "color": (lin(0.9), True),
+            "contrast": (lin(0.9), True), "sharpness": (lin(0.9), True),
+            "posterize": (8 - np.round(np.arange(bins) / ((bins - 1) / 4)).astype(np.float32), False),
+            "solarize": (linspace32(255.0, 0.0, bins), False), "autocontrast": (zero, False),
+            "equalize": (zero, False), "invert": (zero, False)}
+
+
+RAND_AUGMENT_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color",
+                    "contrast", "sharpness", "posterize", "solarize", "autocontrast", "equalize")
+# AutoAugment's ImageNet policy: 25 sub-policies of two (op, probability, magnitude bin of 10 or None).
+AUTO_AUGMENT_IMAGENET = (
+    (("posterize", 0.4, 8), ("rotate", 0.6, 9)), (("solarize", 0.6, 5), ("autocontrast", 0.6, None)),
+    (("equalize", 0.8, None), ("equalize", 0.6, None)), (("posterize", 0.6, 7), ("posterize", 0.6, 6)),
+    (("equalize", 0.4, None), ("solarize", 0.2, 4)), (("equalize", 0.4, None), ("rotate", 0.8, 8)),
+    (("solarize", 0.6, 3), ("equalize", 0.6, None)), (("posterize", 0.8, 5), ("equalize", 1.0, None)),
+    (("rotate", 0.2, 3), ("solarize", 0.6, 8)), (("equalize", 0.6, None), ("posterize", 0.4, 6)),
+    (("rotate", 0.8, 8), ("color", 0.4, 0)), (("rotate", 0.4, 9), ("equalize", 0.6, None)),
+    (("equalize", 0.0, None), ("equalize", 0.8, None)), (("invert", 0.6, None), ("equalize", 1.0, None)),
+    (("color", 0.6, 4), ("contrast", 1.0, 8)), (("rotate", 0.8, 8), ("color", 1.0, 2)),
+    (("color", 0.8, 8), ("solarize", 0.8, 7)), (("sharpness", 0.4, 7), ("invert", 0.6, None)),
+    (("shear_x", 0.6, 5), ("equalize", 1.0, None)), (("color", 0.4, 0), ("equalize", 0.6, None)),
+    (("equalize", 0.4, None), ("solarize", 0.2, 4)), (("solarize", 0.6, 5), ("autocontrast", 0.6, None)),
+    (("invert", 0.6, None), ("equalize", 1.0, None)), (("color", 0.6, 4), ("contrast", 1.0, 8)),
+    (("equalize", 0.8, None), ("equalize", 0.6, None)))
 
 
 def apply_op(img: Image.Image, name: str, m: float) -> Image.Image:
@@ -149,6 +179,8 @@ def apply_op(img: Image.Image, name: str, m: float) -> Image.Image:
         return ImageOps.autocontrast(img)
     if name == "equalize":
         return ImageOps.equalize(img)
+    if name == "invert":
+        return ImageOps.invert(img)
     if name == "identity":
         return img
     raise ValueError(f"unknown RandAugment op '{name}'")
@@ -157,14 +189,30 @@ def apply_op(img: Image.Image, name: str, m: float) -> Image.Image:
 def rand_augment(img: np.ndarray, rng: np.random.Generator, num_ops: int = 2, magnitude: int = 9,
                  bins: int = 31) -> np.ndarray:
     """RandAugment: ``num_ops`` ops drawn uniformly (with replacement) from the 14, each at bin ``magnitude``."""
-    ops = _rand_augment_ops(img.shape[:2], bins)
+    space = op_space(img.shape[:2], bins)
     pil = Image.fromarray(img)
     for _ in range(num_ops):
-        name, mags, signed = ops[int(rng.integers(0, len(ops)))]
-        m = float(mags[magnitude])
+        name = RAND_AUGMENT_OPS[int(rng.integers(0, len(RAND_AUGMENT_OPS)))]
+        mags, signed = space[name]
+        m = float(mags[magnitude]) if len(mags) > 1 else 0.0
         if signed and rng.integers(0, 2):
             m = -m
         pil = apply_op(pil, name, m)
+    return np.asarray(pil)
+
+
+def auto_augment_imagenet(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """AutoAugment (ImageNet policy): one sub-policy drawn uniformly; each of its two ops applied with its
+    probability at its bin of 10 magnitudes, signed ops negated with p=0.5."""
+    space = op_space(img.shape[:2], 10)
+    policy = AUTO_AUGMENT_IMAGENET[int(rng.integers(0, len(AUTO_AUGMENT_IMAGENET)))]
+    probs, negate = rng.random(2), rng.integers(0, 2, 2)
+    pil = Image.fromarray(img)
+    for (name, p, bin_), u, neg in zip(policy, probs, negate):
+        if u <= p:
+            mags, signed = space[name]
+            m = float(mags[bin_]) if bin_ is not None else 0.0
+            pil = apply_op(pil, name, -m if signed and neg else m)
     return np.asarray(pil)
 
 
@@ -208,7 +256,7 @@ def random_erasing_box(rng: np.random.Generator, hw: tuple[int, int], p: float =
 def _check_auto_augment(auto_augment: Any) -> str | None:
     if auto_augment in (None, "", False, "none"):
         return None
-    if auto_augment == "randaugment":
+    if auto_augment in ("randaugment", "autoaugment"):
         return auto_augment
     if auto_augment in AUTO_AUGMENT:
         raise ValueError(f"auto_augment='{auto_augment}' is not implemented yet in yolojax; use 'randaugment' "
@@ -231,6 +279,8 @@ def classify_train(img: np.ndarray, rng: np.random.Generator, *, imgsz: int, sca
     out = np.ascontiguousarray(out)
     if policy == "randaugment":
         out = rand_augment(out, rng)
+    elif policy == "autoaugment":
+        out = auto_augment_imagenet(out, rng)
     if policy is None or force_color_jitter:
         out = color_jitter(out, rng, hsv_v, hsv_v, hsv_s, hsv_h)
     box = random_erasing_box(rng, out.shape[:2], erasing)
