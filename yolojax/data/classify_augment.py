@@ -5,7 +5,7 @@ Images are uint8 HWC **RGB** in and out; normalisation is the device's ``/ 255``
 ``default_rng([seed, epoch, index])``), so a sample is a pure function of its seed and a resumed run sees the same
 samples. Random streams differ from torch's; the distributions and the deterministic pixel operations match
 torchvision on PIL images (which Ultralytics feeds it): resizing uses PIL's bilinear filter, which averages over
-the source footprint when shrinking (OpenCV's ``INTER_LINEAR`` does not), and the RandAugment ops use PIL too.
+the source footprint when shrinking (OpenCV's ``INTER_LINEAR`` does not), and the auto-augment ops use PIL too.
 
 Validation (``classify_val``): resize the short side to ``floor(imgsz / crop_fraction)`` (long side
 ``int(short * long / short_in)``), then centre-crop ``imgsz`` (offsets ``round((h - imgsz) / 2)``).
