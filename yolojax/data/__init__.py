@@ -18,6 +18,8 @@ _EXPORTS = {
     "batch_image_shape": "loader",
     "make_shapes_dataset": "synthetic", "shapes_yaml": "synthetic",
     "TfdsDetectionDataset": "tfds", "check_tfds_dataset": "tfds",
+    "check_cls_dataset": "classify", "cls_index": "classify", "ClassificationIndex": "classify",
+    "shapes_cls_dir": "synthetic",
 }
 __all__ = sorted(_EXPORTS)
 

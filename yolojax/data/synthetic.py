@@ -11,6 +11,9 @@ aspect ratios 0.6–1.7, overlapping up to 35 % of the smaller box; images of 96
 144×112 (h×w) pixels;
 backgrounds are a random colour gradient with stripes and Gaussian noise; about 5 % of images are backgrounds.
 Labels are the exact extents of the drawn shapes.
+
+``shapes_cls_dir(n_train=40, n_val=10, size=64, seed=0) -> Path``: the classification counterpart, one shape per
+image, folders ``train/<name>/`` and ``val/<name>/`` for the same six classes (``check_cls_dataset("shapes")``).
 """
 from __future__ import annotations
 
@@ -153,3 +156,62 @@ def shapes_yaml(n_train: int = 256, n_val: int = 64, seed: int = 0, num_classes:
     base = pathlib.Path(root) if root is not None else cache_root()
     name = f"shapes-v{VERSION}-n{n_train}-{n_val}-c{num_classes}-s{seed}"
     return make_shapes_dataset(base / name, n_train=n_train, n_val=n_val, seed=seed, num_classes=num_classes)
+
+
+CLS_VERSION = 1
+
+
+def make_cls_image(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
+    """One (size, size, 3) uint8 BGR image of class ``cls``: one shape of that class, 40–80 % of the side, on a
+    textured background (the detection set's shapes and colour families)."""
+    img = _background(rng, size, size)
+    side = rng.uniform(0.4, 0.8) * size
+    ar = math.exp(rng.uniform(math.log(0.75), math.log(1.33)))
+    bw, bh = min(side * math.sqrt(ar), size - 2), min(side / math.sqrt(ar), size - 2)
+    cx, cy = rng.uniform(bw / 2, size - bw / 2), rng.uniform(bh / 2, size - bh / 2)
+    colour = tuple(float(v) for v in np.clip(np.array(_COLOURS[cls]) + rng.normal(0, 18, 3), 0, 255))
+    poly = _polygon(cls, cx, cy, bw, bh, rng)
+    if poly is None:
+        cv2.ellipse(img, (int(round(cx)), int(round(cy))), (int(round(bw / 2)), int(round(bh / 2))), 0, 0, 360,
+                    colour, -1, cv2.LINE_AA)
+    else:
+        cv2.fillPoly(img, [np.round(poly).astype(np.int32)], colour, cv2.LINE_AA)
+    return img
+
+
+def make_shapes_cls_dataset(root: str | os.PathLike, *, n_train: int = 40, n_val: int = 10, size: int = 64,
+                            seed: int = 0) -> pathlib.Path:
+    """Write the classification set into ``root`` (created atomically; reused if it exists); returns ``root``.
+
+    Layout ``root/{train,val}/<name>/<index>.png``, one folder per ``NAMES`` entry, ``n_train``/``n_val`` images per
+    class; image ``i`` of class ``c`` in split ``s`` is drawn from ``default_rng([seed, s, c, i])`` (same bytes on
+    every machine)."""
+    root = pathlib.Path(root)
+    if (root / "train").is_dir():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        for split, n, sub in (("train", n_train, 0), ("val", n_val, 1)):
+            for c, name in enumerate(NAMES):
+                (tmp / split / name).mkdir(parents=True)
+                for i in range(n):
+                    img = make_cls_image(np.random.default_rng([seed, sub, c, i]), c, size)
+                    cv2.imwrite(str(tmp / split / name / f"{i:04d}.png"), img)
+        try:
+            os.rename(tmp, root)
+        except OSError:  # another process finished first: keep theirs
+            if not (root / "train").is_dir():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def shapes_cls_dir(n_train: int = 40, n_val: int = 10, size: int = 64, seed: int = 0,
+                   root: str | os.PathLike | None = None) -> pathlib.Path:
+    """Folder of the synthetic classification set (6 shape classes), generated on first use under ``cache_root()``."""
+    base = pathlib.Path(root) if root is not None else cache_root()
+    name = f"shapes-cls-v{CLS_VERSION}-n{n_train}-{n_val}-{size}px-s{seed}"
+    return make_shapes_cls_dataset(base / name, n_train=n_train, n_val=n_val, size=size, seed=seed)
