@@ -1,4 +1,4 @@
-"""Every training hyperparameter, named and defaulted as Ultralytics' train arguments (spec §3.1).
+"""Every training hyperparameter, named and defaulted as Ultralytics' train arguments.
 
     python -m yolojax.train --config=configs/default.py --config.data=coco128 --config.epochs=100
 

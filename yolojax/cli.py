@@ -1,4 +1,4 @@
-"""The ``yolojax`` command: Ultralytics' ``yolo`` syntax (spec §6.2).
+"""The ``yolojax`` command: Ultralytics' ``yolo`` syntax.
 
     yolojax [detect] MODE [key=value ...]      MODE: train, val, predict
     yolojax detect train data=coco8.yaml model=yolov8n.pt epochs=100 imgsz=640 device=0,1

@@ -1,10 +1,9 @@
 """The training entry points' host-allocator setting: glibc malloc with transparent huge pages.
 
-On the CPU, XLA allocates its temporary buffer for every execution of the train step (437 MB for yolov8n at batch 8,
-320 px) and frees it afterwards; glibc maps such a block fresh each time, so every step pays ~100k page faults
-(a sixth of the CPU time, measured on a 2-core VM). With glibc's ``glibc.malloc.hugetlb=1`` tunable the block is
-mapped with transparent huge pages: the step ran 685 -> 610 ms there (Ultralytics' step gains the same way when run
-with it; see benchmarks/RESULTS.md).
+On the CPU, XLA allocates its temporary buffer (hundreds of MB) for every execution of the train step and frees it
+afterwards; glibc maps such a block fresh each time, so every step pays a page fault per 4 KiB page. With glibc's
+``glibc.malloc.hugetlb=1`` tunable the block is mapped with transparent huge pages instead (the gain is recorded in
+benchmarks/RESULTS.md).
 
 glibc reads tunables only when a process starts, so the entry points (the ``yolojax`` command and
 ``python -m yolojax.train``) restart themselves once with the tunable added, before JAX loads (~0.1 s). Nothing

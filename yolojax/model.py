@@ -1,4 +1,4 @@
-"""``YOLO``: Ultralytics' Python API over yolojax (spec §6.1). Every train-mode guide example runs unchanged.
+"""``YOLO``: Ultralytics' Python API over yolojax. Every train-mode guide example runs unchanged.
 
     from yolojax import YOLO
     model = YOLO("yolov8n.yaml")                      # build from a model YAML (scale from the name), random init

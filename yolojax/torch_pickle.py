@@ -1,7 +1,7 @@
 """Read PyTorch ``.pt`` zip checkpoints without torch and without executing code from the file.
 
 A ``.pt`` file is a zip archive holding ``<prefix>/data.pkl`` (the pickled object graph) and one raw
-storage blob per tensor in ``<prefix>/data/<key>`` (spec §7). We unpickle ``data.pkl`` with an
+storage blob per tensor in ``<prefix>/data/<key>``. We unpickle ``data.pkl`` with an
 unpickler whose ``find_class`` accepts only an allowlist of globals: tensor rebuild helpers, plain
 containers and the torch / Ultralytics module classes, which become inert attribute bags. Any other
 global (``os.system``, ``builtins.eval``, ``subprocess.Popen`` …) raises :class:`UnsafeCheckpointError`

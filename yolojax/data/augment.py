@@ -1,10 +1,10 @@
-"""Training/validation augmentations in NumPy + OpenCV (spec §4.4–4.7), as pure functions.
+"""Training/validation augmentations in NumPy + OpenCV, as pure functions.
 
 Conventions: images are uint8 HWC **BGR** (OpenCV order; converted to RGB at the end of a sample), boxes are
 (n, 4) float32 **pixel xyxy** in the current image, classes are (n,) int32. Every random choice is drawn from an
 explicit ``np.random.Generator`` argument, so a sample is a pure function of its seed.
 
-Ultralytics draws some values with Python ``random`` and some with NumPy (spec §3.17); bit-exact reproduction of its
+Ultralytics draws some values with Python ``random`` and some with NumPy; bit-exact reproduction of its
 random streams is not a goal, the distributions are. The deterministic parts (load resize, letterbox, validation
 batches) match Ultralytics exactly.
 """
@@ -19,7 +19,7 @@ PAD_VALUE = 114
 
 
 def resize_long_side(img: np.ndarray, imgsz: int) -> np.ndarray:
-    """§4.4: scale so the long side is ``imgsz``: (w, h) = (min(ceil(w0 r), imgsz), min(ceil(h0 r), imgsz)), bilinear."""
+    """Scale so the long side is ``imgsz``: (w, h) = (min(ceil(w0 r), imgsz), min(ceil(h0 r), imgsz)), bilinear."""
     h0, w0 = img.shape[:2]
     r = imgsz / max(h0, w0)
     if r != 1:
@@ -59,7 +59,7 @@ def letterbox_boxes(boxes: np.ndarray, r: float, left_top: tuple[int, int], dwh:
 
 def letterbox(img: np.ndarray, boxes: np.ndarray | None, new_shape: tuple[int, int], *, scaleup: bool = True,
               compat: str = "v8", stride: int | None = None):
-    """Resize keeping the aspect ratio to fit ``new_shape`` (h, w), centre, pad with 114 (§4.7, ``auto=False``;
+    """Resize keeping the aspect ratio to fit ``new_shape`` (h, w), centre, pad with 114 (``auto=False``;
     with ``stride``, pad only up to the next multiple of it, ``auto=True``: see ``letterbox_geometry``).
 
     Returns ``(img, boxes, r, (left, top), (dw, dh))``. Boxes are scaled by r and shifted by the half padding: the
@@ -77,7 +77,7 @@ def letterbox(img: np.ndarray, boxes: np.ndarray | None, new_shape: tuple[int, i
 
 
 def mosaic_layout(sizes, s: int, rng: np.random.Generator):
-    """Where the 4 tiles of a mosaic go (§4.5): around a centre (xc, yc), each ~ U(s/2, 3s/2) (y drawn first), per
+    """Where the 4 tiles of a mosaic go: around a centre (xc, yc), each ~ U(s/2, 3s/2) (y drawn first), per
     tile ``(x1a, y1a, x2a, y2a, x1b, y1b, x2b, y2b)``: canvas rectangle ``a`` shows tile rectangle ``b``.
     ``sizes``: the 4 tiles' (h, w); the canvas is 2s × 2s."""
     yc, xc = (int(rng.uniform(s / 2, 3 * s / 2)) for _ in range(2))
@@ -136,7 +136,7 @@ def draw_mosaic(images, rects, s: int, out: np.ndarray | None = None, alpha: boo
 
 
 def mosaic4(tiles, s: int, rng: np.random.Generator, out: np.ndarray | None = None, alpha: bool = False):
-    """4-image mosaic on a 2s×2s canvas filled with 114, centre U(s/2, 3s/2) (§4.5).
+    """4-image mosaic on a 2s×2s canvas filled with 114, centre U(s/2, 3s/2).
 
     ``tiles``: 4 × (img (h, w, 3) uint8, boxes (n, 4) pixel xyxy of that img, classes (n,)). Returns the canvas and
     the boxes/classes on it, clipped to [0, 2s] with zero-area boxes removed. ``out``, ``alpha``: see
@@ -198,7 +198,7 @@ def warp_labels(boxes, cls, M, k, out_size: tuple[int, int], perspective: bool =
 
 def random_perspective(img, boxes, cls, rng: np.random.Generator, *, out_size: tuple[int, int],
                        degrees=0.0, translate=0.1, scale=0.5, shear=0.0, perspective=0.0):
-    """Random affine/perspective warp ``M = T·S·R·P·C`` into an ``out_size`` (h, w) image (§4.5).
+    """Random affine/perspective warp ``M = T·S·R·P·C`` into an ``out_size`` (h, w) image.
 
     ``C`` moves the input centre to the origin and ``T`` to U(0.5 ± translate)·out_size, so with a 2s mosaic input
     and out_size s this is Ultralytics' border −s/2. Boxes: corners transformed, min/max, clipped, then filtered by
@@ -270,7 +270,7 @@ def render_warp_plan(sources: np.ndarray, tiles: np.ndarray, cols: np.ndarray, r
 
 
 def hsv_tables(rng: np.random.Generator, hgain=0.015, sgain=0.7, vgain=0.4, compat: str = "v8") -> np.ndarray | None:
-    """The HSV jitter's random part (§4.5): gains ``1 + U(-1, 1)·(h, s, v)gain`` drawn from ``rng`` as one draw of
+    """The HSV jitter's random part: gains ``1 + U(-1, 1)·(h, s, v)gain`` drawn from ``rng`` as one draw of
     3, turned into uint8 (3, 256) lookup tables for H, S, V. Hue: ``x·g mod 180`` (v8) or ``x + (g−1)·180 mod 180``.
     None (and nothing drawn) when every gain is 0."""
     if not (hgain or sgain or vgain):
@@ -298,7 +298,7 @@ def apply_hsv_tables(img: np.ndarray, tables: np.ndarray | None, to_rgb: bool = 
 
 def random_hsv(img: np.ndarray, rng: np.random.Generator, hgain=0.015, sgain=0.7, vgain=0.4,
                compat: str = "v8", to_rgb: bool = False) -> np.ndarray:
-    """HSV jitter by 256-entry lookup tables (§4.5): ``hsv_tables`` then ``apply_hsv_tables``.
+    """HSV jitter by 256-entry lookup tables: ``hsv_tables`` then ``apply_hsv_tables``.
 
     BGR in; BGR out, or RGB with ``to_rgb``."""
     return apply_hsv_tables(img, hsv_tables(rng, hgain, sgain, vgain, compat), to_rgb)
@@ -337,7 +337,7 @@ def mixup(a, b, rng: np.random.Generator):
 
 
 def rect_batch_shapes(hw: np.ndarray, batch_size: int, imgsz: int, stride: int = 32, pad: float = 0.5):
-    """Rectangular batches (§4.7): returns (order, shapes) with ``order`` the images sorted by aspect ratio h/w
+    """Rectangular batches: returns (order, shapes) with ``order`` the images sorted by aspect ratio h/w
     (stable) and ``shapes`` (n_batches, 2) the letterbox (h, w) of each batch of ``batch_size`` sorted images."""
     ar = hw[:, 0] / hw[:, 1]
     order = np.argsort(ar, kind="stable")

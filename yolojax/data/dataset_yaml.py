@@ -1,4 +1,4 @@
-"""Dataset YAML resolution, like Ultralytics' ``check_det_dataset`` (spec §4.1) and image listing (§4.2).
+"""Dataset YAML resolution, like Ultralytics' ``check_det_dataset`` and its image listing.
 
 ``check_dataset(data) -> dict`` accepts a path to a data YAML, a bare bundled name (``coco8``, ``coco128``, ``coco``,
 ``VOC``, ``shapes``) or an already-parsed dict, and returns::
@@ -27,7 +27,7 @@ import yaml
 
 CFG_DIR = pathlib.Path(__file__).resolve().parents[1] / "cfg" / "datasets"
 
-# Image extensions (lower case, no dot). v8-era list (spec §4.2); `current` adds a few formats OpenCV may not read.
+# Image extensions (lower case, no dot). v8-era list; `current` adds a few formats OpenCV may not read.
 IMG_FORMATS_V8 = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
 IMG_FORMATS_CURRENT = ("avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp")
 

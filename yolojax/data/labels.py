@@ -1,4 +1,4 @@
-"""Image/label verification and the label cache (spec §4.3).
+"""Image/label verification and the label cache.
 
 ``load_labels(image_files, nc, *, single_cls=False, classes=None, compat="v8", prefix="") -> LabelSet``
 

@@ -18,9 +18,8 @@ statistics (synchronised BN) because ``BatchNorm`` takes plain means over the sh
 statistics, as Ultralytics DDP has, come from ``per_device_bn.make_train_step_per_device_bn``.
 
 CPU: every yolojax ``jax.jit`` passes :func:`compiler_options`, which keeps XLA:CPU's convolutions on its own
-(Eigen) kernels instead of YNNPACK; with them one XLA CPU device on all cores is the fastest setup measured (yolov8n
-train step b8 @320 on 2 cores: 1 device 9.8-11.1 img/s, 2 host devices 8.4-8.9; validation 13.5 vs 11.4 img/s).
-``use_cpu_cores(n)`` / ``YOLOJAX_CPU_DEVICES=N`` still split the CPU into N XLA host devices, data parallel (it
+(Eigen) kernels instead of YNNPACK; with them one XLA CPU device on all cores is the default (faster than splitting
+the CPU into host devices, see benchmarks/RESULTS.md). ``use_cpu_cores(n)`` / ``YOLOJAX_CPU_DEVICES=N`` still split the CPU into N XLA host devices, data parallel (it
 must run before JAX's first operation; the entry points and the ``YOLO`` facade call it, a no-op by default).
 BatchNorm statistics stay global-batch statistics (``bn_sync``), so a split run equals one device to float rounding.
 """
@@ -39,9 +38,8 @@ WORDS = ("cpu", "mps", "tpu", "all", "gpu")
 CPU_DEVICES_ENV = "YOLOJAX_CPU_DEVICES"
 
 
-# XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default. On x86 its kernels run YOLOv8's 3x3 convolutions
-# slower than XLA's own (Eigen) ones: weight gradients ~3.7x, input gradients 1.5x, forward 1.35x (yolov8n layer,
-# b8 40x40x64, 2 cores; a whole train step 1.3x). Keep YNNPACK for dots and reductions, where it helps.
+# XLA:CPU hands convolutions to YNNPACK by default; on x86 its kernels run YOLOv8's 3x3 convolutions (forward and
+# both gradients) slower than XLA's own (Eigen) ones. Keep YNNPACK for dots and reductions, where it helps.
 _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 XLA_CPU_OPTIONS = {_YNN_OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 

@@ -8,7 +8,7 @@ The default train step, jitted with the batch sharded over the mesh, normalises 
 BatchNorm layer normalises with the statistics of that device's images only, exactly as each DDP rank does.
 
 Loss scaling (what DDP optimises). Rank r computes the detection loss of its sub-batch, already multiplied by
-its sub-batch size b = B / W (spec §2.2), and Ultralytics multiplies it by the world size W before
+its sub-batch size b = B / W, and Ultralytics multiplies it by the world size W before
 ``backward``; DDP then *averages* gradients over the W ranks. The applied gradient is therefore
 ``(1/W) · Σ_r W · ∇L_r = Σ_r ∇L_r``: the **sum** of the per-rank gradients of the per-rank losses. Here each
 device takes the gradient of ``detection_loss`` on its shard and the gradients are summed with ``psum``

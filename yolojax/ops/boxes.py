@@ -5,7 +5,7 @@ leading axes broadcast. Anchor points are cell centres in *grid units* of their 
 ``stride_tensor`` to get input pixels. Every function here is pure ``jnp`` (jit/vmap/grad safe) except
 ``make_anchors``, which depends only on static shapes and returns NumPy constants.
 
-The IoU family follows Ultralytics' ``bbox_iou`` numerically (spec §2.4): ``eps = 1e-7`` is added to the
+The IoU family follows Ultralytics' ``bbox_iou`` numerically: ``eps = 1e-7`` is added to the
 *heights* only and to the union / enclosing diagonal, and the CIoU trade-off ``alpha`` carries no gradient.
 """
 from __future__ import annotations

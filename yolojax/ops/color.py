@@ -1,8 +1,8 @@
 """OpenCV's 8-bit BGR <-> HSV conversions in JAX, and the HSV jitter of the training pipeline on the device.
 
-The training pipeline's colour jitter (spec §4.5) converts each image to HSV, passes every channel through a
-per-image 256-entry table and converts back. On an accelerator that is cheap; in the loader's worker processes it
-was a third of the CPU time per sample. ``hsv_jitter(images, tables, to_rgb)`` does it on the device with the tables
+The training pipeline's colour jitter converts each image to HSV, passes every channel through a per-image
+256-entry table and converts back. That is cheap on an accelerator and costly in the loader's worker processes, so
+``hsv_jitter(images, tables, to_rgb)`` does it on the device with the tables
 the worker drew (``yolojax.data.augment.hsv_tables``), so the random stream and every other augmentation stay the
 host's.
 

@@ -1,4 +1,4 @@
-"""Jittable, batched non-maximum suppression with fixed-size outputs (spec §5.1 step 4).
+"""Jittable, batched non-maximum suppression with fixed-size outputs.
 
 Semantics follow Ultralytics' ``non_max_suppression`` (v8-era and current agree on these inputs):
 
@@ -207,7 +207,7 @@ def non_max_suppression(
 def scale_boxes(boxes, ratio_pad, orig_hw: Sequence[int], *, clip: bool = True) -> np.ndarray:
     """Map xyxy boxes from letterboxed network-input pixels back to the original image (host side, NumPy).
 
-    v8-era rule (spec §5.1 step 6): subtract the padding ``(left, top)``, divide by the gain, clip to the image.
+    v8-era rule: subtract the padding ``(left, top)``, divide by the gain, clip to the image.
 
     Args:
       boxes: (..., 4) xyxy in input pixels.

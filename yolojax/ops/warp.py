@@ -1,4 +1,4 @@
-"""The training pipeline's mosaic + affine warp + flips, on the device (spec §4.5), from a plan the loader drew.
+"""The training pipeline's mosaic + affine warp + flips, on the device, from a plan the loader drew.
 
 A training sample is four tiles (or one, without mosaic) placed on a canvas filled with 114, warped by the random
 affine ``M`` into the S×S output with OpenCV's bilinear ``warpAffine``, then maybe flipped. In the loader's workers
