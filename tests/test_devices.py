@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 
-import time
 import types
 
 import jax
@@ -18,7 +17,7 @@ import pytest
 from yolojax.engine import devices as devmod
 from yolojax.engine.devices import (DeviceError, check_batch_divides, data_sharding, make_mesh, parse_device_ids,
                                     replicated, select_devices)
-from yolojax.engine.distributed import (DistributedError, StepWatchdog, collective_failure_guard,
+from yolojax.engine.distributed import (DistributedError, collective_failure_guard,
                                         distributed_settings, maybe_initialize, process_rows)
 
 
@@ -349,21 +348,6 @@ def test_collective_failure_guard(monkeypatch):
     with pytest.raises(KeyError):  # unrelated errors are not rewritten
         with collective_failure_guard():
             raise KeyError("boxes")
-
-
-def test_step_watchdog_fires_only_without_progress():
-    fired = []
-    dog = StepWatchdog(0.4, on_timeout=fired.append).start()
-    for _ in range(8):  # steady progress for 0.8 s: no alarm
-        time.sleep(0.1)
-        dog.beat()
-    assert not fired
-    t0 = time.monotonic()
-    while not fired and time.monotonic() - t0 < 5:
-        time.sleep(0.05)
-    dog.stop()
-    assert fired and "no step finished" in fired[0] and 0.3 < time.monotonic() - t0 < 2.0
-    assert not dog._thread.is_alive()
 
 
 def test_compiler_options_keep_cpu_convolutions_off_ynnpack(monkeypatch):

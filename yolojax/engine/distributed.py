@@ -17,8 +17,7 @@ Timeouts (bounded, so nothing waits forever): joining the group ``YOLOJAX_DIST_I
 and JAX's coordination service terminates every other process with "Terminating process because the JAX
 distributed service detected fatal errors. This most likely indicates that another task died". A collective
 whose peer vanished fails at once on CPU (gloo "Connection reset by peer"); ``collective_failure_guard``
-turns that into a ``DistributedError`` naming what happened. ``StepWatchdog`` covers the remaining case: a
-peer that is alive but stuck (its heartbeats continue while the others wait in a collective).
+turns that into a ``DistributedError`` naming what happened.
 
 A program's first collective also waits for its peers, but gloo (CPU) gives up after a fixed 30 s, and compile
 times of the same program differ between processes (load, a warm or cold compile cache) by more than that.
@@ -33,10 +32,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import sys
-import threading
-import time
-from typing import Callable
 
 import jax
 import numpy as np
@@ -170,11 +165,6 @@ def _is_initialized() -> bool:
     return getattr(_d.global_state, "client", None) is not None
 
 
-def is_main_process() -> bool:
-    """Process 0: the one that logs and writes results.csv, plots and exported weights."""
-    return jax.process_index() == 0
-
-
 def process_rows(global_batch: int, process_index: int | None = None, process_count: int | None = None):
     """The slice of rows of every global batch this process feeds (as ``TrainLoader`` splits them)."""
     p = jax.process_index() if process_index is None else process_index
@@ -257,53 +247,3 @@ def collective_failure_guard(what: str = "training"):
                 f"likely died or lost its network; see its log. Restart all processes with "
                 f"--config.resume=<run dir> to continue from the last checkpoint.") from e
         raise
-
-
-class StepWatchdog:
-    """Exit with a clear message when no step completes for ``timeout_s`` seconds.
-
-        dog = StepWatchdog(600).start()
-        for batch in ...: state, m = step(state, batch); dog.beat()
-        dog.stop()
-
-    ``beat`` must follow a host sync of the step (e.g. reading a metric) to measure real progress. The default
-    ``on_timeout`` prints the message to stderr and ends the process with exit status 70 (``os._exit``: a
-    thread blocked in a collective cannot be interrupted)."""
-
-    def __init__(self, timeout_s: float, *, on_timeout: Callable[[str], None] | None = None, what: str = "step"):
-        self.timeout_s, self.what = float(timeout_s), what
-        self.on_timeout = on_timeout or _exit_with
-        self._last = time.monotonic()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "StepWatchdog":
-        self._last = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="yolojax-step-watchdog", daemon=True)
-        self._thread.start()
-        return self
-
-    def beat(self) -> None:
-        self._last = time.monotonic()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self) -> None:
-        period = min(max(self.timeout_s / 10, 0.05), 5.0)
-        while not self._stop.wait(period):
-            idle = time.monotonic() - self._last
-            if idle > self.timeout_s:
-                self.on_timeout(
-                    f"yolojax: no {self.what} finished for {idle:.0f} s (limit {self.timeout_s:.0f} s) in process "
-                    f"{jax.process_index()} of {jax.process_count()}: another process is most likely stuck or dead "
-                    f"(see its log). Exiting instead of waiting forever; restart all processes with "
-                    f"--config.resume=<run dir> to continue from the last checkpoint.")
-                return
-
-
-def _exit_with(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-    os._exit(70)
