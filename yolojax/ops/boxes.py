@@ -21,7 +21,9 @@ IOU_EPS = 1e-7
 
 
 def xywh2xyxy(boxes):
-    """(..., 4) centre-x, centre-y, w, h -> (..., 4) x1, y1, x2, y2. Works on NumPy or jnp arrays."""
+    """(..., 4) centre-x, centre-y, w, h -> (..., 4) x1, y1, x2, y2. Works on NumPy or jnp arrays (and tracers).
+
+    ``w / 2`` is exact in floating point, so the corners round as Ultralytics' do (NMS relies on it)."""
     xp = jnp if isinstance(boxes, jax.Array) else np
     half_w = boxes[..., 2] / 2
     half_h = boxes[..., 3] / 2

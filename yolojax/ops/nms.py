@@ -29,16 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolojax.ops.boxes import xywh2xyxy
+
 # Sorted candidates are processed in windows of this many slots (see _greedy_nms); any value is exact.
 NMS_WINDOW = 512
-
-
-def _xywh_to_xyxy(xywh: jax.Array) -> jax.Array:
-    """(..., 4) centre/size -> (..., 4) corners; ``w / 2`` is exact, so this rounds like Ultralytics."""
-    half_w, half_h = xywh[..., 2] / 2, xywh[..., 3] / 2
-    return jnp.stack(
-        [xywh[..., 0] - half_w, xywh[..., 1] - half_h, xywh[..., 0] + half_w, xywh[..., 1] + half_h], axis=-1
-    )
 
 
 def _select_candidates(pred: jax.Array, conf_thres, *, multi_label: bool, max_nms: int):
@@ -50,7 +44,7 @@ def _select_candidates(pred: jax.Array, conf_thres, *, multi_label: bool, max_nm
       boxes (K, 4) xyxy, scores (K,), classes (K,) int32, valid (K,) bool; ``K = min(max_nms, A*nc | A)``.
     """
     num_anchors, num_classes = pred.shape[0], pred.shape[1] - 4
-    boxes = _xywh_to_xyxy(pred[:, :4])
+    boxes = xywh2xyxy(pred[:, :4])
     class_scores = pred[:, 4:]
     if multi_label and num_classes > 1:
         flat = class_scores.reshape(-1)  # row-major: index = anchor * nc + class
