@@ -22,16 +22,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-# Ultralytics default.yaml keys (8.2.103, and a few of 8.4) that do not affect YOLOv8 detection training: accepted
-# with a warning so that argument lists and args.yaml files copied from Ultralytics keep working.
-NO_EFFECT_KEYS = frozenset((
-    "overlap_mask", "mask_ratio", "dropout", "pose", "kobj", "save_hybrid", "dnn", "source", "vid_stride",
-    "stream_buffer", "visualize", "augment", "agnostic_nms", "retina_masks", "embed", "show",
-    "save_frames", "save_txt", "save_conf", "save_crop", "show_labels", "show_conf", "show_boxes", "line_width",
-    "format", "keras", "optimize", "int8", "dynamic", "simplify", "opset", "workspace", "nms", "auto_augment",
-    "erasing", "crop_fraction", "tracker", "cutmix", "cls_pw", "compile", "channels_last", "save_dir",
-))
-
 
 def resolve_weights_path(path: str | os.PathLike) -> pathlib.Path:
     """A run directory -> its weights/best.npz (else last.npz); Ultralytics' ``.../last.pt`` -> yolojax's
@@ -111,7 +101,7 @@ def train_config(args: dict[str, Any]):
     given type where several are valid (``pretrained="w.pt"``, ``resume="runs/detect/train"``, ``cache="ram"``,
     ``device=[0, 1]``)."""
     from yolojax.engine.config import ConfigError, closest_key, default_config
-    from yolojax.engine.config_checks import check_config
+    from yolojax.engine.config_checks import NO_EFFECT_KEYS, check_config
 
     base = default_config().to_dict()
     clean: dict[str, Any] = {}

@@ -360,6 +360,16 @@ def check_values(values: Mapping[str, Any], where: str = "") -> dict:
     return out
 
 
+# Ultralytics default.yaml keys (8.2.103, and a few of 8.4) that do not affect YOLOv8 detection training: accepted
+# with a warning so that argument lists and args.yaml files copied from Ultralytics keep working.
+NO_EFFECT_KEYS = frozenset((
+    "overlap_mask", "mask_ratio", "dropout", "pose", "kobj", "save_hybrid", "dnn", "source", "vid_stride",
+    "stream_buffer", "visualize", "augment", "agnostic_nms", "retina_masks", "embed", "show",
+    "save_frames", "save_txt", "save_conf", "save_crop", "show_labels", "show_conf", "show_boxes", "line_width",
+    "format", "keras", "optimize", "int8", "dynamic", "simplify", "opset", "workspace", "nms", "auto_augment",
+    "erasing", "crop_fraction", "tracker", "cutmix", "cls_pw", "compile", "channels_last", "save_dir",
+))
+
 # Accepted as Ultralytics accepts them, without effect on YOLOv8 detection training: key -> (inert value, reason).
 INAPPLICABLE = {
     "label_smoothing": (0.0, "Ultralytics 8.2.103 accepts it, but its detection loss never reads it (the class "
