@@ -25,15 +25,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from yolojax.data.errors import DatasetError
+
 CFG_DIR = pathlib.Path(__file__).resolve().parents[1] / "cfg" / "datasets"
 
 # Image extensions (lower case, no dot). v8-era list; `current` adds a few formats OpenCV may not read.
 IMG_FORMATS_V8 = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
 IMG_FORMATS_CURRENT = ("avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp")
-
-
-class DatasetError(ValueError):
-    """A dataset YAML, folder or label problem the user must fix (one-paragraph message)."""
 
 
 def img_formats(compat: str = "v8") -> tuple[str, ...]:
@@ -125,8 +123,8 @@ def check_dataset(data: str | os.PathLike | Mapping, *, autodownload: bool = Tru
         d, where = dict(data), "The dataset dict"
     else:
         s = os.fspath(data)
-        if s.startswith("tfds:"):  # TensorFlow Datasets (optional extra): see yolojax/data/tfds.py
-            from yolojax.data.tfds import check_tfds_dataset
+        if s.startswith("tfds:"):  # TensorFlow Datasets (optional extra): see yolojax/data/tfds_builder.py
+            from yolojax.data.tfds_builder import check_tfds_dataset
             return check_tfds_dataset(s, autodownload=autodownload)
         p = pathlib.Path(s).expanduser()
         if not p.exists():

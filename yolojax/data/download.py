@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from yolojax.data.dataset_yaml import DatasetError
+from yolojax.data.errors import DatasetError
 
 _CHUNK = 1 << 16
 ASSETS_URL = "https://github.com/ultralytics/assets/releases/download"  # + /<tag>/<file>

@@ -33,7 +33,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from yolojax.data.dataset_yaml import DatasetError, img2label_path, img_formats
+from yolojax.data.dataset_yaml import img2label_path, img_formats
+from yolojax.data.errors import DatasetError
 
 CACHE_VERSION = "yolojax-labels-1"
 MAX_PRINTED_MSGS = 20

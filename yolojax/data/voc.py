@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ET
 
 from tqdm import tqdm
 
-from yolojax.data.dataset_yaml import DatasetError
+from yolojax.data.errors import DatasetError
 
 # (year, image set) in the order Ultralytics converts them.
 SETS = (("2012", "train"), ("2012", "val"), ("2007", "train"), ("2007", "val"), ("2007", "test"))

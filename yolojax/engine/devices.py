@@ -261,9 +261,12 @@ def select_devices(device=None) -> list:
     if spec == "cpu":
         return _by_process(jax.devices("cpu"))
     if spec == "mps":
-        from yolojax.engine.metal import metal_devices
+        from yolojax.engine.metal import metal_devices, missing_plugin_message
 
-        return metal_devices()
+        found = metal_devices()
+        if not found:
+            raise DeviceError(missing_plugin_message())
+        return found
     if spec == "tpu":
         tpus = _platform_devices("tpu")
         if not tpus:

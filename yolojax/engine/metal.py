@@ -10,8 +10,6 @@ import os
 
 import jax
 
-from yolojax.engine.devices import DeviceError
-
 PLATFORMS = ("METAL", "metal", "mps", "MPS")
 
 
@@ -21,7 +19,7 @@ def is_metal(device) -> bool:
 
 
 def metal_devices() -> list:
-    """The Metal device (one), or a ``DeviceError`` that says what to install."""
+    """The Metal device (one), or [] when no Metal plugin is installed (see :func:`missing_plugin_message`)."""
     for name in PLATFORMS:
         try:
             devs = jax.devices(name)
@@ -29,10 +27,15 @@ def metal_devices() -> list:
             continue
         if devs:
             return devs[:1]
+    return []
+
+
+def missing_plugin_message() -> str:
+    """What to install (and which ``JAX_PLATFORMS`` setting hides a plugin) when :func:`metal_devices` is empty."""
     forced = os.environ.get("JAX_PLATFORMS", "")
     hint = (f" JAX_PLATFORMS={forced!r} is set in the environment and hides other backends: unset it or add the "
             f"plugin's platform." if forced and not any(p.lower() in forced.lower() for p in PLATFORMS) else "")
-    raise DeviceError(
+    return (
         "device='mps' but no Apple Metal backend is installed for JAX. On Apple silicon install a Metal PJRT plugin "
         "that matches your jax version (jax-mps 0.10.x for jax 0.10 on Python 3.11, 0.11.x for jax 0.11; jax-metal "
         "targets much older jax releases), then check that jax.devices() lists it." + hint + " Training on the CPU "
