@@ -157,13 +157,9 @@ def run(argv: list[str]) -> Any:
         config = train_config(overrides)
         deterministic = bool(config.deterministic)
         overrides = {k: v for k, v in overrides.items() if k in config}  # the keys without effect are warned once
-    from yolojax.engine.devices import enable_compile_cache, use_cpu_cores, use_deterministic_ops
+    from yolojax.startup import prepare_jax
 
-    # before JAX's first operation: YOLOJAX_CPU_DEVICES=N splits the CPU (default: no split), the compile cache
-    # (~/.cache/yolojax/jax unless YOLOJAX_COMPILE_CACHE says otherwise) and XLA's deterministic GPU ops flag
-    use_cpu_cores()
-    enable_compile_cache()
-    use_deterministic_ops(deterministic)
+    prepare_jax(deterministic=deterministic)
     if mode == "train":
         model_src = overrides.pop("model", None)
         if overrides.get("resume") and model_src is None:
@@ -187,34 +183,22 @@ def run(argv: list[str]) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit code (0 ok, 2 user error)."""
-    if argv is None:  # the `yolojax` command: restart once with glibc's huge-page malloc (see yolojax.hostenv)
-        from yolojax.hostenv import restart_with_hugepages
+    from yolojax.engine.config import ConfigError
+    from yolojax.startup import begin, exit_code
 
-        restart_with_hugepages()
+    begin(restart=argv is None)  # the `yolojax` command restarts once with glibc's huge-page malloc
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        from absl import flags
 
-        flags.FLAGS.mark_as_parsed()  # Grain worker processes read absl flags
-    except Exception:  # pragma: no cover
-        pass
-    try:
-        run(argv)
-    except BrokenPipeError:  # `yolojax cfg | head`: the reader left; not an error
-        import os
+    def run_quietly_on_a_closed_pipe():
+        try:
+            run(argv)
+        except BrokenPipeError:  # `yolojax cfg | head`: the reader left; not an error
+            import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception as e:  # noqa: BLE001 - user errors become one paragraph, the rest propagate
-        from yolojax.engine.config import ConfigError
-        from yolojax.errors import user_error_types
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
-        # a value mistake is known without importing the heavier modules of the other error types
-        if isinstance(e, (CLIError, ConfigError)) or isinstance(e, user_error_types()):
-            print(f"ERROR: {e}", file=sys.stderr)
-            return 2
-        raise
-    return 0
+    # a value mistake is known without importing the heavier modules of the other error types
+    return exit_code(run_quietly_on_a_closed_pipe, extra_user_errors=(CLIError, ConfigError))
 
 
 if __name__ == "__main__":

@@ -177,22 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single_cls", action="store_true")
     parser.add_argument("--save_json", action="store_true", help="write COCO predictions.json (+ pycocotools AP)")
     args = parser.parse_args(argv)
-    try:
-        from yolojax.engine.devices import enable_compile_cache, use_cpu_cores
+    from yolojax.startup import begin, exit_code, prepare_jax
 
-        use_cpu_cores()  # before JAX's first operation: YOLOJAX_CPU_DEVICES=N splits the CPU (default: no split)
-        enable_compile_cache()  # likewise: ~/.cache/yolojax/jax unless YOLOJAX_COMPILE_CACHE says otherwise
+    begin(restart=False)
+
+    def run():
+        prepare_jax()
         validate_weights(args.weights, args.data, imgsz=args.imgsz, batch=args.batch, conf=args.conf, iou=args.iou,
                          max_det=args.max_det, split=args.split, device=args.device, compat=args.compat,
                          single_cls=args.single_cls, save_json=args.save_json, workers=args.workers)
-    except Exception as e:  # noqa: BLE001 - user errors become one paragraph, the rest propagate
-        from yolojax.errors import user_error_types
 
-        if isinstance(e, user_error_types()):
-            print(f"ERROR: {e}", file=sys.stderr)
-            return 2
-        raise
-    return 0
+    return exit_code(run)
 
 
 if __name__ == "__main__":
