@@ -201,3 +201,18 @@ def test_yolo_facade_builds_and_loads_classifiers(fixtures_dir, tmp_path):
     assert again.task == "classify" and again.model == loaded.model
     with pytest.raises(Exception, match="task='detect' does not fit"):
         YOLO("yolov8n-cls.yaml", task="detect")
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_onnx_graph_of_the_classifier_matches_model_apply(dynamic, ref_model, fixtures_dir):
+    ort = pytest.importorskip("onnxruntime")
+    from yolojax.export import build_onnx
+
+    model, variables = ref_model
+    ref = np.load(fixtures_dir / "cls" / f"model_n_cls_forward_{224 if dynamic else 64}.npz")
+    proto = build_onnx(model, variables, imgsz=(64, 64), batch=2, dynamic=dynamic)  # dynamic: run at 224 px
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (probs,) = session.run(None, {"images": ref["x"]})
+    assert probs.shape == (2, 10)
+    np.testing.assert_allclose(probs, np.asarray(model.apply(variables, nhwc(ref["x"]))), atol=1e-5)
+    np.testing.assert_allclose(probs, ref["eval_probs"], atol=1e-4)
