@@ -45,6 +45,22 @@ def test_sizes_match_ultralytics_at_every_scale(nc, fixtures_dir):
         assert (params, entries) == (info[scale]["parameters"], info[scale]["state_dict_entries"]), scale
 
 
+def test_summary_matches_ultralytics_model_info(fixtures_dir):
+    from yolojax.nn.summary import model_info
+
+    params = json.loads((fixtures_dir / "cls" / "model_info.json").read_text())["nc1000"]
+    # Ultralytics 8.4 `YOLO("yolov8<s>-cls.yaml").info()` layers and `get_flops(model, 640)` (n: 26 Conv + 26 BN +
+    # the shared SiLU + pool + dropout + Linear = 56 layers); FLOPs within 2%, as for the detector
+    ultralytics = {"n": (56, 3.3615), "s": (56, 12.5873), "m": (80, 41.8926), "l": (104, 99.1243),
+                   "x": (104, 154.3122)}
+    for scale, (layers, gflops) in ultralytics.items():
+        got = model_info(YOLOv8Cls(scale))
+        assert (got.layers, got.parameters, got.gradients) == (layers, params[scale]["parameters"],
+                                                               params[scale]["parameters"]), scale
+        assert abs(got.gflops - gflops) / gflops < 0.02, (scale, got.gflops)
+    assert model_info(YOLOv8Cls("n")).line().startswith("YOLOv8n-cls summary: 56 layers, 2,719,288 parameters")
+
+
 @pytest.mark.parametrize("size", [64, 224])
 def test_forward_matches_ultralytics(size, ref_model, fixtures_dir):
     model, variables = ref_model
