@@ -201,8 +201,10 @@ def test_top_k_accuracy_hand_computed():
         top_k_accuracy(scores, np.array([0, 6, 0, 2]))
 
 
-def test_yolo_facade_builds_and_loads_classifiers(fixtures_dir, tmp_path):
+def test_yolo_facade_builds_and_loads_classifiers(fixtures_dir, tmp_path, capsys):
     from yolojax import YOLO
+    from yolojax.cli import main
+    from yolojax.engine.config import ConfigError
 
     built = YOLO("yolov8n-cls.yaml")
     assert built.task == "classify" and isinstance(built.model, YOLOv8Cls) and built.model.num_classes == 1000
@@ -210,13 +212,17 @@ def test_yolo_facade_builds_and_loads_classifiers(fixtures_dir, tmp_path):
     assert loaded.task == "classify" and loaded.model.num_classes == 10
     for call in (lambda: loaded.train(data="x"), lambda: loaded.val(), lambda: loaded.predict("x.jpg"),
                  lambda: loaded.export()):
-        with pytest.raises(NotImplementedError, match="classification models is coming"):
+        with pytest.raises(ConfigError, match="classification models is coming"):
             call()
     loaded.save(tmp_path / "w.npz")
     again = YOLO(str(tmp_path / "w.npz"))
     assert again.task == "classify" and again.model == loaded.model
-    with pytest.raises(Exception, match="task='detect' does not fit"):
+    with pytest.raises(ConfigError, match="task='detect' does not fit"):
         YOLO("yolov8n-cls.yaml", task="detect")
+    # the command line names it in one line (exit 2), as every user error
+    assert main(["predict", f"model={fixtures_dir / 'cls' / 'ckpt_n_cls.pt'}", "source=x.jpg"]) == 2
+    err = capsys.readouterr().err
+    assert "prediction of classification models is coming" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("dynamic", [False, True])

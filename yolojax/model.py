@@ -132,6 +132,8 @@ def train_config(args: dict[str, Any]):
 
 class YOLO:
     """A YOLOv8 detector with Ultralytics' methods: ``train``, ``val``, ``predict``, ``export``, ``load``, ``info``.
+    A YOLOv8-cls classifier (``task == "classify"``: a ``-cls`` YAML or checkpoint) builds, loads, ``load``s,
+    ``save``s and reports ``info``; its train/val/predict/export raise a ConfigError saying they are coming.
 
     Attributes: ``model`` (the :class:`yolojax.nn.YOLOv8` module), ``variables`` ({"params", "batch_stats"}),
     ``names`` ({id: name}), ``ckpt_path`` (the weights file it was loaded from, or None), ``cfg`` (the YAML it
@@ -305,7 +307,9 @@ class YOLO:
 
     def _require_detect(self, action: str) -> None:
         if self.task != "detect":
-            raise NotImplementedError(
+            from yolojax.engine.config import ConfigError
+
+            raise ConfigError(
                 f"{action} of classification models is coming to yolojax but not there yet: this YOLO holds a "
                 f"YOLOv8-cls classifier ({self.ckpt_path or self.cfg}), which yolojax can build, load, save "
                 f"(.save) and run as a Flax module (.model.apply(.variables, images)). Detection models "
