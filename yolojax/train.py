@@ -5,6 +5,7 @@ flags. Callbacks (Ultralytics' event names) receive a ``RunContext`` whose field
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import pathlib
@@ -90,7 +91,7 @@ def _find_resume(config, workdir):
     ckdir = run / "weights" / "ckpt"
     if not ckdir.is_dir():
         raise FileNotFoundError(f"resume: {run} holds no checkpoint ({ckdir} is missing).")
-    return run, Checkpointer(ckdir)
+    return run, Checkpointer(ckdir, asynchronous=True)
 
 
 RESUME_OVERRIDES = ("device", "workers", "epochs", "patience", "val", "plots", "save_period", "time", "verbose")
@@ -139,7 +140,10 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     if is_main:
         weights_dir.mkdir(parents=True, exist_ok=True)
         cfgmod.save_args_yaml(config, save_dir / "args.yaml")
-    ckpt = ckpt or Checkpointer(weights_dir / "ckpt", max_to_keep=int(config.keep_checkpoints))
+    ckpt = ckpt or Checkpointer(weights_dir / "ckpt", max_to_keep=int(config.keep_checkpoints), asynchronous=True)
+    # last.npz / best.npz are written on this thread while the next epoch trains; the final validation waits for them
+    exporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="yolojax-export")
+    exports: list[concurrent.futures.Future] = []
     repl, data = replicated(mesh), data_sharding(mesh)
     state = create_train_state(s.model, s.variables, s.hyper)
     state = jax.device_put(state, repl)
@@ -307,15 +311,14 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                     _save(ckpt, state, config, epoch, nb, best_fitness, stopper, results, tsum, tcount,
                           finished=final_epoch)
                 if is_main:
-                    from yolojax.weights import save_state_dict
-
-                    with timer.phase("export"):
-                        ema = jax.device_get(state.ema_variables)
-                        save_state_dict(ema, weights_dir / "last.npz", names=s.names, model=s.model)
-                        if is_best:
-                            save_state_dict(ema, weights_dir / "best.npz", names=s.names, model=s.model)
-                        if int(config.save_period) > 0 and epoch % int(config.save_period) == 0:
-                            save_state_dict(ema, weights_dir / f"epoch{epoch}.npz", names=s.names, model=s.model)
+                    files = ["last.npz"] + (["best.npz"] if is_best else [])
+                    if int(config.save_period) > 0 and epoch % int(config.save_period) == 0:
+                        files.append(f"epoch{epoch}.npz")
+                    with timer.phase("export"):  # the copy off the device; the files are written in the background
+                        ema = jax.tree.map(np.array, jax.device_get(state.ema_variables))
+                        for f in exports:
+                            f.result()  # one epoch's files at a time, in order (and a write error surfaces here)
+                        exports = [exporter.submit(_export_weights, ema, [weights_dir / f for f in files], s)]
                 with timer.phase("report"):
                     fire("on_model_save")
             with timer.phase("report"):
@@ -332,10 +335,14 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                     _log(f"Stopping training early as no improvement observed in last {stopper.patience} epochs. "
                          f"Best results observed at epoch {stopper.best_epoch}.")
                 break
-    finally:  # also on an error or an interrupt: stop the prefetch thread and the worker processes
+    finally:  # also on an error or an interrupt: stop the prefetch thread and the worker processes, finish the writes
         if it is not None:
             batches.close()
             it.close()
+        exporter.shutdown(wait=True)
+        ckpt.wait()
+    for f in exports:
+        f.result()
     hours = (time.time() - t_start) / 3600
     _log(f"\n{epoch - start_epoch + 1} epochs completed in {hours:.3f} hours.")
     with timer.phase("final_val"):
@@ -352,6 +359,13 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     out["save_dir"] = str(save_dir)
     fire("on_train_end")
     return out
+
+
+def _export_weights(ema, paths, s) -> None:
+    from yolojax.weights import save_state_dict
+
+    for path in paths:
+        save_state_dict(ema, path, names=s.names, model=s.model)
 
 
 def _on_device(it, put):
