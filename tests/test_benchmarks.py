@@ -55,6 +55,24 @@ def test_val_bench_script_validates_every_image():
     assert 0.0 <= rec["map50_95"] <= rec["map50"] < 0.5
 
 
+@pytest.mark.slow
+def test_e2e_whole_run_times_complete_train_calls():
+    """``e2e.py --whole-run``: a complete training call (tiny model, 2 epochs with validation, checkpoints, the final
+    validation) in a fresh process; its phases tile the call's wall time and the summary's median is that run's."""
+    recs = _run("e2e.py", "--whole-run", "b8-320", "--width", "0.0625", "--imgsz", "64", "--batch", "4", "--images",
+                "8", "--epochs", "2", "--close-mosaic", "1", "--repeats", "1", "--no-warmup", "--no-ultralytics")
+    (run,) = [r for r in recs if r["impl"] == "yolojax"]
+    (summary,) = [r for r in recs if r["impl"] == "summary"]
+    assert not [r for r in recs if r["impl"] == "ultralytics"]
+    assert run["setting"].startswith("yolov8n width 0.0625 b4 @64 nbs 64, 8 train / 8 val JPEGs")
+    assert "2 epochs, close_mosaic 1" in run["setting"]
+    assert 0 < sum(run["phases"].values()) <= run["wall_s"] + 0.1 < run["process_s"] + 0.1
+    for phase in ("step", "val_forward", "checkpoint", "final_val"):
+        assert run["phases"][phase] > 0, phase
+    assert 0.0 <= run["map50_95"] <= run["map50"] <= 1.0
+    assert summary["yolojax_median_s"] == round(run["wall_s"], 1) and "ratio_ultralytics_over_yolojax" not in summary
+
+
 def test_color_check_script_counts_no_difference_from_opencv_on_cpu():
     (rec,) = _run("color_check.py", "--batch", "2", "--imgsz", "64", "--runs", "2")
     assert rec["benchmark"] == "color_check" and rec["backend"] == "cpu"
