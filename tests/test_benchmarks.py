@@ -73,6 +73,27 @@ def test_e2e_whole_run_times_complete_train_calls():
     assert summary["yolojax_median_s"] == round(run["wall_s"], 1) and "ratio_ultralytics_over_yolojax" not in summary
 
 
+@pytest.mark.slow
+def test_gpu_suite_dry_run_measures_a_whole_run_on_the_cpu(tmp_path):
+    """``gpu_suite.sh run --dry-run`` (here its whole-run step alone): the GPU sequence's command lines with tiny
+    settings on the CPU; both trainers' complete runs land in results.jsonl with their ratio."""
+    ul = Path("/work/ulvenv/bin/python")
+    if not ul.exists():
+        pytest.skip("the dry run compares with Ultralytics: no /work/ulvenv")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", OUT=str(tmp_path), SUITE_STEPS="e2e_run", PYTHON=sys.executable,
+               UL_PYTHON=str(ul), YOLOJAX_BENCH_JAX_CACHE=os.environ["YOLOJAX_TEST_JAX_CACHE"])
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), "run", "--dry-run"], env=env,
+                          capture_output=True, text=True, timeout=1200, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recs = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["impl"] for r in recs] == ["yolojax", "ultralytics", "summary"], recs
+    assert all(r["benchmark"] == "e2e_whole_run" and r["preset"] == "gpu-b64-640" for r in recs)
+    assert "yolov8n width 0.0625 b4 @64" in recs[0]["setting"] and "2 epochs" in recs[0]["setting"]
+    assert recs[2]["ratio_ultralytics_over_yolojax"] == pytest.approx(
+        recs[2]["ultralytics_median_s"] / recs[2]["yolojax_median_s"], rel=0.02)
+    assert "=== e2e_run" in (tmp_path / "log.txt").read_text()
+
+
 def test_color_check_script_counts_no_difference_from_opencv_on_cpu():
     (rec,) = _run("color_check.py", "--batch", "2", "--imgsz", "64", "--runs", "2")
     assert rec["benchmark"] == "color_check" and rec["backend"] == "cpu"
