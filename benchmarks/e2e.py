@@ -258,12 +258,18 @@ def _whole_run_data(setting: dict, root: Path) -> tuple[Path, str]:
 
 
 def _subprocess_result(cmd: list[str], env: dict, cwd: Path, what: str) -> dict | None:
-    t0 = time.perf_counter()
+    import resource
+
+    t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=7200, cwd=cwd)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             out = json.loads(line[7:])
             out["process_s"] = time.perf_counter() - t0  # with the interpreter's start and imports
+            # CPU seconds of the process (user + system, all threads): on a busy machine, where a side's share of the
+            # cores depends on its thread count, a steadier measure of the work than the wall time
+            out["cpu_s"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
             return out
     print(f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}", file=sys.stderr)
     return None
@@ -335,12 +341,16 @@ def whole_runs(args) -> None:
     med = statistics.median(r["wall_s"] for r in ours)
     summary = {"benchmark": "e2e_whole_run", "preset": args.whole_run, "impl": "summary", "setting": desc,
                "yolojax_wall_s": [round(r["wall_s"], 1) for r in ours], "yolojax_median_s": round(med, 1),
-               "yolojax_map50_95": [round(r["map50_95"], 4) for r in ours], "load_start": round(load0, 2),
+               "yolojax_map50_95": [round(r["map50_95"], 4) for r in ours],
+               "yolojax_cpu_s": [round(r["cpu_s"], 1) for r in ours], "load_start": round(load0, 2),
                "load_end": round(os.getloadavg()[0], 2)}
     if theirs:
         umed = statistics.median(r["wall_s"] for r in theirs)
         summary.update(ultralytics_wall_s=[round(r["wall_s"], 1) for r in theirs], ultralytics_median_s=round(umed, 1),
                        ultralytics_map50_95=[round(r["map50_95"], 4) for r in theirs],
+                       ultralytics_cpu_s=[round(r["cpu_s"], 1) for r in theirs],
+                       cpu_ratio_ultralytics_over_yolojax=round(statistics.median(r["cpu_s"] for r in theirs)
+                                                               / statistics.median(r["cpu_s"] for r in ours), 3),
                        ratio_ultralytics_over_yolojax=round(umed / med, 3))
     print(json.dumps(summary), flush=True)
     if args.no_record:
@@ -355,7 +365,11 @@ def whole_runs(args) -> None:
            + (f", Ultralytics {summary['ultralytics_median_s']:.1f} s (runs "
               + ", ".join(f"{r['wall_s']:.1f}" for r in theirs) + f"): {summary['ratio_ultralytics_over_yolojax']:.2f}x"
               if theirs else "")
-           + f" | {desc}; alternating, {args.repeats} each, medians; yolojax compile cache warm; mAP50-95 yolojax "
+           + f" | {desc}; alternating, {args.repeats} each, medians; yolojax compile cache warm; CPU seconds yolojax "
+           + ", ".join(f"{r['cpu_s']:.0f}" for r in ours)
+           + (", Ultralytics " + ", ".join(f"{r['cpu_s']:.0f}" for r in theirs)
+              + f" ({summary['cpu_ratio_ultralytics_over_yolojax']:.2f}x)" if theirs else "")
+           + "; mAP50-95 yolojax "
            + ", ".join(f"{r['map50_95']:.3f}" for r in ours)
            + (", Ultralytics " + ", ".join(f"{r['map50_95']:.3f}" for r in theirs) if theirs else "")
            + f"; yolojax's last run by phase (s): {phases}" + (f"; {args.note}" if args.note else "") + " |")

@@ -1,7 +1,7 @@
 """Validation throughput: yolojax's ``Validator`` vs Ultralytics' ``model.val`` on the same images and weights.
 
     python benchmarks/val_bench.py [--images 128] [--imgsz 640] [--batch 16] [--weights PT|NPZ] [--workers 0]
-        [--train-epochs 10] [--train-imgsz 320] [--width W] [--no-ultralytics] [--ultralytics-python PATH]
+        [--train-epochs 15] [--train-imgsz 128] [--width W] [--no-ultralytics] [--ultralytics-python PATH]
         [--no-record]
 
 Generates ``--images`` synthetic 640x480 JPEGs with labels (the shapes drawing, classes 0-5) as the val split of a
@@ -172,8 +172,8 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--weights", default=None,
                     help="Ultralytics .pt or yolojax .npz (yolov8n) weights for both sides (default: train them)")
-    ap.add_argument("--train-epochs", type=int, default=10, help="epochs of the default weights' shapes training")
-    ap.add_argument("--train-imgsz", type=int, default=320, help="image size of the default weights' training")
+    ap.add_argument("--train-epochs", type=int, default=15, help="epochs of the default weights' shapes training")
+    ap.add_argument("--train-imgsz", type=int, default=128, help="image size of the default weights' training")
     ap.add_argument("--width", type=float, default=None, help="random-init custom-width model (yolojax only)")
     ap.add_argument("--device", default=None, help="Ultralytics' device (default: 0 with CUDA, else cpu)")
     ap.add_argument("--no-ultralytics", action="store_true")

@@ -67,6 +67,7 @@ def test_e2e_whole_run_times_complete_train_calls():
     assert run["setting"].startswith("yolov8n width 0.0625 b4 @64 nbs 64, 8 train / 8 val JPEGs")
     assert "2 epochs, close_mosaic 1" in run["setting"]
     assert 0 < sum(run["phases"].values()) <= run["wall_s"] + 0.1 < run["process_s"] + 0.1
+    assert run["cpu_s"] > 0  # the training process's own CPU seconds (its children's, as seen by e2e.py)
     for phase in ("step", "val_forward", "checkpoint", "final_val"):
         assert run["phases"][phase] > 0, phase
     assert 0.0 <= run["map50_95"] <= run["map50"] <= 1.0
