@@ -15,6 +15,11 @@ Ultralytics runs with ``--threads`` torch threads (default 2). Presets (each fla
   nbs 64, SGD lr0 0.01, close_mosaic 5, workers 0, 10 epochs, validation every epoch, plots off.
 * ``b8-320`` / ``b16-640``: ``--images`` (default 64) 640x480 JPEGs + 16 val images, batch 8 @320 / 16 @640, 3
   epochs, close_mosaic 1, otherwise as ``shapes``.
+* ``gpu-b64-640``: 1024 JPEGs + 256 val images, batch 64 @640, 3 epochs, mosaic throughout (``gpu_suite.sh``).
+
+On an idle 2-core CPU ``--whole-run shapes --repeats 2`` takes about 10 minutes (a yolojax run ~1.5 min, an
+Ultralytics run ~3 min, the warm-up ~1 min with a warm cache); each run's JSON line has its CPU seconds too, and the
+yolojax lines the run's seconds per phase.
 
 Generates ``--images`` synthetic JPEGs (640x480, the shapes dataset's drawing, 6 classes) plus 8 validation
 images in a temp dir, writes one data YAML, then trains 1 epoch on them with both trainers, same files, batch,
