@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.resume = ml_collections.FieldReference(False, field_type=object)  # True (latest checkpoint in the run dir) or a path to a run dir / checkpoint
     c.amp = True  # mixed precision: bfloat16 compute on accelerators (float32 on CPU)
     c.fraction = 1.0  # fraction of the training images to use
-    c.profile = False  # (Ultralytics export profiling; accepted, unused)
+    c.profile = False  # print the per-phase time table (data, step, validation, checkpoint, ...) after each epoch
     c.freeze = ml_collections.FieldReference(None, field_type=object)  # int N (layers 0..N-1) or list of layer indices
     c.multi_scale = False  # (accepted; multi-scale training is not implemented: fixed shapes per compile)
     c.val = True  # validate every epoch (the final epoch is always validated)

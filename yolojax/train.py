@@ -5,6 +5,7 @@ flags. Callbacks (Ultralytics' event names) receive a ``RunContext`` whose field
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import pathlib
@@ -30,6 +31,7 @@ from yolojax.engine.devices import (compiler_options, data_sharding, enable_comp
 from yolojax.engine.state import create_train_state, train_step
 from yolojax.engine.trainer import EarlyStopping, _log, setup
 from yolojax.engine.validate import Validator
+from yolojax.report.phases import PhaseTimer, phase_table, summary_line
 from yolojax.report.results import ResultsLog, format_epoch_header, format_progress
 
 EVENTS = ("on_pretrain_routine_end", "on_train_start", "on_train_epoch_start", "on_train_batch_end",
@@ -55,6 +57,8 @@ class RunContext:
     step_shapes: list = dataclasses.field(default_factory=list)  # (image shape, boxes shape) of each compiled step
     images_per_second: float = 0.0
     final: Any = None  # ValResult of the final validation (best weights)
+    phases: PhaseTimer | None = None  # seconds per phase of this run (yolojax.report.phases)
+    wall_seconds: float = 0.0  # from the start of training to the end of the final validation
 
 
 def _find_resume(config, workdir):
@@ -81,7 +85,7 @@ def _find_resume(config, workdir):
     ckdir = run / "weights" / "ckpt"
     if not ckdir.is_dir():
         raise FileNotFoundError(f"resume: {run} holds no checkpoint ({ckdir} is missing).")
-    return run, Checkpointer(ckdir)
+    return run, Checkpointer(ckdir, asynchronous=True)
 
 
 RESUME_OVERRIDES = ("device", "workers", "epochs", "patience", "val", "plots", "save_period", "time", "verbose")
@@ -138,7 +142,10 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     if is_main:
         weights_dir.mkdir(parents=True, exist_ok=True)
         cfgmod.save_args_yaml(config, save_dir / "args.yaml")
-    ckpt = ckpt or Checkpointer(weights_dir / "ckpt", max_to_keep=int(config.keep_checkpoints))
+    ckpt = ckpt or Checkpointer(weights_dir / "ckpt", max_to_keep=int(config.keep_checkpoints), asynchronous=True)
+    # last.npz / best.npz are written on this thread while the next epoch trains; the final validation waits for them
+    exporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="yolojax-export")
+    exports: list[concurrent.futures.Future] = []
     repl, data = replicated(mesh), data_sharding(mesh)
     state = create_train_state(s.model, s.variables, s.hyper)
     state = jax.device_put(state, repl)
@@ -197,6 +204,8 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     fire("on_pretrain_routine_end")
     fire("on_train_start")
     t_start = time.time()
+    timer = ctx.phases = PhaseTimer()
+    elapsed_before = float(results.rows[-1].get("time", 0.0)) if results.rows else 0.0  # a resumed run's past time
     stop = False
     epoch = start_epoch
     it = s.train_loader.iterator(start_epoch, start_step, end_epoch=epochs) if start_epoch < epochs else None
@@ -208,6 +217,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     try:
         for epoch in range(start_epoch, epochs):
             ctx.epoch = epoch
+            t_epoch_start = time.perf_counter()
             fire("on_train_epoch_start")
             if s.train_loader.close_mosaic_epoch is not None and epoch == s.train_loader.close_mosaic_epoch:
                 _log("Closing dataloader mosaic")
@@ -220,7 +230,9 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
             n_images = 0
             shown = None  # the previous step's (loss sums, instances, steps): what a progress line may read
             for i in range(first_step, nb):
+                t_wait = time.perf_counter()
                 batch, device_batch = next(batches)
+                timer.add("data", time.perf_counter() - t_wait)
                 key = (batch_image_shape(batch), batch["boxes"].shape)
                 t0 = time.time()
                 new_shape = key not in ctx.step_shapes  # its first call traces and compiles (or hits a cache)
@@ -233,6 +245,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                     ctx.step_shapes.append(key)
                     dt = time.time() - t0
                     ctx.compile_seconds += dt
+                    timer.add("compile", dt)
                     t_epoch += dt  # images/s measures steps, not compiles
                     _log(("\n" if tty and i > first_step else "") + f"compiled train step for images {key[0]}, "
                          f"boxes {key[1]} in {dt:.1f}s ({len(ctx.step_shapes)} shape(s) so far)")
@@ -255,14 +268,19 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                 if config.time and time.time() - t_start > float(config.time) * 3600:
                     stop = True
                 if int(config.checkpoint_every) > 0 and (i + 1) % int(config.checkpoint_every) == 0 and not done:
-                    _save(ckpt, state, config, epoch, i + 1, best_fitness, stopper, results,
-                          tsum + np.asarray(dev_sum), tcount + i + 1 - first_step, finished=False)
+                    with timer.phase("checkpoint"):
+                        _save(ckpt, state, config, epoch, i + 1, best_fitness, stopper, results,
+                              tsum + np.asarray(dev_sum), tcount + i + 1 - first_step, finished=False)
                 if stop:
                     break
-            tsum = tsum + np.asarray(dev_sum)
+            tsum = tsum + np.asarray(dev_sum)  # waits for the epoch's last step
+            # the step phase is the rest of the train loop: dispatching, callbacks, progress lines and the device
+            # time the loop waited for (the step runs asynchronously, so that wait lands here, never as a sync per step)
+            timer.add("step", time.perf_counter() - t_epoch_start - sum(timer.epoch.values()))
             tcount = tcount + (i + 1 - first_step)
             ctx.images_per_second = n_images / max(time.time() - t_epoch, 1e-9)
-            fire("on_train_epoch_end")
+            with timer.phase("report"):
+                fire("on_train_epoch_end")
             final_epoch = epoch + 1 >= epochs or stop
             row = {"epoch": epoch + 1, **{f"train/{k}": round(float(v), 5)
                                           for k, v in zip(("box_loss", "cls_loss", "dfl_loss"), tsum / max(tcount, 1))}}
@@ -270,6 +288,8 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
             fitness = None
             if config.val or final_epoch or stopper.possible_stop(epoch):
                 val = validator(val_vars(state.ema_variables))
+                for k, v in val.phases.items():
+                    timer.add(k, v)
                 ctx.val = val
                 for line in val.table[:2]:
                     _log(line)
@@ -277,6 +297,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                 row.update(val.losses)
                 fitness = float(val.metrics.fitness(config.compat))
             row.pop("fitness", None)
+            row["time"] = round(elapsed_before + time.time() - t_start, 3)  # seconds since training started
             ctx.row = row
             if fitness is not None and (best_fitness is None or best_fitness < fitness
                                         or (config.compat == "v8" and best_fitness == 0)):
@@ -288,35 +309,49 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
             results.append(row)
             final_epoch = final_epoch or stop
             if config.save or final_epoch:
-                _save(ckpt, state, config, epoch, nb, best_fitness, stopper, results, tsum, tcount,
-                      finished=final_epoch)
+                with timer.phase("checkpoint"):
+                    _save(ckpt, state, config, epoch, nb, best_fitness, stopper, results, tsum, tcount,
+                          finished=final_epoch)
                 if is_main:
-                    from yolojax.weights import save_state_dict
-
-                    ema = jax.device_get(state.ema_variables)
-                    save_state_dict(ema, weights_dir / "last.npz", names=s.names, model=s.model)
-                    if is_best:
-                        save_state_dict(ema, weights_dir / "best.npz", names=s.names, model=s.model)
+                    files = ["last.npz"] + (["best.npz"] if is_best else [])
                     if int(config.save_period) > 0 and epoch % int(config.save_period) == 0:
-                        save_state_dict(ema, weights_dir / f"epoch{epoch}.npz", names=s.names, model=s.model)
-                fire("on_model_save")
-            if is_main:
-                results.write()
-            ctx.metrics = {**row, "fitness": fitness}
-            fire("on_fit_epoch_end")
+                        files.append(f"epoch{epoch}.npz")
+                    with timer.phase("export"):  # the copy off the device; the files are written in the background
+                        ema = jax.tree.map(np.array, jax.device_get(state.ema_variables))
+                        for f in exports:
+                            f.result()  # one epoch's files at a time, in order (and a write error surfaces here)
+                        exports = [exporter.submit(_export_weights, ema, [weights_dir / f for f in files], s)]
+                with timer.phase("report"):
+                    fire("on_model_save")
+            with timer.phase("report"):
+                if is_main:
+                    results.write()
+                ctx.metrics = {**row, "fitness": fitness}
+                fire("on_fit_epoch_end")
+            if config.profile:
+                for line in phase_table(timer.epoch, time.perf_counter() - t_epoch_start, f"Epoch {epoch + 1} time"):
+                    _log(line)
+            timer.end_epoch()
             if stop:
                 if stopper.patience != float("inf") and (epoch + 1 - stopper.best_epoch) >= stopper.patience:
                     _log(f"Stopping training early as no improvement observed in last {stopper.patience} epochs. "
                          f"Best results observed at epoch {stopper.best_epoch}.")
                 break
-    finally:  # also on an error or an interrupt: stop the prefetch thread and the worker processes
+    finally:  # also on an error or an interrupt: stop the prefetch thread and the worker processes, finish the writes
         if it is not None:
             batches.close()
             it.close()
+        exporter.shutdown(wait=True)
+        ckpt.wait()
+    for f in exports:
+        f.result()
     hours = (time.time() - t_start) / 3600
     _log(f"\n{epoch - start_epoch + 1} epochs completed in {hours:.3f} hours.")
-    final = _final_eval(validator, weights_dir, config, s)
+    with timer.phase("final_val"):
+        final = _final_eval(validator, weights_dir, config, s)
     ctx.final = final
+    ctx.wall_seconds = time.time() - t_start
+    _log(summary_line(timer.totals(), ctx.wall_seconds))
     s.val_loader.close()
     ckpt.close()
     out = dict(ctx.metrics)
@@ -326,6 +361,13 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     out["save_dir"] = str(save_dir)
     fire("on_train_end")
     return out
+
+
+def _export_weights(ema, paths, s) -> None:
+    from yolojax.weights import save_state_dict
+
+    for path in paths:
+        save_state_dict(ema, path, names=s.names, model=s.model)
 
 
 def _on_device(it, put):
