@@ -18,13 +18,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = "yolov8n.yaml"  # *.yaml to build from scratch, or *.pt / *.npz weights to start from
     c.data = "shapes"  # dataset YAML, a bundled name (coco128, coco, VOC, shapes) or tfds:NAME
     c.epochs = 100  # number of epochs
-    c.time = ml_collections.FieldReference(None, field_type=float)  # max training hours; overrides epochs
+    c.time = ml_collections.FieldReference(None, field_type=float)  # max training hours: after each epoch the run is re-planned to ceil(time*3600 / mean epoch time) epochs (lr schedule, close_mosaic follow) and it stops when time is up
     c.patience = 100  # early-stopping patience in epochs without fitness improvement; 0 disables
     c.batch = 16  # total (global) batch size over all devices
     c.imgsz = 640  # square train/val image size, a multiple of 32 (rounded up otherwise)
     c.save = True  # save checkpoints
     c.save_period = -1  # also keep a checkpoint every N epochs if > 0
-    c.cache = ml_collections.FieldReference(False, field_type=object)  # cache decoded images: True/'ram' (disk caching is treated as ram)
+    c.cache = ml_collections.FieldReference(False, field_type=object)  # cache decoded images: True/'ram' in memory, 'disk' as <image stem>.npy beside each image (reused by later runs)
     c.device = ml_collections.FieldReference(None, field_type=str)  # None: first GPU else CPU; 0, '0,1', cpu, mps, tpu, all
     c.workers = 8  # data-loading worker processes (0: in the main process)
     c.project = ml_collections.FieldReference(None, field_type=str)  # output root (default runs/detect)

@@ -2,7 +2,8 @@
 
 ``DetectionDataset.from_config(data, split="train", imgsz=640, ...)`` lists the split's images, verifies them and their
 labels (cached), and exposes ``len``, ``load(i) -> (img BGR (h, w, 3) long side = imgsz, boxes (n, 4) pixel xyxy,
-classes (n,), (h0, w0))`` and optionally keeps resized images in RAM (``cache="ram"``).
+classes (n,), (h0, w0))`` and optionally keeps resized images in RAM (``cache="ram"``) or decoded images on disk beside
+them (``cache="disk"``, ``yolojax.data.npy_cache``).
 
 ``train_sample(ds, index, rng, hyp, mosaic=True, compat="v8") -> (img RGB (S, S, 3) uint8, boxes, classes)`` is the
 whole training pipeline of one sample; ``val_sample(ds, index, shape, compat)`` the validation letterbox.
@@ -20,6 +21,7 @@ import numpy as np
 from yolojax.data import augment
 from yolojax.data.dataset_yaml import DatasetError, check_dataset, list_images
 from yolojax.data.labels import LabelSet, load_labels
+from yolojax.data.npy_cache import disk_cache_possible, read_cached, write_disk_cache
 
 # Ultralytics' default augmentation hyperparameters (spec §3.1).
 DEFAULT_HYP = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0,
@@ -46,6 +48,7 @@ class DetectionDataset:
     names: dict[int, str]
     imgsz: int
     ram_cache: list | None = None
+    disk_cache: bool = False  # read each image's decode from its .npy (cache="disk")
     buffer_size: int = 0  # per-process LRU of decoded images (Ultralytics keeps min(n, 8·batch, 1000) per worker)
 
     @classmethod
@@ -54,11 +57,18 @@ class DetectionDataset:
         ls: LabelSet = load_labels(image_files, len(names), single_cls=single_cls, compat=compat, prefix=prefix,
                                    verbose=verbose)
         ds = cls(ls.im_files, ls.shapes, ls.labels, dict(names), int(imgsz))
+        cache = cache.lower() if isinstance(cache, str) else cache
         if cache in (True, "ram"):
             ds.ram_cache = [ds._read(i) for i in range(len(ds))]
+        elif cache == "disk":
+            if ds.im_files and disk_cache_possible(ds.im_files, prefix=prefix):
+                written = write_disk_cache(ds.im_files, compat=compat)
+                ds.disk_cache = True
+                if verbose:
+                    print(f"{prefix}Caching images ({written / (1 << 30):.1f}GB Disk): {len(ds)} .npy files beside "
+                          "the images")
         elif cache not in (None, False, "", "False"):
-            raise DatasetError(f"cache={cache!r} is not supported: use cache='ram' or no cache (decoded images are "
-                               "not written next to the dataset).")
+            raise DatasetError(f"cache={cache!r} is not supported: use cache='ram', cache='disk' or no cache.")
         return ds
 
     @classmethod
@@ -84,7 +94,9 @@ class DetectionDataset:
         return len(self.names)
 
     def _read(self, i: int) -> np.ndarray:
-        img = cv2.imread(self.im_files[i], cv2.IMREAD_COLOR)
+        img = read_cached(self.im_files[i]) if self.disk_cache else None
+        if img is None:
+            img = cv2.imread(self.im_files[i], cv2.IMREAD_COLOR)
         if img is None:
             raise DatasetError(f"{self.im_files[i]}: OpenCV could not read this image (it passed verification; was "
                                "it changed or deleted since?). Remove it or restore it, then delete the label cache.")
