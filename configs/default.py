@@ -36,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0  # random seed (data order, augmentation, init)
     c.deterministic = True  # deterministic algorithms (XLA is deterministic on CPU; GPU see README)
     c.single_cls = False  # train as a single-class detector
-    c.rect = False  # rectangular training batches (disables mosaic and shuffling)
+    c.rect = False  # rectangular training batches: aspect-ratio order, no shuffling, no mosaic/mixup; at most 2*imgsz/32-1 batch shapes (one compile each)
     c.cos_lr = False  # cosine learning-rate schedule instead of linear
     c.close_mosaic = 10  # disable mosaic for the last N epochs (0: never)
     c.resume = ml_collections.FieldReference(False, field_type=object)  # True (latest checkpoint in the run dir) or a path to a run dir / checkpoint

@@ -154,3 +154,83 @@ def test_disk_cache_unreadable_npy_is_removed_and_stale_one_refreshed_in_current
     assert np.load(npy).shape == (5, 5, 3)
     DetectionDataset.from_config(data, "train", imgsz=64, cache="disk", compat="current")
     assert np.load(npy).shape != (5, 5, 3)
+
+
+# --- rect -------------------------------------------------------------------------------------------------------------
+
+# (name, (h, w)): file names in an order unrelated to the aspect ratios h/w
+RECT_IMAGES = [("a", (200, 120)), ("b", (100, 200)), ("c", (150, 150)), ("d", (120, 200)), ("e", (90, 200)),
+               ("f", (200, 100))]
+
+
+def _rect_dataset(root: pathlib.Path) -> pathlib.Path:
+    import cv2
+    import numpy as np
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for k, (name, (h, w)) in enumerate(RECT_IMAGES):
+        cv2.imwrite(str(root / "images" / f"{name}.png"), np.full((h, w, 3), 10 + 20 * k, np.uint8))
+        (root / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnames:\n  0: thing\n")
+    return root / "data.yaml"
+
+
+def test_rect_training_batches_follow_ultralytics_shapes_in_aspect_order(tmp_path):
+    import numpy as np
+
+    from yolojax.data import DetectionDataset, TrainLoader
+
+    ds = DetectionDataset.from_config(_rect_dataset(tmp_path / "rect"), "train", imgsz=128)
+    still = dict(hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0, mosaic=1.0)
+    loader = TrainLoader(ds, batch_size=2, seed=0, workers=0, hyp=still, rect=True)
+    assert loader.hyp["mosaic"] == 0 and loader.warp_obstacle()
+    # By hand: aspect ratios sorted .45 (e) .5 (b) | .6 (d) 1 (c) | 1.67 (a) 2 (f); pad 0.0, stride 32, imgsz 128:
+    # [.45, .5] -> [max, 1] -> ceil(.5 * 4) * 32 = 64 high; [.6, 1] -> square; [1.67, 2] -> [1, 1 / 1.67] -> 96 wide
+    names = [pathlib.Path(f).stem for f in ds.im_files]
+    it = loader.iterator(0, 0, 2)
+    try:
+        batches = [next(it) for _ in range(2 * loader.num_batches)]
+    finally:
+        it.close()
+    assert [b["images"].shape[1:3] for b in batches] == [(64, 128), (128, 128), (128, 96)] * 2
+    order = [names[i] for i in loader.epoch_order(0)]
+    assert order == ["e", "b", "d", "c", "a", "f"] and list(loader.epoch_order(1)) == list(loader.epoch_order(0))
+    # a (200 x 120) -> long side 128: 128 x 77, letterboxed into 128 x 96 without scaling: 9.5 px each side (9 left);
+    # its centred half-size box: x 19.25..57.75 + 9.5, y 32..96; the fill colour inside, 114 in the border
+    img, boxes = batches[2]["images"][0], batches[2]["boxes"][0][batches[2]["mask"][0]]
+    np.testing.assert_allclose(boxes, [[28.75, 32.0, 67.25, 96.0]], atol=1e-4)
+    assert (img[:, :9] == 114).all() and (img[:, 9 + 77:] == 114).all() and (img[:, 10:85] == 10).all()
+    # the epoch's order pads the last batch with its first images (the shape stays the real images')
+    odd = TrainLoader(ds, batch_size=4, seed=0, workers=0, hyp=still, rect=True)
+    assert [names[i] for i in odd.epoch_order(0)] == ["e", "b", "d", "c", "a", "f", "e", "b"]
+    assert [tuple(s) for s in odd.batch_shapes] == [(128, 128), (128, 96)]
+
+
+def test_rect_shape_count_bound():
+    """At most 2 * imgsz / 32 - 1 distinct shapes, whatever the aspect ratios (here 400 random ones, batch 1)."""
+    import numpy as np
+
+    from yolojax.data.augment import rect_batch_shapes
+
+    hw = np.random.default_rng(0).integers(16, 4000, size=(400, 2))
+    _, shapes = rect_batch_shapes(hw, 1, 640, 32, pad=0.0)
+    distinct = {tuple(s) for s in shapes}
+    assert len(distinct) <= 2 * 640 // 32 - 1
+    assert all(h % 32 == 0 and w % 32 == 0 and max(h, w) == 640 for h, w in distinct)
+
+
+@pytest.mark.slow
+def test_rect_training_run_compiles_one_step_per_batch_shape(tiny_model_yaml, shapes_small, tmp_path):
+    from yolojax.train import train_and_evaluate
+
+    seen = {}
+    cfg = apply_overrides(default_config(), dict(
+        model=str(tiny_model_yaml), data=str(shapes_small), imgsz=128, batch=8, nbs=8, epochs=1, workers=0, rect=True,
+        optimizer="SGD", warmup_epochs=0.0, val=False, plots=False, tensorboard=False))
+    train_and_evaluate(cfg, tmp_path / "run", callbacks={"on_train_end": [lambda ctx: seen.update(ctx=ctx)]})
+    ctx = seen["ctx"]
+    shapes = {(8, int(h), int(w), 3) for h, w in ctx.setup.train_loader.batch_shapes}
+    assert len(shapes) > 1  # the shapes dataset mixes landscape, square and portrait images
+    assert {key[0] for key in ctx.step_shapes} == shapes
+    assert len(ctx.step_shapes) == len(set(ctx.step_shapes))  # each (images, boxes) shape compiled once

@@ -30,6 +30,10 @@ Determinism: epoch ``e`` visits ``permutation(seed, e)``; the sample at position
 worker. So batches do not depend on the worker count, and an iterator restored at step ``k`` yields exactly the
 batches ``k..`` that an uninterrupted run would have seen.
 
+Rectangular training (``rect=True``): the images in aspect-ratio order every epoch (no shuffling), each batch
+letterboxed into its own (h, w) (Ultralytics' batch shapes with stride 32 and pad 0.0; ``rect_batch_shapes``), no
+mosaic or mixup. The batches have at most ``2·imgsz/32 − 1`` distinct shapes (one compile each).
+
 Batch count: ``num_batches = ceil(n / B)`` as in Ultralytics; jit needs a fixed batch size, so the last batch is
 completed with the first images of the same epoch's permutation (as distributed samplers pad) instead of being
 short. With fewer images than ``batch_size``, B = n (Ultralytics' ``min(batch, len(dataset))``).
@@ -138,7 +142,8 @@ class _BuildTrainBatch(grain.MapTransform):
         for pos, idx in zip(rec["positions"], rec["indices"]):
             rng = np.random.default_rng([self.seed, rec["epoch"], int(pos)])
             img, b, c, *hsv = train_sample(self.ds, int(idx), rng, self.hyp, mosaic=rec["mosaic"],
-                                           compat=self.compat, pool=pool, hsv_on_device=self.hsv_on_device)
+                                           compat=self.compat, pool=pool, hsv_on_device=self.hsv_on_device,
+                                           shape=rec.get("shape"))
             imgs.append(img), boxes.append(b), classes.append(c)
             if hsv:
                 tables.append(hsv[0]), to_rgb.append(hsv[1])
@@ -328,6 +333,7 @@ class _TrainPlan(grain.RandomAccessDataSource):
         self.global_batch, self.batch_size, self.process_index = (loader.global_batch, loader.batch_size,
                                                                   loader.process_index)
         self.close_mosaic_epoch = loader.close_mosaic_epoch
+        self.rect_order, self.batch_shapes = loader.rect_order, loader.batch_shapes
         self.shared = loader.workers > 0  # records are read and built in Grain's worker processes
         self.first = start_epoch * self.nb + start_step
         self.length = max(0, end_epoch * self.nb - self.first)
@@ -337,6 +343,8 @@ class _TrainPlan(grain.RandomAccessDataSource):
         return self.length
 
     def order(self, epoch: int) -> np.ndarray:
+        if self.rect_order is not None:
+            return self.rect_order
         if self._order_epoch != epoch:  # one permutation per epoch, cached (records arrive in order)
             self._order = epoch_order(self.n, self.global_batch, self.seed, epoch)
             self._order_epoch = epoch
@@ -347,16 +355,24 @@ class _TrainPlan(grain.RandomAccessDataSource):
         lo = step * self.global_batch + self.process_index * self.batch_size
         pos = np.arange(lo, lo + self.batch_size)
         mosaic = self.close_mosaic_epoch is None or epoch < self.close_mosaic_epoch
-        return {"epoch": epoch, "positions": pos, "indices": self.order(epoch)[pos], "mosaic": mosaic,
-                "shared": self.shared}
+        rec = {"epoch": epoch, "positions": pos, "indices": self.order(epoch)[pos], "mosaic": mosaic,
+               "shared": self.shared}
+        if self.batch_shapes is not None:
+            rec["shape"] = tuple(int(v) for v in self.batch_shapes[step])
+        return rec
 
 
 def epoch_order(n: int, global_batch: int, seed: int, epoch: int) -> np.ndarray:
     """Dataset indices visited in ``epoch``: a seeded permutation, completed to a whole number of batches with its
     own first indices. Shape (ceil(n / global_batch) · global_batch,)."""
-    perm = np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
+    return whole_batches(np.random.default_rng([seed, epoch, 0x5EED]).permutation(n), global_batch)
+
+
+def whole_batches(order: np.ndarray, global_batch: int) -> np.ndarray:
+    """``order`` completed to a whole number of batches with its own first indices (``global_batch`` <= its length)."""
+    n = len(order)
     need = math.ceil(n / global_batch) * global_batch
-    return np.concatenate([perm, perm[: need - n]]) if need > n else perm
+    return np.concatenate([order, order[: need - n]]) if need > n else order
 
 
 def _own(batch: dict) -> dict:
@@ -430,7 +446,7 @@ class TrainLoader:
     def __init__(self, dataset: DetectionDataset, *, batch_size: int, seed: int = 0, hyp: Mapping | None = None,
                  workers: int = 0, prefetch: int = 2, close_mosaic_epoch: int | None = None, compat: str = "v8",
                  buckets: Sequence[int] | None = None, process_index: int = 0, process_count: int = 1,
-                 hsv_on_device: bool = False, warp_on_device: bool = False):
+                 hsv_on_device: bool = False, warp_on_device: bool = False, rect: bool = False, stride: int = 32):
         if len(dataset) == 0:
             raise ValueError("TrainLoader needs a non-empty dataset.")
         self.dataset = dataset
@@ -443,6 +459,13 @@ class TrainLoader:
         self.hyp = augment_hyp(hyp)
         self.close_mosaic_epoch = close_mosaic_epoch
         self.num_batches = math.ceil(len(dataset) / self.global_batch)
+        self.rect = bool(rect)
+        self.rect_order = self.batch_shapes = None
+        if self.rect:  # Ultralytics' rect training: pad 0.0, no shuffling, no mosaic or mixup
+            self.hyp.update(mosaic=0.0, mixup=0.0)
+            order, self.batch_shapes = rect_batch_shapes(dataset.shapes, self.global_batch, dataset.imgsz, stride,
+                                                         pad=0.0)
+            self.rect_order = whole_batches(order, self.global_batch)
         if buckets is None:  # start where this dataset's batches usually are (see usual_box_bucket)
             floor = usual_box_bucket([len(lb) for lb in dataset.labels], self.batch_size, self.hyp["mosaic"],
                                      self.hyp["mixup"], self.seed)
@@ -462,6 +485,8 @@ class TrainLoader:
 
     def warp_obstacle(self) -> str:
         """Why the device cannot draw this loader's samples ("" when it can)."""
+        if self.rect:
+            return "rect=True (batches of several shapes)"
         if self.hyp["mixup"] > 0:
             return "mixup > 0"
         if self.hyp["perspective"]:
@@ -480,6 +505,8 @@ class TrainLoader:
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Dataset indices of epoch ``epoch`` in visiting order, (num_batches · global_batch,)."""
+        if self.rect_order is not None:
+            return self.rect_order
         return epoch_order(len(self.dataset), self.global_batch, self.seed, epoch)
 
     def iterator(self, start_epoch: int = 0, start_step: int = 0, end_epoch: int | None = None) -> BatchIterator:

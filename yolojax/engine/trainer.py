@@ -145,7 +145,9 @@ def setup(config, workdir=None) -> Setup:
                                    "flipud", "fliplr", "mosaic", "mixup", "bgr")}
     if config.rect:
         hyp.update(mosaic=0.0, mixup=0.0)
-    loader_kw = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    loader_kw = dict(process_index=jax.process_index(), process_count=jax.process_count(), rect=bool(config.rect))
+    if config.rect:
+        _log("WARNING rect=True: training batches in aspect-ratio order (no shuffling), mosaic and mixup off")
     loader_kw["hsv_on_device"] = hsv_on_device(config.get("hsv_on_device", "auto"), devices[0].platform)
     loader_kw["warp_on_device"] = warp_on_device(config.get("warp_on_device", "auto"), devices[0].platform)
     train_loader = TrainLoader(train_ds, batch_size=int(config.batch), seed=int(config.seed), hyp=hyp,
