@@ -20,7 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.epochs = 100  # number of epochs
     c.time = ml_collections.FieldReference(None, field_type=float)  # max training hours: after each epoch the run is re-planned to ceil(time*3600 / mean epoch time) epochs (lr schedule, close_mosaic follow) and it stops when time is up
     c.patience = 100  # early-stopping patience in epochs without fitness improvement; 0 disables
-    c.batch = 16  # total (global) batch size over all devices
+    c.batch = 16  # total (global) batch size over all devices; -1: AutoBatch for 60% of the accelerator memory, 0<batch<1: that fraction (per-device batch x devices; CPU: 16)
     c.imgsz = 640  # square train/val image size, a multiple of 32 (rounded up otherwise)
     c.save = True  # save checkpoints
     c.save_period = -1  # also keep a checkpoint every N epochs if > 0

@@ -234,3 +234,59 @@ def test_rect_training_run_compiles_one_step_per_batch_shape(tiny_model_yaml, sh
     assert len(shapes) > 1  # the shapes dataset mixes landscape, square and portrait images
     assert {key[0] for key in ctx.step_shapes} == shapes
     assert len(ctx.step_shapes) == len(set(ctx.step_shapes))  # each (images, boxes) shape compiled once
+
+
+# --- AutoBatch --------------------------------------------------------------------------------------------------------
+
+def test_autobatch_fit_on_synthetic_measurements():
+    from yolojax.engine.autobatch import fit_batch, memory_fraction, wants_autobatch
+
+    gib = float(1 << 30)
+    sizes = (1, 2, 4, 8, 16)
+    used = [gib * (1.0 + 0.5 * b) for b in sizes]  # 1 GiB fixed + 0.5 GiB per image
+    # 60 % of 20.2 GiB = 12.12 GiB -> (12.12 - 1) / 0.5 = 22.24 -> 22
+    assert fit_batch(sizes, used, 20.2 * gib, 0.6) == (22, "")
+    assert fit_batch(sizes, used, 20.2 * gib, 0.3) == (10, "")  # (6.06 - 1) / 0.5 = 10.12
+    # a size that failed (batch 8) caps the batch at the size before it
+    assert fit_batch(sizes, used[:3] + [None, None], 20 * gib, 0.6) == (4, "")
+    # a flat line, too few points, or a batch beyond 1024: the default 16 and why
+    b, why = fit_batch(sizes, [gib] * 5, 20 * gib, 0.6)
+    assert b == 16 and "does not grow" in why
+    assert fit_batch(sizes, [gib, None, None, None, None], 20 * gib, 0.6)[0] == 16
+    b, why = fit_batch(sizes, [gib * 0.001 * b for b in sizes], 20 * gib, 0.6)
+    assert b == 16 and "outside 1..1024" in why
+    assert wants_autobatch(-1) and wants_autobatch(0.7) and not wants_autobatch(16) and not wants_autobatch(1)
+    assert memory_fraction(-1) == 0.6 and memory_fraction(0.75) == 0.75
+
+
+def test_autobatch_on_cpu_falls_back_to_16_with_a_warning(tiny_model_yaml, shapes_small, tmp_path, capsys):
+    from yolojax.engine.trainer import setup
+
+    cfg = apply_overrides(default_config(), dict(model=str(tiny_model_yaml), data=str(shapes_small), imgsz=64,
+                                                 batch=-1, workers=0, plots=False))
+    s = setup(cfg, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert s.config.batch == 16 and s.train_loader.global_batch == 16
+    assert "AutoBatch: WARNING" in out and "default batch size 16" in out
+
+
+@pytest.mark.slow
+def test_autobatch_measures_the_compiled_train_step(tiny_model_yaml):
+    """The real measurement on this CPU: the compiled step's bytes grow with the batch, by about the images'
+    activations (more than the uint8 input itself)."""
+    import jax
+
+    from yolojax.engine.autobatch import measure
+    from yolojax.engine.optim import Schedule
+    from yolojax.engine.state import TrainHyper, create_train_state, train_step
+    from yolojax.nn import YOLOv8
+    from yolojax.nn.yolo import init_variables
+
+    model = YOLOv8.from_yaml(str(tiny_model_yaml), num_classes=2)
+    variables = init_variables(model, seed=0)
+    hyper = TrainHyper(schedule=Schedule(lr0=0.01, lrf=0.01, epochs=1, nb=1, nw=-1, momentum=0.9,
+                                         warmup_momentum=0.8, warmup_bias_lr=0.0, accumulate=2, nbs_over_batch=2.0))
+    state = jax.eval_shape(lambda v: create_train_state(model, v, hyper), variables)
+    one, four = measure(train_step, state, (1, 4), 64, lambda b: 16, jax.devices("cpu")[0])
+    assert one is not None and four is not None
+    assert four - one > 3 * 64 * 64 * 3

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolojax.engine import config as cfgmod
+from yolojax.engine.autobatch import auto_batch, wants_autobatch
 from yolojax.engine.devices import check_batch_divides, largest_divisor_at_most, make_mesh, select_devices
 from yolojax.engine.optim import (OPTIMIZERS, Schedule, accumulate_steps, auto_optimizer, scaled_weight_decay,
                                   warmup_iterations)
@@ -119,12 +120,6 @@ def setup(config, workdir=None) -> Setup:
     config = cfgmod.load_cfg_file(config)
     config.imgsz = cfgmod.check_imgsz(config.imgsz)
     devices = select_devices(config.device)
-    if devices[0].platform == "cpu" and jax.process_count() == 1 and int(config.batch) > 0:
-        # CPU devices split one machine's cores (YOLOJAX_CPU_DEVICES): use as many as divide the batch
-        devices = devices[:largest_divisor_at_most(int(config.batch), len(devices))]
-    n_dev = len(devices)
-    check_batch_divides(int(config.batch), n_dev)
-    mesh = make_mesh(devices)
     save_dir = pathlib.Path(workdir) if workdir else cfgmod.run_dir(config)
     data = check_dataset(config.data)
     names = dict(data["names"])
@@ -139,6 +134,16 @@ def setup(config, workdir=None) -> Setup:
     val_ds = DetectionDataset.from_config(data, config.split if data.get(config.split) else "val",
                                           imgsz=config.imgsz, single_cls=config.single_cls, compat=config.compat,
                                           cache=config.cache or None, verbose=False)
+    dtype = _compute_dtype(config, devices)
+    model, variables = build_model(config, nc, names, dtype)
+    if wants_autobatch(config.batch):
+        config.batch = _auto_batch(config, devices, model, variables, train_ds)
+    if devices[0].platform == "cpu" and jax.process_count() == 1 and int(config.batch) > 0:
+        # CPU devices split one machine's cores (YOLOJAX_CPU_DEVICES): use as many as divide the batch
+        devices = devices[:largest_divisor_at_most(int(config.batch), len(devices))]
+    n_dev = len(devices)
+    check_batch_divides(int(config.batch), n_dev)
+    mesh = make_mesh(devices)
     epochs = int(config.epochs)
     close_at = (epochs - int(config.close_mosaic)) if int(config.close_mosaic) > 0 else None
     hyp = {k: config[k] for k in ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
@@ -162,9 +167,6 @@ def setup(config, workdir=None) -> Setup:
     n_val_dev = n_dev if jax.process_count() == 1 else 1
     val_batch = max(2 * batch // n_val_dev * n_val_dev, n_val_dev)
     val_loader = ValLoader(val_ds, batch_size=val_batch, rect=True, workers=workers, compat=config.compat)
-
-    dtype = _compute_dtype(config, devices)
-    model, variables = build_model(config, nc, names, dtype)
 
     nb = train_loader.num_batches
     nbs = int(config.nbs)
@@ -197,6 +199,27 @@ def setup(config, workdir=None) -> Setup:
                  f"{_count_groups(variables['params'], weight_decay)}")
     config.batch = batch
     return Setup(config, save_dir, model, variables, names, train_loader, val_loader, hyper, mesh, "\n".join(lines))
+
+
+def _auto_batch(config, devices, model, variables, train_ds) -> int:
+    """``batch=-1`` / a fraction: the global batch AutoBatch measures for this model, image size and dataset."""
+    from yolojax.data.loader import usual_box_bucket
+    from yolojax.engine.state import create_train_state, train_step
+
+    if jax.process_count() > 1:
+        raise cfgmod.ConfigError(f"batch={config.batch} (AutoBatch) needs a single process: every process must train "
+                                 "with the same batch. Give the global batch size, e.g. batch=16.")
+    name = str(config.optimizer) if str(config.optimizer) in OPTIMIZERS else "SGD"
+    # the schedule's values do not change the step's memory; accumulate 2 keeps the gradient accumulator in it
+    probe = TrainHyper(schedule=Schedule(lr0=0.01, lrf=0.01, epochs=1, nb=1, nw=-1, momentum=0.9,
+                                         warmup_momentum=0.8, warmup_bias_lr=0.0, accumulate=2, nbs_over_batch=2.0,
+                                         compat=config.compat),
+                       optimizer=name, compat=config.compat, frozen_layers=cfgmod.parse_freeze(config.freeze))
+    counts = [len(lb) for lb in train_ds.labels]
+    mosaic, mixup = (0.0, 0.0) if config.rect else (float(config.mosaic), float(config.mixup))
+    return auto_batch(config.batch, devices, imgsz=int(config.imgsz), step=train_step, log=_log,
+                      make_state=lambda: jax.eval_shape(lambda v: create_train_state(model, v, probe), variables),
+                      max_boxes=lambda b: usual_box_bucket(counts, b, mosaic, mixup, int(config.seed)))
 
 
 def _count_groups(params, weight_decay: float) -> str:
