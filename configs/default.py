@@ -44,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.fraction = 1.0  # fraction of the training images to use
     c.profile = False  # (Ultralytics export profiling; accepted, unused)
     c.freeze = ml_collections.FieldReference(None, field_type=object)  # int N (layers 0..N-1) or list of layer indices
-    c.multi_scale = False  # (accepted; multi-scale training is not implemented: fixed shapes per compile)
+    c.multi_scale = False  # resize each batch (on the device) to a long side drawn in [0.5, 1.5]*imgsz as Ultralytics, rounded to one of 5 sizes: at most 5 compiled image shapes
     c.val = True  # validate every epoch (the final epoch is always validated)
     c.split = "val"  # dataset split used for validation
     c.save_json = False  # write COCO-format predictions.json during final validation

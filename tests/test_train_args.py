@@ -290,3 +290,88 @@ def test_autobatch_measures_the_compiled_train_step(tiny_model_yaml):
     one, four = measure(train_step, state, (1, 4), 64, lambda b: 16, jax.devices("cpu")[0])
     assert one is not None and four is not None
     assert four - one > 3 * 64 * 64 * 3
+
+
+# --- multi_scale ------------------------------------------------------------------------------------------------------
+
+def test_multi_scale_sizes_are_stride_multiples_in_range_and_bucketed():
+    import numpy as np
+
+    from yolojax.data.loader import multi_scale_shape, multi_scale_size, multi_scale_sizes
+
+    assert multi_scale_sizes(640) == (320, 480, 640, 800, 960)
+    assert multi_scale_sizes(64) == (32, 64, 96)
+    rng = np.random.default_rng(0)
+    drawn = [multi_scale_size(rng, 640) for _ in range(2000)]
+    assert set(drawn) == {320, 480, 640, 800, 960}  # every bucket, nothing else
+    assert abs(np.mean(drawn) - 640) < 10  # Ultralytics' draw is uniform over 320..960: mean 640
+    # the nearest bucket of Ultralytics' own draw: 320..384 -> 320 (3 of its 21 sizes) ... 416..544 -> 480 (5 of 21)
+    counts = np.array([drawn.count(s) for s in (320, 480, 640, 800, 960)]) / len(drawn)
+    np.testing.assert_allclose(counts, np.array([3, 5, 5, 5, 3]) / 21, atol=0.03)
+    assert multi_scale_shape((640, 640), 480) == (480, 480)
+    assert multi_scale_shape((480, 640), 800) == (608, 800)  # 480 * 1.25 = 600 -> up to 608
+
+
+def test_resize_bilinear_matches_pytorch_rule_by_hand():
+    import numpy as np
+
+    from yolojax.ops.resize import resize_bilinear, source_coordinates
+
+    # 2 -> 4 pixels: sources max((i + .5) / 2 - .5, 0) = 0, .25, .75, 1.25 (clamped to the last pixel)
+    np.testing.assert_allclose(source_coordinates(2, 4), [0, 0.25, 0.75, 1.25])
+    img = np.array([[0.0, 1.0], [2.0, 3.0]], np.float32)[None, :, :, None]
+    rows, cols = source_coordinates(2, 4)[None], source_coordinates(2, 4)[None]
+    out = np.asarray(resize_bilinear(img, rows, cols))[0, :, :, 0]
+    line = np.array([0, 0.25, 0.75, 1.0])
+    np.testing.assert_allclose(out, 2 * line[:, None] + line[None, :], atol=1e-6)
+    # shrinking 4 -> 2 samples at 1 and 3 (x 2 - .5 from centres .5, 1.5): no antialiasing
+    x = np.arange(4, dtype=np.float32)[None, None, :, None] * np.ones((1, 1, 1, 1), np.float32)
+    np.testing.assert_allclose(np.asarray(resize_bilinear(x, np.zeros((1, 1), np.float32),
+                                                          source_coordinates(4, 2)[None]))[0, 0, :, 0], [0.5, 2.5])
+
+
+def test_multi_scale_batches_scale_boxes_and_take_few_shapes(shapes_small):
+    import numpy as np
+
+    from yolojax.data import DetectionDataset, TrainLoader
+    from yolojax.data.loader import batch_image_shape
+
+    ds = DetectionDataset.from_config(shapes_small, "train", imgsz=64)
+    plain, multi = (TrainLoader(ds, batch_size=4, seed=0, workers=0, multi_scale=m) for m in (False, True))
+    shapes = set()
+    for a, b in zip(_batches(plain, 3), _batches(multi, 3)):
+        shape = batch_image_shape(b)
+        shapes.add(shape)
+        np.testing.assert_array_equal(a["images"], b["images"])  # the host image is not resized: the device does it
+        h, w = shape[1:3]
+        assert h % 32 == 0 and 32 <= h <= 96 and (h, w) in ((32, 32), (64, 64), (96, 96))
+        np.testing.assert_allclose(b["boxes"], a["boxes"] * np.float32(h / 64), rtol=1e-6)
+        if (h, w) == (64, 64):
+            assert "scale_rows" not in b
+        else:
+            assert b["scale_rows"].shape == (4, h) and b["scale_cols"].shape == (4, w)
+    assert 1 < len(shapes) <= 3
+
+
+def _batches(loader, epochs):
+    it = loader.iterator(0, 0, epochs)
+    try:
+        return list(it)
+    finally:
+        it.close()
+
+
+@pytest.mark.slow
+def test_multi_scale_training_run_compiles_at_most_the_bucket_count(tiny_model_yaml, shapes_small, tmp_path):
+    from yolojax.data.loader import multi_scale_sizes
+    from yolojax.train import train_and_evaluate
+
+    seen = {}
+    cfg = apply_overrides(default_config(), dict(
+        model=str(tiny_model_yaml), data=str(shapes_small), imgsz=64, batch=8, nbs=8, epochs=3, workers=0,
+        multi_scale=True, optimizer="SGD", warmup_epochs=0.0, val=False, plots=False, tensorboard=False))
+    out = train_and_evaluate(cfg, tmp_path / "run", callbacks={"on_train_end": [lambda ctx: seen.update(ctx=ctx)]})
+    sizes = {shape[0][1] for shape in seen["ctx"].step_shapes}
+    assert 1 < len(sizes) and sizes <= set(multi_scale_sizes(64))
+    assert len(seen["ctx"].step_shapes) == len(set(seen["ctx"].step_shapes))
+    assert out["save_dir"]

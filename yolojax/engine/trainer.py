@@ -150,7 +150,8 @@ def setup(config, workdir=None) -> Setup:
                                    "flipud", "fliplr", "mosaic", "mixup", "bgr")}
     if config.rect:
         hyp.update(mosaic=0.0, mixup=0.0)
-    loader_kw = dict(process_index=jax.process_index(), process_count=jax.process_count(), rect=bool(config.rect))
+    loader_kw = dict(process_index=jax.process_index(), process_count=jax.process_count(), rect=bool(config.rect),
+                     multi_scale=bool(config.multi_scale))
     if config.rect:
         _log("WARNING rect=True: training batches in aspect-ratio order (no shuffling), mosaic and mixup off")
     loader_kw["hsv_on_device"] = hsv_on_device(config.get("hsv_on_device", "auto"), devices[0].platform)
