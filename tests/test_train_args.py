@@ -1,4 +1,4 @@
-"""Train arguments that change what the trainer does: ``time``, ``cache='disk'``, ``rect``, AutoBatch, ``multi_scale``."""
+"""Train arguments that change what the trainer does: time, cache="disk", rect, AutoBatch (batch=-1), multi_scale."""
 from __future__ import annotations
 
 import pathlib
@@ -271,25 +271,24 @@ def test_autobatch_on_cpu_falls_back_to_16_with_a_warning(tiny_model_yaml, shape
 
 
 @pytest.mark.slow
-def test_autobatch_measures_the_compiled_train_step(tiny_model_yaml):
-    """The real measurement on this CPU: the compiled step's bytes grow with the batch, by about the images'
-    activations (more than the uint8 input itself)."""
-    import jax
+def test_autobatch_measures_the_compiled_train_step(tiny_model_yaml, shapes_small, tmp_path, monkeypatch, capsys):
+    """The whole measuring path on this CPU, told it has 1 GiB available: the compiled step's bytes at batch 1..16
+    grow with the batch, and the batch taken is the fit of those measurements at the fraction asked for."""
+    from yolojax.engine import autobatch
+    from yolojax.engine.trainer import setup
 
-    from yolojax.engine.autobatch import measure
-    from yolojax.engine.optim import Schedule
-    from yolojax.engine.state import TrainHyper, create_train_state, train_step
-    from yolojax.nn import YOLOv8
-    from yolojax.nn.yolo import init_variables
-
-    model = YOLOv8.from_yaml(str(tiny_model_yaml), num_classes=2)
-    variables = init_variables(model, seed=0)
-    hyper = TrainHyper(schedule=Schedule(lr0=0.01, lrf=0.01, epochs=1, nb=1, nw=-1, momentum=0.9,
-                                         warmup_momentum=0.8, warmup_bias_lr=0.0, accumulate=2, nbs_over_batch=2.0))
-    state = jax.eval_shape(lambda v: create_train_state(model, v, hyper), variables)
-    one, four = measure(train_step, state, (1, 4), 64, lambda b: 16, jax.devices("cpu")[0])
-    assert one is not None and four is not None
-    assert four - one > 3 * 64 * 64 * 3
+    measured = []
+    real_measure = autobatch.measure
+    monkeypatch.setattr(autobatch, "available_bytes", lambda device: float(1 << 30))
+    monkeypatch.setattr(autobatch, "measure", lambda *a, **k: measured.extend(real_measure(*a, **k)) or measured)
+    cfg = apply_overrides(default_config(), dict(model=str(tiny_model_yaml), data=str(shapes_small), imgsz=64,
+                                                 batch=0.5, workers=0, plots=False))
+    s = setup(cfg, tmp_path / "run")
+    assert len(measured) == len(autobatch.PROBE_SIZES) and None not in measured
+    assert all(b > a for a, b in zip(measured, measured[1:]))
+    expected, why = autobatch.fit_batch(autobatch.PROBE_SIZES, measured, float(1 << 30), 0.5)
+    assert not why and s.config.batch == min(expected, 32)  # then capped at the dataset's 32 images
+    assert f"Using batch-size {expected}" in capsys.readouterr().out
 
 
 # --- multi_scale ------------------------------------------------------------------------------------------------------

@@ -182,7 +182,7 @@ def _layout(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dic
 
 def _render(lay: _Layout, s: int, perspective: bool) -> np.ndarray:
     """The host's pixels of a layout: the mosaic drawn on a 4-channel canvas (OpenCV's bilinear warp runs ~2×
-    faster on 4 channels, same first three) or the letterboxed image, then OpenCV's warp; BGR (h, w, 3) = ``lay.out``."""
+    faster on 4 channels, same first three) or the letterboxed image, then OpenCV's warp; BGR (h, w, 3), ``lay.out``."""
     if lay.kind == "mosaic":
         # one canvas per thread, reused (the warp below copies out of it); 4 channels: a faster warp
         img = _canvas.array = augment.draw_mosaic([im for _, im, _ in lay.tiles], [r for *_, r in lay.tiles], s,

@@ -6,12 +6,14 @@ line is fitted through it, and the batch whose predicted memory is the fraction 
 16 with a warning). On a CPU (or Apple Metal) there is nothing to measure: the default 16, with a warning.
 
 Here the measure is the compiled train step's own memory analysis (arguments + outputs − donated + temporaries) on
-one device, compiled for each size at once in threads; "available" is the device's allocator limit less what is in
-use. The batch found is per device: the global batch is that times the number of devices (data parallel).
+one device, the sizes compiled side by side in threads (one per two CPU cores); "available" is the device
+allocator's limit less what is in use. The batch found is per device: the global batch is that times the number of
+devices (data parallel).
 """
 from __future__ import annotations
 
 import concurrent.futures
+import os
 from typing import Callable, Sequence
 
 import jax
@@ -63,7 +65,9 @@ def fit_batch(sizes: Sequence[int], used: Sequence[float | None], available: flo
 
 
 def available_bytes(device) -> float | None:
-    """The device allocator's limit less its bytes in use (None: the device does not report them)."""
+    """The device allocator's limit less its bytes in use (None: a CPU, or a device that does not report them)."""
+    if device.platform == "cpu":
+        return None
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if not stats or "bytes_limit" not in stats:
         return None
@@ -99,7 +103,8 @@ def measure(step: Callable, state, sizes: Sequence[int], imgsz: int, max_boxes: 
         except Exception:  # noqa: BLE001 - a size that cannot be compiled caps the batch (fit_batch)
             return None
 
-    with concurrent.futures.ThreadPoolExecutor(len(sizes)) as pool:  # XLA compiles outside the GIL
+    threads = min(len(sizes), max(1, (os.cpu_count() or 1) // 2))  # XLA compiles outside the GIL
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         return list(pool.map(one, sizes))
 
 
@@ -110,7 +115,7 @@ def auto_batch(batch, devices, *, imgsz: int, make_state: Callable, step: Callab
     fraction = memory_fraction(batch)
     device = devices[0]
     log(f"{PREFIX}Computing optimal batch size for imgsz={imgsz} at {fraction * 100:.1f}% of the accelerator memory.")
-    available = None if device.platform == "cpu" else available_bytes(device)
+    available = available_bytes(device)
     if available is None:
         log(f"{PREFIX}WARNING measuring needs a GPU or TPU that reports its memory ({device.platform} does not); "
             f"using the default batch size {DEFAULT_BATCH}.")

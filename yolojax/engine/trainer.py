@@ -148,8 +148,6 @@ def setup(config, workdir=None) -> Setup:
     close_at = (epochs - int(config.close_mosaic)) if int(config.close_mosaic) > 0 else None
     hyp = {k: config[k] for k in ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
                                    "flipud", "fliplr", "mosaic", "mixup", "bgr")}
-    if config.rect:
-        hyp.update(mosaic=0.0, mixup=0.0)
     loader_kw = dict(process_index=jax.process_index(), process_count=jax.process_count(), rect=bool(config.rect),
                      multi_scale=bool(config.multi_scale))
     if config.rect:
