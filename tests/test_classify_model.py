@@ -238,3 +238,17 @@ def test_onnx_graph_of_the_classifier_matches_model_apply(dynamic, ref_model, fi
     assert probs.shape == (2, 10)
     np.testing.assert_allclose(probs, np.asarray(model.apply(variables, nhwc(ref["x"]))), atol=1e-5)
     np.testing.assert_allclose(probs, ref["eval_probs"], atol=1e-4)
+
+
+@pytest.mark.parametrize("model", ["yolov8n-cls.yaml", "cls/model_n_cls_state_dict.npz"])
+def test_detection_training_refuses_a_classifier_in_one_line(model, fixtures_dir):
+    """Until classification training exists, a classifier given to the detection trainer stops before any work
+    with the reason, instead of failing later inside the detection loss."""
+    from yolojax.engine.config import ConfigError, apply_overrides, default_config
+    from yolojax.engine.trainer import build_model
+
+    path = model if model.endswith(".yaml") else str(fixtures_dir / model)
+    cfg = apply_overrides(default_config(), {"model": path})
+    with pytest.raises(ConfigError, match="classification model") as err:
+        build_model(cfg, 2, {0: "a", 1: "b"}, jnp.float32)
+    assert "\n" not in str(err.value)
