@@ -7,6 +7,8 @@
 #   SUITE_STEPS="e2e val" SUITE_BUDGET_S=200 bash benchmarks/gpu_suite.sh run   # a subset, a shorter budget
 #   (E2E_IMAGES=N: the e2e epoch's image count, default 1024.) Seen on an H200 (2026-11-27): the whole suite
 #   took 479 s of command time, the machine's start ~1 min more; e2e ~140 s, each train-step row 50-80 s.
+#   The whole-run step (e2e_run: yolov8n b64 @640, mosaic, 3 epochs with validation, vs model.train) is second in
+#   line; alone: SUITE_STEPS="e2e_run" (not measured on a GPU yet; budget ~300 s with its compile-cache warm-up).
 #
 # Device tool call (one call: ~1-2 min start + <= 560 s suite (SUITE_BUDGET_S); carry the wheels):
 #   run(command="bash benchmarks/gpu_suite.sh run", carry=[".whl"], timeout_s=600)
@@ -27,7 +29,6 @@ WHEELS=(grain==0.2.18 array-record==0.8.6 portpicker==1.6.0 ml-collections==1.1.
 # Not carried: polars + polars-runtime-32 (a 54 MB wheel: with it the tree passes the 64 MiB transfer limit).
 # Ultralytics imports polars only when it reads results.csv back after an epoch (save_model) and in
 # to_df/to_csv, i.e. after e2e.py's timed window; e2e.py keeps its timing marks when that import fails.
-CKPT_SRC="$REPO/../shared/fixtures/v82/ckpt_n_last.pt"  # val_bench's weights: ../shared does not travel
 
 fetch() {
   grep -qx '/.whl/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo '/.whl/' >> .git/info/exclude; }
@@ -39,7 +40,6 @@ fetch() {
       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
       --platform any -d .whl "$w" || { echo "could not download $w" >&2; return 1; }
   done
-  cp "$CKPT_SRC" .whl/ckpt_n_last.pt || echo "no $CKPT_SRC: val_bench will need --weights" >&2
   du -sh .whl
   ls -l .whl
 }
@@ -84,6 +84,7 @@ run() {
   } > "$OUT/env.txt" 2>&1
   cat "$OUT/env.txt"
   local TS="$py benchmarks/train_step.py --ultralytics-python=$ulpy"
+  local E2E_RUN="$py benchmarks/e2e.py --whole-run gpu-b64-640 --ultralytics-python=$ulpy"
   if [ "$dry" = 1 ]; then  # tiny shapes, same sequence, CPU
     local T="--width 0.0625 --imgsz 64 --batch 2 --steps 2 --warmup 1 --no-record"
     export YOLOJAX_BENCH_JAX_CACHE="$REPO/.cache/jax_bench"
@@ -91,7 +92,10 @@ run() {
     step train_n_bf16 900 $TS $T --dtype bfloat16
     step e2e 900 "$py" benchmarks/e2e.py --images 8 --imgsz 64 --batch 4 --workers 0 --width 0.0625 \
       --ultralytics-python="$ulpy" --no-record
-    step val 900 "$py" benchmarks/val_bench.py --images 8 --imgsz 64 --batch 4 --ultralytics-python="$ulpy" --no-record
+    step e2e_run 900 $E2E_RUN --width 0.0625 --images 8 --imgsz 64 --batch 4 \
+      --epochs 2 --repeats 1 --no-record
+    step val 900 "$py" benchmarks/val_bench.py --images 8 --imgsz 64 --batch 4 --train-epochs 1 --train-imgsz 64 \
+      --ultralytics-python="$ulpy" --no-record
     step color 900 "$py" benchmarks/color_check.py --batch 2 --imgsz 64 --runs 2 --no-record
     step loader 900 "$py" benchmarks/data_pipeline.py --workers 1 --batch 8 --images 16 --epochs 2 --imgsz 64 \
       --hsv-on-device --warp-on-device --ul-python "$ulpy"
@@ -100,6 +104,8 @@ run() {
     export YOLOJAX_BENCH_JAX_CACHE=/tmp/jax_cache
     # Priority order (the targets first); limits sum to ~790 s, so the last ones run only in what is left.
     step train_n_bf16 200 $TS --model yolov8n --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --vs-ultralytics
+    # whole training runs (validation and saving included), yolojax with a warm compile cache, vs model.train
+    step e2e_run 300 $E2E_RUN --device 0 --workers 8 --repeats 1
     step e2e 180 "$py" benchmarks/e2e.py --images ${E2E_IMAGES:-1024} --imgsz 640 --batch 64 --workers 8 --ultralytics-python="$ulpy"
     # the loaders alone at e2e's settings: is the epoch input-bound? (yolojax with everything on the host, with the
     # mosaic + warp + flips + jitter left to the device (the GPU default); Ultralytics)
@@ -112,8 +118,8 @@ run() {
       --hsv-on-device
     step train_s_bf16 110 $TS --model yolov8s --batch 64 --imgsz 640 --dtype bfloat16 --steps 20 --vs-ultralytics
     step train_n_f32 90 $TS --model yolov8n --batch 64 --imgsz 640 --dtype float32 --steps 20 --vs-ultralytics
-    step val 60 "$py" benchmarks/val_bench.py --weights .whl/ckpt_n_last.pt --images 512 --imgsz 640 --batch 32 \
-      --workers 4 --ultralytics-python="$ulpy"
+    step val 150 "$py" benchmarks/val_bench.py --train-epochs 10 --train-imgsz 640 --device 0 --images 512 --imgsz 640 \
+      --batch 32 --workers 4 --ultralytics-python="$ulpy"
     step breakdown_n_bf16 90 $TS --model yolov8n --batch 64 --imgsz 640 --dtype bfloat16 --steps 10 --breakdown
     step train_n_bf16_b128 60 $TS --model yolov8n --batch 128 --imgsz 640 --dtype bfloat16 --steps 10
   fi

@@ -1,11 +1,16 @@
 """Validation throughput: yolojax's ``Validator`` vs Ultralytics' ``model.val`` on the same images and weights.
 
-    python benchmarks/val_bench.py [--images 128] [--imgsz 640] [--batch 16] [--weights PT] [--workers 0]
-        [--width W] [--no-ultralytics] [--ultralytics-python PATH] [--no-record]
+    python benchmarks/val_bench.py [--images 128] [--imgsz 640] [--batch 16] [--weights PT|NPZ] [--workers 0]
+        [--train-epochs 15] [--train-imgsz 128] [--width W] [--no-ultralytics] [--ultralytics-python PATH]
+        [--no-record]
 
 Generates ``--images`` synthetic 640x480 JPEGs with labels (the shapes drawing, classes 0-5) as the val split of a
-data YAML whose names are the model's. Both sides validate the same weights (``--weights``, an Ultralytics
-``.pt``; default the yolov8n checkpoint in ../shared/fixtures/v82) at conf 0.001, IoU 0.7, max_det 300, rect
+data YAML whose names are the model's. Both sides validate the same weights at conf 0.001, IoU 0.7, max_det 300,
+rect batches. The weights are a detector that finds the shapes, so that NMS and matching see what a trained
+model gives them (a fresh model's scores stay below 0.001 and leave both with nothing to do): by default yolojax
+trains yolov8n on the built-in shapes dataset for ``--train-epochs`` at ``--train-imgsz`` (SGD, batch 16,
+kept in ``~/.cache/yolojax/val_bench`` for the next run) and Ultralytics loads the same tensors from its
+``last.npz`` into its own yolov8n; ``--weights`` gives an Ultralytics ``.pt`` or a yolojax ``.npz`` instead. The
 batches: yolojax through ``yolojax.val.validate`` (jitted forward + decode + NMS on the device, matching and AP on
 the host), Ultralytics through ``YOLO(weights).val(...)`` in a subprocess (``YOLO_OFFLINE=1``, ``plots=False``); the yolojax
 side is ``yolojax.val.validate``'s pipeline (``ValLoader`` + ``Validator``) with the Validator kept across passes
@@ -31,13 +36,27 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = REPO.parent / "shared" / "fixtures" / "v82" / "ckpt_n_last.pt"
 
 _UL_SCRIPT = r"""
 import json, sys, time
 from ultralytics import YOLO
 a = json.loads(sys.argv[1])
-model = YOLO(a["weights"])
+if a["weights"].endswith(".npz"):  # yolojax's export: the same tensors, Ultralytics' names, in its own yolov8n
+    import numpy as np, torch
+    from ultralytics.nn.tasks import DetectionModel
+    z = np.load(a["weights"])
+    names = {i: str(n) for i, n in enumerate(z["__names__"])}
+    net = DetectionModel(a["model_yaml"], nc=len(names), verbose=False)
+    own = net.state_dict()
+    sd = {k: torch.from_numpy(np.asarray(z[k])).to(own[k].dtype) for k in z.files if k in own}
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    assert not missing, missing[:5]
+    net.load_state_dict(sd, strict=False)
+    net.names = names
+    model = YOLO(a["model_yaml"])
+    model.model = net
+else:
+    model = YOLO(a["weights"])
 out = {}
 for run in ("first", "second"):
     t0 = time.perf_counter()
@@ -70,6 +89,31 @@ def make_val_dataset(root: Path, n: int, names: dict[int, str], h: int = 480, w:
     lines = "".join(f"  {k}: {json.dumps(v)}\n" for k, v in sorted(names.items()))
     path = root / "data.yaml"
     path.write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames:\n{lines}")
+    return path
+
+
+def train_detector(args) -> Path:
+    """``last.npz`` of yolov8n trained by yolojax on the built-in shapes dataset (``--train-epochs`` at
+    ``--train-imgsz``, SGD lr0 0.01, batch 16, nbs 16, close_mosaic 2), kept in ``~/.cache/yolojax/val_bench``."""
+    cache = Path(os.path.expanduser("~/.cache/yolojax/val_bench"))
+    path = cache / f"shapes-yolov8n-e{args.train_epochs}-{args.train_imgsz}.npz"
+    if path.is_file():
+        return path
+    from yolojax.engine import config as cfgmod
+    from yolojax.train import train_and_evaluate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = cfgmod.apply_overrides(cfgmod.default_config(), dict(
+            data="shapes", model="yolov8n.yaml", epochs=args.train_epochs, imgsz=args.train_imgsz, batch=16, nbs=16,
+            optimizer="SGD", lr0=0.01, close_mosaic=min(2, args.train_epochs - 1), workers=0, val=False, plots=False,
+            tensorboard=False, seed=0, **({"device": args.device} if args.device is not None else {})))
+        out = train_and_evaluate(config, Path(tmp) / "train")
+        print(f"val_bench: trained the shapes detector (mAP50-95 {out['metrics/mAP50-95(B)']:.3f} at "
+              f"{args.train_imgsz} px)", file=sys.stderr)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp_path = path.with_suffix(".tmp.npz")
+        shutil.copy(Path(tmp) / "train" / "weights" / "last.npz", tmp_path)
+        os.replace(tmp_path, path)
     return path
 
 
@@ -126,7 +170,10 @@ def main(argv=None) -> None:
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="Ultralytics .pt weights for both sides")
+    ap.add_argument("--weights", default=None,
+                    help="Ultralytics .pt or yolojax .npz (yolov8n) weights for both sides (default: train them)")
+    ap.add_argument("--train-epochs", type=int, default=15, help="epochs of the default weights' shapes training")
+    ap.add_argument("--train-imgsz", type=int, default=128, help="image size of the default weights' training")
     ap.add_argument("--width", type=float, default=None, help="random-init custom-width model (yolojax only)")
     ap.add_argument("--device", default=None, help="Ultralytics' device (default: 0 with CUDA, else cpu)")
     ap.add_argument("--no-ultralytics", action="store_true")
@@ -139,6 +186,8 @@ def main(argv=None) -> None:
     from yolojax.engine.devices import use_cpu_cores
 
     use_cpu_cores()  # as the yolojax.val entry point (YOLOJAX_CPU_DEVICES=N: N host devices)
+    if args.weights is None and args.width is None:
+        args.weights = str(train_detector(args))
 
     model, variables, names = load_model(args)
     machine = f"{platform.machine()} {os.cpu_count()} cpu, {jax.devices()[0].device_kind}; load {os.getloadavg()[0]:.1f}"
@@ -159,7 +208,8 @@ def main(argv=None) -> None:
         rows.append(f"| {date} | {machine} | jax {jax.__version__} | val_bench yolojax Validator | {ips:.1f} img/s | "
                     f"{setting}; warm pass; first pass {ours['first_s']:.1f} s; mAP50-95 {ours['map50_95']:.4f} |")
         if args.width is None and not args.no_ultralytics and shutil.which(args.ultralytics_python):
-            spec = {"weights": str(Path(args.weights).resolve()), "data": str(data), "imgsz": args.imgsz,
+            spec = {"weights": str(Path(args.weights).resolve()), "model_yaml": "yolov8n.yaml", "data": str(data),
+                    "imgsz": args.imgsz,
                     "batch": args.batch, "workers": args.workers, "project": tmp,
                     "device": args.device if args.device is not None else
                     ("0" if jax.default_backend() == "gpu" else "cpu")}

@@ -18,13 +18,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = "yolov8n.yaml"  # *.yaml to build from scratch, or *.pt / *.npz weights to start from
     c.data = "shapes"  # dataset YAML, a bundled name (coco128, coco, VOC, shapes) or tfds:NAME
     c.epochs = 100  # number of epochs
-    c.time = ml_collections.FieldReference(None, field_type=float)  # max training hours; overrides epochs
+    c.time = ml_collections.FieldReference(None, field_type=float)  # max training hours: after each epoch the run is re-planned to ceil(time*3600 / mean epoch time) epochs (lr schedule, close_mosaic follow) and it stops when time is up
     c.patience = 100  # early-stopping patience in epochs without fitness improvement; 0 disables
-    c.batch = 16  # total (global) batch size over all devices
+    c.batch = 16  # total (global) batch size over all devices; -1: AutoBatch for 60% of the accelerator memory, 0<batch<1: that fraction (per-device batch x devices; CPU: 16)
     c.imgsz = 640  # square train/val image size, a multiple of 32 (rounded up otherwise)
     c.save = True  # save checkpoints
     c.save_period = -1  # also keep a checkpoint every N epochs if > 0
-    c.cache = ml_collections.FieldReference(False, field_type=object)  # cache decoded images: True/'ram' (disk caching is treated as ram)
+    c.cache = ml_collections.FieldReference(False, field_type=object)  # cache decoded images: True/'ram' in memory, 'disk' as <image stem>.npy beside each image (reused by later runs)
     c.device = ml_collections.FieldReference(None, field_type=str)  # None: first GPU else CPU; 0, '0,1', cpu, mps, tpu, all
     c.workers = 8  # data-loading worker processes (0: in the main process)
     c.project = ml_collections.FieldReference(None, field_type=str)  # output root (default runs/detect)
@@ -37,15 +37,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.deterministic = True  # XLA's deterministic GPU ops (--xla_gpu_deterministic_ops); XLA:CPU is deterministic
     c.single_cls = False  # train as a single-class detector
     c.classes = ml_collections.FieldReference(None, field_type=object)  # class ids to keep (train and val labels)
-    c.rect = False  # rectangular training batches (disables mosaic and shuffling)
+    c.rect = False  # rectangular training batches: aspect-ratio order, no shuffling, no mosaic/mixup; at most 2*imgsz/32-1 batch shapes (one compile each)
     c.cos_lr = False  # cosine learning-rate schedule instead of linear
     c.close_mosaic = 10  # disable mosaic for the last N epochs (0: never)
     c.resume = ml_collections.FieldReference(False, field_type=object)  # True (latest checkpoint in the run dir) or a path to a run dir / checkpoint
     c.amp = True  # mixed precision: bfloat16 compute on accelerators (float32 on CPU)
     c.fraction = 1.0  # fraction of the training images to use
-    c.profile = False  # (Ultralytics export profiling; accepted, unused)
+    c.profile = False  # print the per-phase time table (data, step, validation, checkpoint, ...) after each epoch
     c.freeze = ml_collections.FieldReference(None, field_type=object)  # int N (layers 0..N-1) or list of layer indices
-    c.multi_scale = False  # (accepted; multi-scale training is not implemented: fixed shapes per compile)
+    c.multi_scale = False  # resize each batch (on the device) to a long side drawn in [0.5, 1.5]*imgsz as Ultralytics, rounded to one of 5 sizes: at most 5 compiled image shapes
     c.val = True  # validate every epoch (the final epoch is always validated)
     c.split = "val"  # dataset split used for validation
     c.save_json = False  # write COCO-format predictions.json during final validation

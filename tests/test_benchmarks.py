@@ -55,6 +55,46 @@ def test_val_bench_script_validates_every_image():
     assert 0.0 <= rec["map50_95"] <= rec["map50"] < 0.5
 
 
+@pytest.mark.slow
+def test_e2e_whole_run_times_complete_train_calls():
+    """``e2e.py --whole-run``: a complete training call (tiny model, 2 epochs with validation, checkpoints, the final
+    validation) in a fresh process; its phases tile the call's wall time and the summary's median is that run's."""
+    recs = _run("e2e.py", "--whole-run", "b8-320", "--width", "0.0625", "--imgsz", "64", "--batch", "4", "--images",
+                "8", "--epochs", "2", "--close-mosaic", "1", "--repeats", "1", "--no-warmup", "--no-ultralytics")
+    (run,) = [r for r in recs if r["impl"] == "yolojax"]
+    (summary,) = [r for r in recs if r["impl"] == "summary"]
+    assert not [r for r in recs if r["impl"] == "ultralytics"]
+    assert run["setting"].startswith("yolov8n width 0.0625 b4 @64 nbs 64, 8 train / 8 val JPEGs")
+    assert "2 epochs, close_mosaic 1" in run["setting"]
+    assert 0 < sum(run["phases"].values()) <= run["wall_s"] + 0.1 < run["process_s"] + 0.1
+    assert run["cpu_s"] > 0  # the training process's own CPU seconds (its children's, as seen by e2e.py)
+    for phase in ("step", "val_forward", "checkpoint", "final_val"):
+        assert run["phases"][phase] > 0, phase
+    assert 0.0 <= run["map50_95"] <= run["map50"] <= 1.0
+    assert summary["yolojax_median_s"] == round(run["wall_s"], 1) and "ratio_ultralytics_over_yolojax" not in summary
+
+
+@pytest.mark.slow
+def test_gpu_suite_dry_run_measures_a_whole_run_on_the_cpu(tmp_path):
+    """``gpu_suite.sh run --dry-run`` (here its whole-run step alone): the GPU sequence's command lines with tiny
+    settings on the CPU; both trainers' complete runs land in results.jsonl with their ratio."""
+    ul = Path("/work/ulvenv/bin/python")
+    if not ul.exists():
+        pytest.skip("the dry run compares with Ultralytics: no /work/ulvenv")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", OUT=str(tmp_path), SUITE_STEPS="e2e_run", PYTHON=sys.executable,
+               UL_PYTHON=str(ul), YOLOJAX_BENCH_JAX_CACHE=os.environ["YOLOJAX_TEST_JAX_CACHE"])
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), "run", "--dry-run"], env=env,
+                          capture_output=True, text=True, timeout=1200, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recs = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["impl"] for r in recs] == ["yolojax", "ultralytics", "summary"], recs
+    assert all(r["benchmark"] == "e2e_whole_run" and r["preset"] == "gpu-b64-640" for r in recs)
+    assert "yolov8n width 0.0625 b4 @64" in recs[0]["setting"] and "2 epochs" in recs[0]["setting"]
+    assert recs[2]["ratio_ultralytics_over_yolojax"] == pytest.approx(
+        recs[2]["ultralytics_median_s"] / recs[2]["yolojax_median_s"], rel=0.02)
+    assert "=== e2e_run" in (tmp_path / "log.txt").read_text()
+
+
 def test_color_check_script_counts_no_difference_from_opencv_on_cpu():
     (rec,) = _run("color_check.py", "--batch", "2", "--imgsz", "64", "--runs", "2")
     assert rec["benchmark"] == "color_check" and rec["backend"] == "cpu"

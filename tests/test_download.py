@@ -126,15 +126,6 @@ def test_failed_weights_download_leaves_no_file(user_dir, assets, pt_bytes, faul
     assert list(user_dir.iterdir()) == []
 
 
-def test_classification_checkpoint_is_a_clear_error():
-    from yolojax.weights import CheckpointFormatError, _model_for_state_dict
-
-    sd = {"model.0.conv.weight": np.zeros((16, 3, 3, 3), np.float32),
-          "model.9.linear.weight": np.zeros((1000, 1280), np.float32)}  # what a -cls checkpoint holds instead
-    with pytest.raises(CheckpointFormatError, match="classification model; yolojax trains detection only"):
-        _model_for_state_dict(sd, None)
-
-
 def test_fetch_file_checks_the_announced_length(user_dir, assets):
     assets.files["/notes.txt"] = b"x" * 1000
     assets.faults["/notes.txt"] = "short"

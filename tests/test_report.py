@@ -16,6 +16,7 @@ import pytest
 
 from yolojax.report import plots
 from yolojax.report.callbacks import RunReporter, default_callbacks
+from yolojax.report.phases import PHASES, PhaseTimer, phase_table, summary_line
 from yolojax.report.results import COLUMNS, ResultsLog, read_results_csv
 from yolojax.report.tensorboard import TensorBoardLogger, event_files, read_images, read_scalars
 
@@ -346,6 +347,40 @@ def test_drawing_never_blocks_the_loop_and_sees_a_copy_of_the_batch(tmp_path, mo
     assert seen == [128.0, 128.0, 128.0]
 
 
+# ----------------------------------------------------------------------------------------------- phase timer
+
+
+def test_phase_timer_accumulates_per_epoch_and_per_run():
+    now = [0.0]
+    timer = PhaseTimer(clock=lambda: now[0])
+    with timer.phase("data"):
+        now[0] += 1.5
+    timer.add("step", 2.0)
+    timer.add("step", 0.5)
+    assert timer.epoch["data"] == 1.5 and timer.epoch["step"] == 2.5 and timer.calls["step"] == 2
+    assert timer.totals()["step"] == 2.5  # the unfinished epoch counts in the run's totals
+    first = timer.end_epoch()
+    assert first["step"] == 2.5 and timer.epoch["step"] == 0.0
+    with pytest.raises(ZeroDivisionError), timer.phase("checkpoint"):  # an error still stops the clock
+        now[0] += 0.25
+        1 / 0
+    assert timer.totals() == {**dict.fromkeys(PHASES, 0.0), "data": 1.5, "step": 2.5, "checkpoint": 0.25}
+    with pytest.raises(KeyError, match="unknown phase 'stpe'"):
+        timer.add("stpe", 1.0)
+
+
+def test_phase_table_and_summary_line_account_for_the_wall_time():
+    seconds = {**dict.fromkeys(PHASES, 0.0), "data": 1.0, "step": 6.0, "val_forward": 2.0}
+    lines = phase_table(seconds, 10.0, "Epoch 3 time")
+    assert lines[0] == "Epoch 3 time: 10.00s"
+    body = {ln.rsplit(None, 2)[0].strip(): (float(ln.split()[-2]), ln.split()[-1]) for ln in lines[2:]}
+    assert body == {"waiting for data": (1.0, "10.0%"), "train step (dispatch + wait)": (6.0, "60.0%"),
+                    "validation: forward + NMS": (2.0, "20.0%"), "other": (1.0, "10.0%")}
+    assert summary_line(seconds, 10.0) == "Time: 10.0s total, data 1.0s, step 6.0s, val_forward 2.0s, other 1.0s"
+    # phases are measured with another clock than the wall: a small excess never prints a negative rest
+    assert summary_line(seconds, 8.9).endswith("other 0.0s")
+
+
 # ----------------------------------------------------------------------------------------------- a real run
 
 
@@ -360,14 +395,14 @@ def short_run(tiny_model_yaml, tmp_path_factory):
     data = make_shapes_dataset(root / "shapes", n_train=16, n_val=8, seed=3)
     config = apply_overrides(default_config(), dict(
         model=str(tiny_model_yaml), data=str(data), imgsz=64, batch=8, epochs=2, close_mosaic=1, workers=0,
-        plots=True, val=True))
+        plots=True, val=True, profile=True))
     seen = {}
     out, err = io.StringIO(), io.StringIO()  # not TTYs, like a CI log
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         result = train_and_evaluate(config, root / "run",
-                                    callbacks={"on_train_end": [lambda ctx: seen.update(final=ctx.final)]})
+                                    callbacks={"on_train_end": [lambda ctx: seen.update(ctx=ctx)]})
     return types.SimpleNamespace(dir=pathlib.Path(result["save_dir"]), stdout=out.getvalue(), stderr=err.getvalue(),
-                                 final=seen["final"])
+                                 final=seen["ctx"].final, ctx=seen["ctx"])
 
 
 @pytest.mark.slow
@@ -409,3 +444,28 @@ def test_short_run_console_is_plain_lines_without_a_tty(short_run):
     assert "\r" not in out  # no progress-bar redraws in a log file
     assert out.count("Epoch    GPU_mem   box_loss") == 2
     assert "compiled train step" in out and "tensorboard --logdir" in out
+
+
+@pytest.mark.slow
+def test_short_run_times_its_phases(short_run):
+    """results.csv's time column grows epoch by epoch; the phases tile the run (their sum is at most its wall
+    time), the train step and the validation forward took time; profile=True printed each epoch's table and every
+    run prints one Time: line."""
+    rows = read_results_csv(short_run.dir / "results.csv")
+    header = (short_run.dir / "results.csv").read_text().splitlines()[0].split(",")
+    assert [h.strip() for h in header[:2]] == ["epoch", "time"]
+    times = [r["time"] for r in rows]
+    assert 0 < times[0] < times[1] <= short_run.ctx.wall_seconds
+    totals = short_run.ctx.phases.totals()
+    assert set(totals) == set(PHASES)
+    assert all(v >= 0 for v in totals.values())
+    assert sum(totals.values()) <= short_run.ctx.wall_seconds + 0.05
+    for k in ("data", "step", "compile", "val_data", "val_forward", "val_matching", "val_metrics", "checkpoint",
+              "export", "report", "final_val"):
+        assert totals[k] > 0, k
+    out = short_run.stdout
+    assert out.count("Epoch 1 time:") == 1 and out.count("Epoch 2 time:") == 1
+    for label in ("waiting for data", "train step (dispatch + wait)", "validation: forward + NMS", "weight export (.npz)"):
+        assert out.count(label) == 2, label
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("Time: ")]
+    assert " step " in line and " val_forward " in line and "other" in line

@@ -240,7 +240,19 @@ def detect_head(g: OnnxGraph, feats: list[str], v: dict, kw: dict, hw: tuple[int
     return g.op("Concat", [xywh, g.op("Sigmoid", [cls])], axis=1)
 
 
-HEAD_BUILDERS: dict[str, Callable] = {"Detect": detect_head}
+def classify_head(g: OnnxGraph, feats: list[str], v: dict, kw: dict, hw: tuple[int, int] | None) -> str:
+    """Classify: Conv (BN folded, SiLU) -> GlobalAveragePool -> Gemm -> Softmax: (B, nc) float32 probabilities
+    (the pooled features and the Linear in float32, as yolojax computes them)."""
+    y = g.op("GlobalAveragePool", [_conv(g, feats[0], _sub(v, "conv"))])
+    if g.conv_dtype != np.float32:
+        y = g.op("Cast", [y], to=g.onnx.TensorProto.FLOAT)
+    p = v["params"]["linear"]
+    logits = g.op("Gemm", [g.op("Flatten", [y], axis=1), g.const(np.asarray(p["kernel"], np.float32), "w"),
+                           g.const(np.asarray(p["bias"], np.float32), "b")])
+    return g.op("Softmax", [logits], axis=1)
+
+
+HEAD_BUILDERS: dict[str, Callable] = {"Detect": detect_head, "Classify": classify_head}
 
 
 def build_onnx(model, variables, *, imgsz: tuple[int, int], batch: int = 1, dynamic: bool = False,
@@ -248,7 +260,7 @@ def build_onnx(model, variables, *, imgsz: tuple[int, int], batch: int = 1, dyna
     """The ``onnx.ModelProto`` of ``model`` (a :class:`yolojax.nn.YOLOv8`) with ``variables`` at ``imgsz`` (h, w).
 
     Input ``images`` (batch, 3, h, w) float32 (``dynamic``: ("batch", 3, "height", "width")); output ``output0``
-    as the head builds it (Detect: (B, 4 + nc, A) float32). ``metadata`` values are written as strings into
+    as the head builds it (Detect: (B, 4 + nc, A) float32; Classify: (B, nc) float32 probabilities). ``metadata`` values are written as strings into
     ``metadata_props``."""
     onnx = _import_onnx()
     helper = onnx.helper
@@ -276,7 +288,10 @@ def build_onnx(model, variables, *, imgsz: tuple[int, int], batch: int = 1, dyna
         outputs.append(y)
     g.nodes[-1].output[0] = "output0"  # the head's last node; Ultralytics' output name
     n_out = 4 + model.num_classes
-    if dynamic:
+    if model.plan()[-1][1] == "Classify":
+        in_shape = ["batch", 3, "height", "width"] if dynamic else [batch, 3, *imgsz]
+        out_shape = [in_shape[0], model.num_classes]
+    elif dynamic:
         in_shape, out_shape = ["batch", 3, "height", "width"], ["batch", n_out, "anchors"]
     else:
         in_shape = [batch, 3, *imgsz]

@@ -1,4 +1,5 @@
-"""The YOLOv8 detection loss: TaskAlignedAssigner + BCE + CIoU + DFL (spec §2), as pure JAX.
+"""The YOLOv8 losses as pure JAX: detection (TaskAlignedAssigner + BCE + CIoU + DFL) and the
+classifier's cross-entropy (:func:`classification_loss`, at the end).
 
 Everything works on fixed shapes: ground truth is padded to ``M`` rows per image with a boolean mask, so one
 compiled function serves every batch, and the result does not depend on ``M`` (padding rows never match an
@@ -322,3 +323,13 @@ def targets_from_yolo(batch_idx, cls, bboxes_xywhn, batch_size: int, image_hw: S
         out_classes[image, : len(rows)] = cls[rows].astype(np.int32)
         out_mask[image, : len(rows)] = True
     return {"boxes": out_boxes, "classes": out_classes, "mask": out_mask}
+
+
+def classification_loss(logits, labels):
+    """Ultralytics' ``v8ClassificationLoss``: softmax cross-entropy, mean over the batch (no batch-size factor).
+
+    ``logits`` (B, nc) (the classifier's train-mode output), ``labels`` (B,) int class ids in [0, nc) -> scalar
+    float32. Pure and traceable (jit, grad, vmap)."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    picked = jnp.take_along_axis(logp, labels.astype(jnp.int32)[:, None], axis=-1)[:, 0]
+    return -jnp.mean(picked)

@@ -1,4 +1,5 @@
-"""Detection metrics on the host (NumPy): matching, AP, P/R/F1, fitness, confusion matrix (spec §5.1-5.4).
+"""Detection metrics on the host (NumPy): matching, AP, P/R/F1, fitness, confusion matrix (spec §5.1-5.4); and
+classification accuracy (top-1/top-5, at the end).
 
 The device hands over fixed-size NMS outputs; everything here works on the few thousand kept boxes per
 validation run, so plain NumPy in float32/float64 is both fast enough and the easiest way to reproduce
@@ -406,3 +407,22 @@ class DetectionStatsAccumulator:
                 lines.append(row % (self.names.get(int(c), str(c)), self.nt_per_image[c], self.nt_per_class[c],
                                     *metrics.class_result(i)))
         return lines
+
+
+def top_k_accuracy(scores, labels, *, k: int = 5) -> dict[str, float]:
+    """Classification accuracy as Ultralytics' ClassifyMetrics: ``top1``, ``top5`` and ``fitness`` (their mean).
+
+    ``scores`` (N, nc) probabilities or logits, ``labels`` (N,) int class ids. ``top5`` counts a sample correct
+    when its label is among its ``min(k, nc)`` highest scores; ties go to the lower class id. Fractions in [0, 1]."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    if scores.ndim != 2 or labels.shape != scores.shape[:1]:
+        raise ValueError(f"top_k_accuracy: scores must be (N, nc) and labels (N,); got {scores.shape} and "
+                         f"{labels.shape}.")
+    if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[1]):
+        raise ValueError(f"top_k_accuracy: labels must lie in [0, {scores.shape[1]}); got min {labels.min()}, "
+                         f"max {labels.max()}.")
+    top = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
+    correct = top == labels[:, None]
+    top1 = float(correct[:, 0].mean()) if labels.size else 0.0
+    top5 = float(correct.any(axis=1).mean()) if labels.size else 0.0
+    return {"top1": top1, "top5": top5, "fitness": (top1 + top5) / 2}

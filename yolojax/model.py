@@ -123,6 +123,8 @@ def train_config(args: dict[str, Any]):
 
 class YOLO:
     """A YOLOv8 detector with Ultralytics' methods: ``train``, ``val``, ``predict``, ``export``, ``load``, ``info``.
+    A YOLOv8-cls classifier (``task == "classify"``: a ``-cls`` YAML or checkpoint) builds, loads, ``load``s,
+    ``save``s and reports ``info``; its train/val/predict/export raise a ConfigError saying they are coming.
 
     Attributes: ``model`` (the :class:`yolojax.nn.YOLOv8` module), ``variables`` ({"params", "batch_stats"}),
     ``names`` ({id: name}), ``ckpt_path`` (the weights file it was loaded from, or None), ``cfg`` (the YAML it
@@ -130,15 +132,15 @@ class YOLO:
     single_cls), ``metrics`` (the last train/val metrics)."""
 
     def __init__(self, model: str | os.PathLike = "yolov8n.yaml", task: str | None = None, verbose: bool = False):
-        if task not in (None, "detect"):
+        if task not in (None, "detect", "classify"):
             from yolojax.engine.config import ConfigError
 
-            raise ConfigError(f"task={task!r}: yolojax implements detection only (task='detect').")
+            raise ConfigError(f"task={task!r}: yolojax implements detection (task='detect') and builds and loads "
+                              f"classification models (task='classify').")
         from yolojax.engine.devices import enable_compile_cache, use_deterministic_ops
 
         enable_compile_cache()  # before the model's first JAX operation (see enable_compile_cache)
         use_deterministic_ops(True)  # likewise: train's default deterministic=True (see use_deterministic_ops)
-        self.task = "detect"
         self.callbacks: dict[str, list[Callable]] = {}
         self.metrics = None
         self.overrides: dict[str, Any] = {}
@@ -148,13 +150,18 @@ class YOLO:
             self._new(source, verbose)
         else:
             self._load(source)
+        if task is not None and task != self.task:
+            from yolojax.engine.config import ConfigError
+
+            raise ConfigError(f"task={task!r} does not fit {source}, which is a {self.task} model.")
 
     # -- construction ------------------------------------------------------------------------------------------
     def _new(self, cfg: str, verbose: bool) -> None:
-        from yolojax.nn import YOLOv8
+        from yolojax.nn import model_from_yaml
         from yolojax.nn.yolo import init_variables
 
-        self.model = YOLOv8.from_yaml(cfg)
+        self.model = model_from_yaml(cfg)
+        self.task = _task_of(self.model)
         self.variables = init_variables(self.model, seed=0)
         self.names = {i: str(i) for i in range(self.model.num_classes)}
         self.cfg, self.ckpt_path = cfg, None
@@ -165,6 +172,7 @@ class YOLO:
     def _load(self, path: str) -> None:
         w = load_weights(path)
         self.model, self.variables, self.names = w.model, w.variables, dict(w.names)
+        self.task = _task_of(self.model)
         self.cfg, self.ckpt_path = None, w.source
         args = (w.meta or {}).get("train_args") or _run_args(pathlib.Path(w.source))
         # as Ultralytics: a checkpoint passes on only these train arguments
@@ -210,6 +218,7 @@ class YOLO:
         from yolojax.engine.devices import use_cpu_cores
         from yolojax.train import train_and_evaluate
 
+        self._require_detect("training")
         use_cpu_cores()  # YOLOJAX_CPU_DEVICES=N splits the CPU, if JAX has not run anything yet in this process
         kwargs = dict(kwargs)
         kwargs.pop("mode", None)
@@ -255,6 +264,7 @@ class YOLO:
         from yolojax.engine.devices import use_cpu_cores
         from yolojax.val import validate
 
+        self._require_detect("validation")
         use_cpu_cores()  # YOLOJAX_CPU_DEVICES=N splits the CPU, if JAX has not run anything yet in this process
         args = {k: v for k, v in self.overrides.items() if k in ("imgsz", "data", "single_cls")}
         args.update(kwargs)
@@ -267,6 +277,7 @@ class YOLO:
         scores, classes). Keywords: :func:`yolojax.predict.predict`'s (imgsz, conf, iou, classes, compat, ...)."""
         from yolojax.predict import predict
 
+        self._require_detect("prediction")
         if source is None:
             raise ValueError("predict needs a source: an image path, a directory, a glob, a list or an array.")
         kwargs.setdefault("imgsz", self.overrides.get("imgsz", 640))
@@ -280,10 +291,21 @@ class YOLO:
         (:func:`yolojax.export.export`)."""
         from yolojax.export import check_args, export
 
+        self._require_detect("export")
         args = check_args(kwargs)
         args.setdefault("imgsz", self.overrides.get("imgsz", 640))
         return str(export(self.model, self.variables, names=self.names, source=self.ckpt_path or self.cfg,
                           format=format, data=self.overrides.get("data"), **args))
+
+    def _require_detect(self, action: str) -> None:
+        if self.task != "detect":
+            from yolojax.engine.config import ConfigError
+
+            raise ConfigError(
+                f"{action} of classification models is coming to yolojax but not there yet: this YOLO holds a "
+                f"YOLOv8-cls classifier ({self.ckpt_path or self.cfg}), which yolojax can build, load, save "
+                f"(.save) and run as a Flax module (.model.apply(.variables, images)). Detection models "
+                f"(yolov8n.pt, yolov8n.yaml ...) support train, val, predict and export.")
 
     def info(self, detailed: bool = False, verbose: bool = True):
         """Print and return the model summary (layers, parameters, gradients, GFLOPs at 640)."""
@@ -301,6 +323,12 @@ class YOLO:
     def __repr__(self) -> str:
         src = self.ckpt_path or self.cfg
         return f"YOLO({src!r}, scale={self.model.scale!r}, nc={self.model.num_classes})"
+
+
+def _task_of(model) -> str:
+    from yolojax.nn import YOLOv8Cls
+
+    return "classify" if isinstance(model, YOLOv8Cls) else "detect"
 
 
 def _save_weights(variables, path, names, model) -> None:

@@ -5,8 +5,10 @@ flags. Callbacks (Ultralytics' event names) receive a ``RunContext`` whose field
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
+import math
 import pathlib
 import sys
 import time
@@ -27,9 +29,11 @@ from yolojax.engine import config as cfgmod
 from yolojax.engine.checkpoint import Checkpointer
 from yolojax.engine.devices import (compiler_options, data_sharding, enable_compile_cache, environment_line,
                                     replicated, use_cpu_cores, use_deterministic_ops)
+from yolojax.engine.optim import warmup_iterations
 from yolojax.engine.state import create_train_state, train_step
 from yolojax.engine.trainer import EarlyStopping, _log, setup
 from yolojax.engine.validate import Validator
+from yolojax.report.phases import PhaseTimer, phase_table, summary_line
 from yolojax.report.results import ResultsLog, format_epoch_header, format_progress
 
 EVENTS = ("on_pretrain_routine_end", "on_train_start", "on_train_epoch_start", "on_train_batch_end",
@@ -55,6 +59,8 @@ class RunContext:
     step_shapes: list = dataclasses.field(default_factory=list)  # (image shape, boxes shape) of each compiled step
     images_per_second: float = 0.0
     final: Any = None  # ValResult of the final validation (best weights)
+    phases: PhaseTimer | None = None  # seconds per phase of this run (yolojax.report.phases)
+    wall_seconds: float = 0.0  # from the start of training to the end of the final validation
 
 
 def _find_resume(config, workdir):
@@ -81,7 +87,7 @@ def _find_resume(config, workdir):
     ckdir = run / "weights" / "ckpt"
     if not ckdir.is_dir():
         raise FileNotFoundError(f"resume: {run} holds no checkpoint ({ckdir} is missing).")
-    return run, Checkpointer(ckdir)
+    return run, Checkpointer(ckdir, asynchronous=True)
 
 
 RESUME_OVERRIDES = ("device", "workers", "epochs", "patience", "val", "plots", "save_period", "time", "verbose")
@@ -138,7 +144,10 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     if is_main:
         weights_dir.mkdir(parents=True, exist_ok=True)
         cfgmod.save_args_yaml(config, save_dir / "args.yaml")
-    ckpt = ckpt or Checkpointer(weights_dir / "ckpt", max_to_keep=int(config.keep_checkpoints))
+    ckpt = ckpt or Checkpointer(weights_dir / "ckpt", max_to_keep=int(config.keep_checkpoints), asynchronous=True)
+    # last.npz / best.npz are written on this thread while the next epoch trains; the final validation waits for them
+    exporter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="yolojax-export")
+    exports: list[concurrent.futures.Future] = []
     repl, data = replicated(mesh), data_sharding(mesh)
     state = create_train_state(s.model, s.variables, s.hyper)
     state = jax.device_put(state, repl)
@@ -156,6 +165,8 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
         tsum, tcount = np.asarray(meta["tloss_sum"], float), int(meta["tloss_count"])
         if start_step >= s.train_loader.num_batches:
             start_epoch, start_step, tsum, tcount = start_epoch + 1, 0, np.zeros(3), 0
+        if "close_mosaic_epoch" in meta:  # as the run had it (a time budget re-plans it)
+            s.train_loader.close_mosaic_epoch = meta["close_mosaic_epoch"]
         _log(f"Resuming training {save_dir} from epoch {start_epoch + 1} step {start_step} of "
              f"{config.epochs} epochs")
         if is_main:
@@ -191,23 +202,25 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
         jitter = " (HSV jitter in the train step)" if loader.hsv_on_device else ""
         if loader.requested_warp_on_device:
             jitter += f" (warp on the host: {loader.warp_obstacle()})"
+    length = f"{config.time} hours" if config.time else f"{epochs} epochs"
     _log(f"Image sizes {config.imgsz} train, {config.imgsz} val\nUsing {loader.workers} dataloader workers"
          f"{jitter}\n"
-         f"Logging results to {save_dir}\nStarting training for {epochs} epochs...")
+         f"Logging results to {save_dir}\nStarting training for {length}...")
     fire("on_pretrain_routine_end")
     fire("on_train_start")
     t_start = time.time()
+    timer = ctx.phases = PhaseTimer()
+    elapsed_before = float(results.rows[-1].get("time", 0.0)) if results.rows else 0.0  # a resumed run's past time
     stop = False
     epoch = start_epoch
-    it = s.train_loader.iterator(start_epoch, start_step, end_epoch=epochs) if start_epoch < epochs else None
-    # (host batch, device batch) pairs, two ahead: the host copy out of the workers' shared memory and the transfer
-    # to the device run in a background thread while the device steps (on the GPU they took longer than the step).
-    batches = ThreadPrefetch(_on_device(it, put), 2) if it is not None else None
+    it, batches = _open_batches(s.train_loader, start_epoch, start_step, epochs, put) if start_epoch < epochs else (
+        None, None)
     tty = sys.stdout.isatty() and is_main
     last_metrics: dict = {}
     try:
-        for epoch in range(start_epoch, epochs):
+        while it is not None:
             ctx.epoch = epoch
+            t_epoch_start = time.perf_counter()
             fire("on_train_epoch_start")
             if s.train_loader.close_mosaic_epoch is not None and epoch == s.train_loader.close_mosaic_epoch:
                 _log("Closing dataloader mosaic")
@@ -220,7 +233,9 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
             n_images = 0
             shown = None  # the previous step's (loss sums, instances, steps): what a progress line may read
             for i in range(first_step, nb):
+                t_wait = time.perf_counter()
                 batch, device_batch = next(batches)
+                timer.add("data", time.perf_counter() - t_wait)
                 key = (batch_image_shape(batch), batch["boxes"].shape)
                 t0 = time.time()
                 new_shape = key not in ctx.step_shapes  # its first call traces and compiles (or hits a cache)
@@ -233,6 +248,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                     ctx.step_shapes.append(key)
                     dt = time.time() - t0
                     ctx.compile_seconds += dt
+                    timer.add("compile", dt)
                     t_epoch += dt  # images/s measures steps, not compiles
                     _log(("\n" if tty and i > first_step else "") + f"compiled train step for images {key[0]}, "
                          f"boxes {key[1]} in {dt:.1f}s ({len(ctx.step_shapes)} shape(s) so far)")
@@ -253,16 +269,22 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                     print(("\r" if tty else "") + line + f" {i + 1}/{nb}", end="\n" if done else "", flush=True)
                 shown = current
                 if config.time and time.time() - t_start > float(config.time) * 3600:
-                    stop = True
+                    stop = True  # the time budget is spent: validate and save this epoch, then end
                 if int(config.checkpoint_every) > 0 and (i + 1) % int(config.checkpoint_every) == 0 and not done:
-                    _save(ckpt, state, config, epoch, i + 1, best_fitness, stopper, results,
-                          tsum + np.asarray(dev_sum), tcount + i + 1 - first_step, finished=False)
+                    with timer.phase("checkpoint"):
+                        _save(ckpt, state, config, epoch, i + 1, best_fitness, stopper, results,
+                              tsum + np.asarray(dev_sum), tcount + i + 1 - first_step, finished=False,
+                              close_mosaic_epoch=s.train_loader.close_mosaic_epoch)
                 if stop:
                     break
-            tsum = tsum + np.asarray(dev_sum)
+            tsum = tsum + np.asarray(dev_sum)  # waits for the epoch's last step
+            # the step phase is the rest of the train loop: dispatching, callbacks, progress lines and the device
+            # time the loop waited for (the step runs asynchronously, so that wait lands here, never as a sync per step)
+            timer.add("step", time.perf_counter() - t_epoch_start - sum(timer.epoch.values()))
             tcount = tcount + (i + 1 - first_step)
             ctx.images_per_second = n_images / max(time.time() - t_epoch, 1e-9)
-            fire("on_train_epoch_end")
+            with timer.phase("report"):
+                fire("on_train_epoch_end")
             final_epoch = epoch + 1 >= epochs or stop
             row = {"epoch": epoch + 1, **{f"train/{k}": round(float(v), 5)
                                           for k, v in zip(("box_loss", "cls_loss", "dfl_loss"), tsum / max(tcount, 1))}}
@@ -270,6 +292,8 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
             fitness = None
             if config.val or final_epoch or stopper.possible_stop(epoch):
                 val = validator(val_vars(state.ema_variables))
+                for k, v in val.phases.items():
+                    timer.add(k, v)
                 ctx.val = val
                 for line in val.table[:2]:
                     _log(line)
@@ -277,6 +301,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                 row.update(val.losses)
                 fitness = float(val.metrics.fitness(config.compat))
             row.pop("fitness", None)
+            row["time"] = round(elapsed_before + time.time() - t_start, 3)  # seconds since training started
             ctx.row = row
             if fitness is not None and (best_fitness is None or best_fitness < fitness
                                         or (config.compat == "v8" and best_fitness == 0)):
@@ -284,39 +309,73 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
                 is_best = True
             else:
                 is_best = False
-            stop = stopper(epoch + 1, fitness) or stop
+            stop = stopper(epoch + 1, fitness) or stop or final_epoch
+            if config.time:
+                stop = stop or time.time() - t_start > float(config.time) * 3600
+                # Re-plan the run to the epochs that fit the budget at the mean epoch time so far: the lr schedule and
+                # close_mosaic follow the new end. Before the checkpoint, which a resumed run then continues exactly.
+                epochs = ctx.epochs = config.epochs = replan_epochs(float(config.time), time.time() - t_start,
+                                                                    epoch + 1 - start_epoch)
+                state = state.replace(schedule=jax.device_put(replanned_schedule(
+                    state.schedule, epochs, nb, float(config.warmup_epochs), config.compat), repl))
+                stop = stop or epoch >= epochs
+                closing = replan_close_mosaic(s.train_loader.close_mosaic_epoch, epoch + 1, epochs,
+                                              int(config.close_mosaic), config.compat)
+                if not stop:
+                    moved = _mosaic_from(closing, epoch + 1) != _mosaic_from(s.train_loader.close_mosaic_epoch,
+                                                                             epoch + 1)
+                    s.train_loader.close_mosaic_epoch = closing
+                    if moved or it.end_epoch < epochs + 1:  # the batches read ahead follow the old plan: replace them
+                        batches.close()
+                        it.close()
+                        it, batches = _open_batches(s.train_loader, epoch + 1, 0, epochs + 1, put)
             results.append(row)
             final_epoch = final_epoch or stop
             if config.save or final_epoch:
-                _save(ckpt, state, config, epoch, nb, best_fitness, stopper, results, tsum, tcount,
-                      finished=final_epoch)
+                with timer.phase("checkpoint"):
+                    _save(ckpt, state, config, epoch, nb, best_fitness, stopper, results, tsum, tcount,
+                          finished=final_epoch, close_mosaic_epoch=s.train_loader.close_mosaic_epoch)
                 if is_main:
-                    from yolojax.weights import save_state_dict
-
-                    ema = jax.device_get(state.ema_variables)
-                    save_state_dict(ema, weights_dir / "last.npz", names=s.names, model=s.model)
-                    if is_best:
-                        save_state_dict(ema, weights_dir / "best.npz", names=s.names, model=s.model)
+                    files = ["last.npz"] + (["best.npz"] if is_best else [])
                     if int(config.save_period) > 0 and epoch % int(config.save_period) == 0:
-                        save_state_dict(ema, weights_dir / f"epoch{epoch}.npz", names=s.names, model=s.model)
-                fire("on_model_save")
-            if is_main:
-                results.write()
-            ctx.metrics = {**row, "fitness": fitness}
-            fire("on_fit_epoch_end")
+                        files.append(f"epoch{epoch}.npz")
+                    with timer.phase("export"):  # the copy off the device; the files are written in the background
+                        ema = jax.tree.map(np.array, jax.device_get(state.ema_variables))
+                        for f in exports:
+                            f.result()  # one epoch's files at a time, in order (and a write error surfaces here)
+                        exports = [exporter.submit(_export_weights, ema, [weights_dir / f for f in files], s)]
+                with timer.phase("report"):
+                    fire("on_model_save")
+            with timer.phase("report"):
+                if is_main:
+                    results.write()
+                ctx.metrics = {**row, "fitness": fitness}
+                fire("on_fit_epoch_end")
+            if config.profile:
+                for line in phase_table(timer.epoch, time.perf_counter() - t_epoch_start, f"Epoch {epoch + 1} time"):
+                    _log(line)
+            timer.end_epoch()
             if stop:
                 if stopper.patience != float("inf") and (epoch + 1 - stopper.best_epoch) >= stopper.patience:
                     _log(f"Stopping training early as no improvement observed in last {stopper.patience} epochs. "
                          f"Best results observed at epoch {stopper.best_epoch}.")
                 break
-    finally:  # also on an error or an interrupt: stop the prefetch thread and the worker processes
+            epoch += 1
+    finally:  # also on an error or an interrupt: stop the prefetch thread and the worker processes, finish the writes
         if it is not None:
             batches.close()
             it.close()
+        exporter.shutdown(wait=True)
+        ckpt.wait()
+    for f in exports:
+        f.result()
     hours = (time.time() - t_start) / 3600
     _log(f"\n{epoch - start_epoch + 1} epochs completed in {hours:.3f} hours.")
-    final = _final_eval(validator, weights_dir, config, s)
+    with timer.phase("final_val"):
+        final = _final_eval(validator, weights_dir, config, s)
     ctx.final = final
+    ctx.wall_seconds = time.time() - t_start
+    _log(summary_line(timer.totals(), ctx.wall_seconds))
     s.val_loader.close()
     ckpt.close()
     out = dict(ctx.metrics)
@@ -326,6 +385,52 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     out["save_dir"] = str(save_dir)
     fire("on_train_end")
     return out
+
+
+def _export_weights(ema, paths, s) -> None:
+    from yolojax.weights import save_state_dict
+
+    for path in paths:
+        save_state_dict(ema, path, names=s.names, model=s.model)
+
+
+def replan_epochs(hours: float, elapsed: float, epochs_done: int) -> int:
+    """The run length for a ``time`` budget of ``hours``: as many epochs as fit at the mean epoch time so far
+    (``elapsed`` seconds over ``epochs_done`` epochs, validation and saving included), rounded up."""
+    return math.ceil(hours * 3600 / (elapsed / epochs_done))
+
+
+def replanned_schedule(schedule, epochs: int, nb: int, warmup_epochs: float, compat: str):
+    """``schedule`` (the train state's) for a run of ``epochs``: the lr lambda follows the new end ([current]: so
+    does the warmup length). Only leaf values change: the compiled step is reused."""
+    nw = warmup_iterations(warmup_epochs, nb, epochs, compat)
+    return schedule.replace(epochs=jnp.asarray(epochs, jnp.float32), nw=jnp.asarray(nw, jnp.float32))
+
+
+def replan_close_mosaic(current: int | None, next_epoch: int, epochs: int, close_mosaic: int,
+                        compat: str) -> int | None:
+    """The epoch that closes mosaic (None: never) once the run is re-planned to ``epochs`` before ``next_epoch``.
+    Closing is final. v8: mosaic closes at the start of epoch ``epochs - close_mosaic`` exactly, so an end that moves
+    in front of the next epoch skips it; [current]: at the first epoch at or past it."""
+    if close_mosaic <= 0 or (current is not None and current < next_epoch):
+        return current
+    target = epochs - close_mosaic
+    if target >= next_epoch:
+        return target
+    return None if compat == "v8" else next_epoch
+
+
+def _mosaic_from(close_at: int | None, first: int):
+    """What decides mosaic in epochs ``first`` on (two closing epochs that agree on it give the same batches)."""
+    return None if close_at is None else max(close_at, first)
+
+
+def _open_batches(loader, epoch: int, step: int, end_epoch: int, put):
+    """The loader's iterator from (epoch, step) to ``end_epoch`` and (host batch, device batch) pairs from it, two
+    ahead: the host copy out of the workers' shared memory and the transfer to the device run in a background
+    thread while the device steps (on the GPU they took longer than the step)."""
+    it = loader.iterator(epoch, step, end_epoch=end_epoch)
+    return it, ThreadPrefetch(_on_device(it, put), 2)
 
 
 def _on_device(it, put):
@@ -385,8 +490,10 @@ def _final_eval(validator: Validator, weights_dir: pathlib.Path, config, s):
     return result
 
 
-def _save(ckpt, state, config, epoch, step_in_epoch, best_fitness, stopper, results, tsum, tcount, *, finished):
+def _save(ckpt, state, config, epoch, step_in_epoch, best_fitness, stopper, results, tsum, tcount, *, finished,
+          close_mosaic_epoch=None):
     meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "best_fitness": best_fitness,
+            "close_mosaic_epoch": close_mosaic_epoch,
             "stopper": stopper.state(), "results": results.rows, "tloss_sum": list(map(float, tsum)),
             "tloss_count": int(tcount), "config": cfgmod.to_plain(config), "finished": bool(finished),
             "data_iterator": {"epoch": epoch, "step": step_in_epoch}}

@@ -4,12 +4,14 @@ Flax variable paths map one-to-one to Ultralytics state-dict keys: every path co
 the key has ``.`` (``model_22/cv2_0_2/kernel`` <-> ``model.22.cv2.0.2.weight``), and leaves are renamed
 
     params     .../conv/kernel (HWIO)  <-> ...conv.weight (OIHW)      (also the bias-carrying head convs)
+    params     .../linear/kernel (in, out), linear/bias <-> ...linear.weight (out, in), linear.bias  (Classify)
     params     .../bn/scale, bn/bias   <-> ...bn.weight, bn.bias
     batch_stats .../bn/mean, bn/var    <-> ...bn.running_mean, bn.running_var
 
 ``num_batches_tracked`` (unused with a fixed BN momentum) is written as 0 and ignored on import; the frozen
-DFL conv ``model.<last>.dfl.conv.weight`` is the constant ``arange(16)`` in yolojax and is written out so the
-files load in Ultralytics.
+DFL conv ``model.<last>.dfl.conv.weight`` of a detector is the constant ``arange(16)`` in yolojax and is written
+out so the files load in Ultralytics. A state dict with a Classify head (``model.<last>.linear.weight``) loads as
+a :class:`yolojax.nn.YOLOv8Cls` classifier, any other as a :class:`yolojax.nn.YOLOv8` detector.
 
     load(path) -> (model, variables)
     save_state_dict(variables, path)
@@ -36,7 +38,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from yolojax.nn import YOLOv8
+from yolojax.nn import YOLOv8, YOLOv8Cls, model_class
 from yolojax.torch_pickle import CheckpointFormatError, UnsafeCheckpointError, load_pt, module_state_dict
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def to_state_dict(variables, *, include_buffers: bool = True) -> dict[str, np.nd
             path = tuple(k.key for k in kp)
             arr = np.asarray(jax.device_get(leaf))
             if path[-1] == "kernel":
-                arr = arr.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+                arr = arr.transpose(3, 2, 0, 1) if arr.ndim == 4 else arr.T  # HWIO -> OIHW; (in, out) -> (out, in)
             out[_key_of(collection, path)] = arr
     if include_buffers and "batch_stats" in variables:
         for key in [k for k in out if k.endswith(".running_var")]:
@@ -82,8 +84,11 @@ def to_state_dict(variables, *, include_buffers: bool = True) -> dict[str, np.nd
     return out
 
 
-def _dfl_key(model: YOLOv8) -> str:
-    return f"model.{len(model.layers) - 1}.dfl.conv.weight"
+def _dfl_key(state_dict: dict[str, np.ndarray]) -> str | None:
+    """The DFL conv key of a detector's state dict (Detect head ``model.<last>.cv2.*``); None for a classifier."""
+    head = max(int(k.split(".")[1]) for k in state_dict if k.startswith("model."))
+    has_detect = any(k.startswith(f"model.{head}.cv2.") for k in state_dict)
+    return f"model.{head}.dfl.conv.weight" if has_detect else None
 
 
 def from_state_dict(state_dict: dict[str, np.ndarray], template) -> Any:
@@ -103,7 +108,7 @@ def from_state_dict(state_dict: dict[str, np.ndarray], template) -> Any:
     for (collection, path), (key, shape) in expected.items():
         arr = np.asarray(state_dict[key], dtype=np.float32)
         if path[-1] == "kernel":
-            arr = arr.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+            arr = arr.transpose(2, 3, 1, 0) if arr.ndim == 4 else arr.T  # OIHW -> HWIO; (out, in) -> (in, out)
         if arr.shape != tuple(shape):
             raise ValueError(f"tensor {key}: shape {arr.shape} does not fit the model's {tuple(shape)} "
                              f"(checkpoint from another model or class count?).")
@@ -124,20 +129,30 @@ class LoadedWeights:
 
 
 def _model_for_state_dict(sd: dict[str, np.ndarray], yaml_cfg: dict | None) -> YOLOv8:
+    """The detector (Detect head: ``model.<n>.cv3.0.2.bias``) or classifier (Classify head:
+    ``model.<n>.linear.bias``) the state dict is for; the class count from the head's output tensor."""
     bias_keys = sorted(k for k in sd if k.endswith(".cv3.0.2.bias"))
-    if not bias_keys:
+    linear_keys = sorted(k for k in sd if re.fullmatch(r"model\.\d+\.linear\.bias", k))
+    if bias_keys:
+        family, nc = YOLOv8, int(sd[bias_keys[0]].shape[0])
+    elif linear_keys:
+        family, nc = YOLOv8Cls, int(sd[linear_keys[0]].shape[0])
+    else:
         raise CheckpointFormatError(
-            "the state dict has no Detect head (model.<n>.cv3.0.2.bias): not a YOLOv8 detection model (a -cls "
-            "checkpoint is a classification model; yolojax trains detection only). Use yolov8n.pt ... yolov8x.pt.")
-    nc = int(sd[bias_keys[0]].shape[0])
+            "the state dict has neither a Detect head (model.<n>.cv3.0.2.bias) nor a Classify head "
+            "(model.<n>.linear.bias): not a YOLOv8 detection or classification model. Use yolov8n.pt ... "
+            "yolov8x.pt or yolov8n-cls.pt ... yolov8x-cls.pt.")
     if yaml_cfg:
-        return YOLOv8.from_yaml(yaml_cfg, num_classes=nc)
+        if model_class(yaml_cfg) is not family:
+            raise CheckpointFormatError(f"the checkpoint's tensors are a {family.HEAD} model but its model YAML ends "
+                                        f"in another head; the file is inconsistent.")
+        return family.from_yaml(yaml_cfg, num_classes=nc)
     first = sd.get("model.0.conv.weight")
     widths = {16: "n", 32: "s", 48: "m", 64: "l", 80: "x"}
     if first is None or first.shape[0] not in widths:
         raise ValueError("cannot infer the YOLOv8 scale from model.0.conv.weight; give the model YAML.")
     scale = widths[first.shape[0]]
-    return YOLOv8(scale=scale, num_classes=nc)
+    return family(scale=scale, num_classes=nc)
 
 
 def _variables_template(model: YOLOv8):
@@ -245,10 +260,9 @@ def save_state_dict(variables, path, *, names: dict[int, str] | None = None, mod
     non-standard widths; with ``names`` the class names (``__names__``). Both keys are ignored by tools that
     only want the tensors."""
     sd = to_state_dict(variables)
-    if dfl_key is None:
-        head = max(int(k.split(".")[1]) for k in sd if k.startswith("model."))
-        dfl_key = f"model.{head}.dfl.conv.weight"
-    sd[dfl_key] = np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1)
+    dfl_key = dfl_key or _dfl_key(sd)
+    if dfl_key is not None:
+        sd[dfl_key] = np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1)
     if names:
         sd["__names__"] = np.array([names[i] for i in sorted(names)])
     if model is not None:
@@ -272,10 +286,10 @@ def transfer(src_variables, dst_variables, *, verbose: bool = True):
     weights`` where counts are over Ultralytics state-dict entries (incl. ``num_batches_tracked`` and DFL)."""
     src = to_state_dict(src_variables) if not _is_state_dict(src_variables) else dict(src_variables)
     dst = to_state_dict(dst_variables)
-    head = max(int(k.split(".")[1]) for k in dst)
-    dfl = f"model.{head}.dfl.conv.weight"
-    dst[dfl] = np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1)
-    src.setdefault(dfl, dst[dfl])
+    dfl = _dfl_key(dst)
+    if dfl is not None:
+        dst[dfl] = np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1)
+        src.setdefault(dfl, dst[dfl])
     matched = {k: v for k, v in src.items() if k in dst and np.shape(v) == np.shape(dst[k])}
     merged = {**dst, **matched}
     out = from_state_dict(merged, dst_variables)

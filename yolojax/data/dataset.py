@@ -2,7 +2,8 @@
 
 ``DetectionDataset.from_config(data, split="train", imgsz=640, ...)`` lists the split's images, verifies them and their
 labels (cached), and exposes ``len``, ``load(i) -> (img BGR (h, w, 3) long side = imgsz, boxes (n, 4) pixel xyxy,
-classes (n,), (h0, w0))`` and optionally keeps resized images in RAM (``cache="ram"``).
+classes (n,), (h0, w0))`` and optionally keeps resized images in RAM (``cache="ram"``) or decoded images on disk beside
+them (``cache="disk"``, ``yolojax.data.npy_cache``).
 
 ``train_sample(ds, index, rng, hyp, mosaic=True, compat="v8") -> (img RGB (S, S, 3) uint8, boxes, classes)`` is the
 whole training pipeline of one sample; ``val_sample(ds, index, shape, compat)`` the validation letterbox.
@@ -20,6 +21,7 @@ import numpy as np
 from yolojax.data import augment
 from yolojax.data.dataset_yaml import DatasetError, check_dataset, list_images
 from yolojax.data.labels import LabelSet, load_labels
+from yolojax.data.npy_cache import disk_cache_possible, read_cached, write_disk_cache
 
 # Ultralytics' default augmentation hyperparameters (spec §3.1).
 DEFAULT_HYP = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0,
@@ -46,6 +48,7 @@ class DetectionDataset:
     names: dict[int, str]
     imgsz: int
     ram_cache: list | None = None
+    disk_cache: bool = False  # read each image's decode from its .npy (cache="disk")
     buffer_size: int = 0  # per-process LRU of decoded images (Ultralytics keeps min(n, 8·batch, 1000) per worker)
 
     @classmethod
@@ -55,11 +58,18 @@ class DetectionDataset:
         ls: LabelSet = load_labels(image_files, len(names), single_cls=single_cls, classes=classes, compat=compat,
                                    prefix=prefix, verbose=verbose)
         ds = cls(ls.im_files, ls.shapes, ls.labels, dict(names), int(imgsz))
+        cache = cache.lower() if isinstance(cache, str) else cache
         if cache in (True, "ram"):
             ds.ram_cache = [ds._read(i) for i in range(len(ds))]
+        elif cache == "disk":
+            if ds.im_files and disk_cache_possible(ds.im_files, prefix=prefix):
+                written = write_disk_cache(ds.im_files, compat=compat)
+                ds.disk_cache = True
+                if verbose:
+                    print(f"{prefix}Caching images ({written / (1 << 30):.1f}GB Disk): {len(ds)} .npy files beside "
+                          "the images")
         elif cache not in (None, False, "", "False"):
-            raise DatasetError(f"cache={cache!r} is not supported: use cache='ram' or no cache (decoded images are "
-                               "not written next to the dataset).")
+            raise DatasetError(f"cache={cache!r} is not supported: use cache='ram', cache='disk' or no cache.")
         return ds
 
     @classmethod
@@ -86,7 +96,9 @@ class DetectionDataset:
         return len(self.names)
 
     def _read(self, i: int) -> np.ndarray:
-        img = cv2.imread(self.im_files[i], cv2.IMREAD_COLOR)
+        img = read_cached(self.im_files[i]) if self.disk_cache else None
+        if img is None:
+            img = cv2.imread(self.im_files[i], cv2.IMREAD_COLOR)
         if img is None:
             raise DatasetError(f"{self.im_files[i]}: OpenCV could not read this image (it passed verification; was "
                                "it changed or deleted since?). Remove it or restore it, then delete the label cache.")
@@ -126,24 +138,27 @@ _canvas = threading.local()
 class _Layout:
     """The random layout of one mosaic (or single) image before its pixels: ``tiles`` (pool position or None,
     image BGR, its place: canvas rectangle a and image rectangle b as in ``augment.mosaic_layout``); ``kind``
-    "mosaic", "letterbox" or "plain"; the warp ``M`` into S×S; the boxes and classes after it."""
+    "mosaic", "letterbox" or "plain"; the warp ``M`` into the output (h, w) ``out`` (S×S, or a rectangular batch's
+    shape); the boxes and classes after it."""
 
     tiles: list
     kind: str
     M: np.ndarray
     boxes: np.ndarray
     classes: np.ndarray
+    out: tuple[int, int]
 
 
 def _layout(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, mosaic: bool, compat: str,
-            pool=None, slot: int | None = None) -> _Layout:
+            pool=None, slot: int | None = None, shape: tuple[int, int] | None = None) -> _Layout:
     """Every random draw of the mosaic (or letterbox) + random perspective stage, in order, and the boxes through
     it; the pixels are left to ``_render`` (host) or the train step (``yolojax.ops.warp``). ``pool``: dataset
     indices the mosaic partners are drawn from (the loader passes the batch's own images, like Ultralytics' FIFO
     buffer of recently loaded images, so each image is decoded once) or None (the whole dataset); ``slot``: this
-    sample's position in ``pool``."""
+    sample's position in ``pool``; ``shape``: the (h, w) of a rectangular training batch (no mosaic), else S×S."""
     s = ds.imgsz
-    if mosaic and hyp["mosaic"] > 0 and rng.random() <= hyp["mosaic"]:
+    out = (s, s) if shape is None else (int(shape[0]), int(shape[1]))
+    if shape is None and mosaic and hyp["mosaic"] > 0 and rng.random() <= hyp["mosaic"]:
         if pool is None:
             picks = [(None, index), *((None, int(j)) for j in rng.integers(0, len(ds), 3))]
         else:
@@ -157,39 +172,39 @@ def _layout(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dic
         img, boxes, cls, _ = ds.load(index)
         h, w = img.shape[:2]
         kind, canvas_hw, tiles = "plain", (h, w), [(slot, img, (0, 0, w, h, 0, 0, w, h))]
-        if compat == "v8":  # v8-era: letterbox to S×S first (scaleup allowed), then the affine with border 0
-            r, (uw, uh), (left, top, _, _), dwh = augment.letterbox_geometry((h, w), (s, s), scaleup=True)
+        if compat == "v8":  # v8-era: letterbox to the output first (scaleup allowed), then the affine with border 0
+            r, (uw, uh), (left, top, _, _), dwh = augment.letterbox_geometry((h, w), out, scaleup=True)
             boxes = augment.letterbox_boxes(boxes, r, (left, top), dwh, compat)
-            kind, canvas_hw, tiles = "letterbox", (s, s), [(slot, img, (left, top, left + uw, top + uh, 0, 0, uw, uh))]
-    M, k = augment.perspective_matrix(rng, canvas_hw, (s, s), degrees=hyp["degrees"], translate=hyp["translate"],
+            kind, canvas_hw, tiles = "letterbox", out, [(slot, img, (left, top, left + uw, top + uh, 0, 0, uw, uh))]
+    M, k = augment.perspective_matrix(rng, canvas_hw, out, degrees=hyp["degrees"], translate=hyp["translate"],
                                       scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"])
-    boxes, cls = augment.warp_labels(boxes, cls, M, k, (s, s), bool(hyp["perspective"]))
-    return _Layout(tiles, kind, M, boxes, cls)
+    boxes, cls = augment.warp_labels(boxes, cls, M, k, out, bool(hyp["perspective"]))
+    return _Layout(tiles, kind, M, boxes, cls, out)
 
 
 def _render(lay: _Layout, s: int, perspective: bool) -> np.ndarray:
     """The host's pixels of a layout: the mosaic drawn on a 4-channel canvas (OpenCV's bilinear warp runs ~2×
-    faster on 4 channels, same first three) or the letterboxed image, then OpenCV's warp; BGR (S, S, 3)."""
+    faster on 4 channels, same first three) or the letterboxed image, then OpenCV's warp; BGR (h, w, 3), ``lay.out``."""
     if lay.kind == "mosaic":
         # one canvas per thread, reused (the warp below copies out of it); 4 channels: a faster warp
         img = _canvas.array = augment.draw_mosaic([im for _, im, _ in lay.tiles], [r for *_, r in lay.tiles], s,
                                                   out=getattr(_canvas, "array", None), alpha=True)
     elif lay.kind == "letterbox":
-        img = augment.letterbox(lay.tiles[0][1], None, (s, s), scaleup=True)[0]
+        img = augment.letterbox(lay.tiles[0][1], None, lay.out, scaleup=True)[0]
     else:
         img = lay.tiles[0][1]
-    M = lay.M
+    M, (h, w) = lay.M, lay.out
     if perspective:
-        img = cv2.warpPerspective(img, M, dsize=(s, s), borderValue=(augment.PAD_VALUE,) * 3)
-    elif img.shape[:2] != (s, s) or (M != np.eye(3)).any():
-        img = cv2.warpAffine(img, M[:2], dsize=(s, s), borderValue=(augment.PAD_VALUE,) * 3)
+        img = cv2.warpPerspective(img, M, dsize=(w, h), borderValue=(augment.PAD_VALUE,) * 3)
+    elif img.shape[:2] != (h, w) or (M != np.eye(3)).any():
+        img = cv2.warpAffine(img, M[:2], dsize=(w, h), borderValue=(augment.PAD_VALUE,) * 3)
     return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR) if img.shape[2] == 4 else img
 
 
 def _pre_transform(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, mosaic: bool, compat: str,
-                   pool=None):
-    """Mosaic (or the single image) + random perspective → (img BGR (S, S, 3), boxes, classes)."""
-    lay = _layout(ds, index, rng, hyp, mosaic, compat, pool)
+                   pool=None, shape=None):
+    """Mosaic (or the single image) + random perspective → (img BGR (S, S, 3) or ``shape``, boxes, classes)."""
+    lay = _layout(ds, index, rng, hyp, mosaic, compat, pool, shape=shape)
     return _render(lay, ds.imgsz, bool(hyp["perspective"])), lay.boxes, lay.classes
 
 
@@ -206,7 +221,8 @@ def _warp_plan(lay: _Layout, s: int) -> np.ndarray:
 
 
 def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, *, mosaic: bool = True,
-                 compat: str = "v8", pool=None, hsv_on_device: bool = False, warp_slot: int | None = None):
+                 compat: str = "v8", pool=None, hsv_on_device: bool = False, warp_slot: int | None = None,
+                 shape: tuple[int, int] | None = None):
     """One augmented training sample (§4.5; §4.6 when ``mosaic=False``): (img RGB (S, S, 3) uint8, boxes (n, 4)
     float32 pixel xyxy, classes (n,) int32). ``hyp`` as returned by ``augment_hyp``; ``pool``: dataset indices that
     mosaic/mixup partners are drawn from (default: all).
@@ -218,15 +234,19 @@ def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp
     ``warp_slot``: leave the mosaic, the affine warp, the flips and the jitter to the train step
     (``yolojax.ops.warp.warp_tiles``, then ``hsv_jitter``): ``pool`` is then the batch (whose images the loader
     ships) and ``warp_slot`` this sample's position in it. Returns ((tiles (4, 7), cols (2, S), rows (2, S)), boxes,
-    classes, tables, to_rgb), the same draws and boxes; no mixup, no perspective (the loader checks)."""
+    classes, tables, to_rgb), the same draws and boxes; no mixup, no perspective (the loader checks).
+
+    ``shape``: rectangular training (``rect=True``): no mosaic, the image goes into this (h, w) (§4.5 with the batch's
+    ``rect_shape``) instead of S×S."""
     if warp_slot is not None:
-        if (mosaic and hyp["mixup"] > 0) or hyp["perspective"] or pool is None:
-            raise ValueError("the device warp needs mixup=0, perspective=0 and the batch as the partner pool")
+        if (mosaic and hyp["mixup"] > 0) or hyp["perspective"] or pool is None or shape is not None:
+            raise ValueError("the device warp needs mixup=0, perspective=0, square batches and the batch as the "
+                             "partner pool")
         lay = _layout(ds, index, rng, hyp, mosaic, compat, pool, warp_slot)
         boxes, cls = lay.boxes, lay.classes
     else:
-        img, boxes, cls = _pre_transform(ds, index, rng, hyp, mosaic, compat, pool)
-    if mosaic and hyp["mixup"] > 0 and rng.random() <= hyp["mixup"]:
+        img, boxes, cls = _pre_transform(ds, index, rng, hyp, mosaic, compat, pool, shape)
+    if shape is None and mosaic and hyp["mixup"] > 0 and rng.random() <= hyp["mixup"]:
         partner = int(rng.integers(0, len(ds))) if pool is None else int(pool[rng.integers(0, len(pool))])
         other = _pre_transform(ds, partner, rng, hyp, mosaic, compat, pool)
         img, boxes, cls = augment.mixup((img, boxes, cls), other, rng)

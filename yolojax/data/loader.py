@@ -30,6 +30,16 @@ Determinism: epoch ``e`` visits ``permutation(seed, e)``; the sample at position
 worker. So batches do not depend on the worker count, and an iterator restored at step ``k`` yields exactly the
 batches ``k..`` that an uninterrupted run would have seen.
 
+Rectangular training (``rect=True``): the images in aspect-ratio order every epoch (no shuffling), each batch
+letterboxed into its own (h, w) (Ultralytics' batch shapes with stride 32 and pad 0.0; ``rect_batch_shapes``), no
+mosaic or mixup. The batches have at most ``2·imgsz/32 − 1`` distinct shapes (one compile each).
+
+Multi-scale training (``multi_scale=True``): each batch is resized, on the device, so that its long side is a size
+drawn as Ultralytics draws it (uniform stride multiples in [0.5, 1.5]·imgsz, ``multi_scale_size``) and rounded to
+the nearest of ``MULTI_SCALE_BUCKETS`` evenly spaced sizes, so a run compiles at most that many image shapes (per
+rect shape). The draw is seeded by (seed, epoch, step). The batch's boxes are scaled here; it carries
+``scale_rows`` (B, h') and ``scale_cols`` (B, w') float32, the source coordinates of ``yolojax.ops.resize``.
+
 Batch count: ``num_batches = ceil(n / B)`` as in Ultralytics; jit needs a fixed batch size, so the last batch is
 completed with the first images of the same epoch's permutation (as distributed samplers pad) instead of being
 short. With fewer images than ``batch_size``, B = n (Ultralytics' ``min(batch, len(dataset))``).
@@ -52,8 +62,10 @@ import numpy as np
 
 from yolojax.data.augment import PAD_VALUE, rect_batch_shapes
 from yolojax.data.dataset import DetectionDataset, augment_hyp, train_sample, val_sample
+from yolojax.ops.resize import source_coordinates
 
 BUCKETS = (16, 32, 64, 128, 256, 512, 1024)
+MULTI_SCALE_BUCKETS = 5  # image sizes a multi-scale run compiles (at most)
 
 
 def box_bucket(n: int, buckets: Sequence[int] = BUCKETS) -> int:
@@ -84,6 +96,39 @@ def usual_box_bucket(label_counts: Sequence[int], batch_size: int, mosaic: float
     per = per + np.where(rng.random(shape) < mixup,
                          np.where(rng.random(shape) < mosaic, partner.sum(-1), partner[..., 0]), 0)
     return box_bucket(int(np.median(per.max(-1))), buckets)
+
+
+def multi_scale_sizes(imgsz: int, stride: int = 32, buckets: int = MULTI_SCALE_BUCKETS) -> tuple[int, ...]:
+    """The sizes multi-scale batches take: ``buckets`` stride multiples evenly spread over the range Ultralytics
+    draws from (e.g. imgsz 640: 320, 480, 640, 800, 960)."""
+    lo = max(stride, int(imgsz * 0.5) // stride * stride)
+    hi = (int(imgsz * 1.5 + stride) - 1) // stride * stride
+    return tuple(sorted({int(round(v / stride)) * stride for v in np.linspace(lo, hi, buckets)}))
+
+
+def multi_scale_size(rng: np.random.Generator, imgsz: int, stride: int = 32,
+                     sizes: Sequence[int] | None = None) -> int:
+    """One batch's long side: uniform in [0.5·imgsz, 1.5·imgsz + stride) floored to a stride multiple (Ultralytics),
+    then the nearest of ``sizes`` (default ``multi_scale_sizes``; ties: the smaller)."""
+    drawn = max(stride, int(rng.integers(int(imgsz * 0.5), int(imgsz * 1.5 + stride))) // stride * stride)
+    return min(sizes or multi_scale_sizes(imgsz, stride), key=lambda s: (abs(s - drawn), s))
+
+
+def multi_scale_shape(hw: tuple[int, int], size: int, stride: int = 32) -> tuple[int, int]:
+    """The (h, w) a batch of (h, w) images is resized to for a long side ``size``: each side scaled by
+    size / max(h, w) and rounded up to a stride multiple."""
+    sf = size / max(hw)
+    return tuple(math.ceil(x * sf / stride) * stride for x in hw)
+
+
+def _resized(batch: dict, hw: tuple[int, int], new_hw: tuple[int, int]) -> dict:
+    """``batch`` (images (h, w)) with its boxes scaled to ``new_hw`` and the device's resize coordinates."""
+    (h, w), (nh, nw) = hw, new_hw
+    n = batch["boxes"].shape[0]
+    batch["boxes"] = batch["boxes"] * np.array([nw / w, nh / h, nw / w, nh / h], np.float32)
+    batch["scale_rows"] = np.tile(source_coordinates(h, nh), (n, 1))
+    batch["scale_cols"] = np.tile(source_coordinates(w, nw), (n, 1))
+    return batch
 
 
 def pad_boxes(boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray], buckets=BUCKETS):
@@ -138,7 +183,8 @@ class _BuildTrainBatch(grain.MapTransform):
         for pos, idx in zip(rec["positions"], rec["indices"]):
             rng = np.random.default_rng([self.seed, rec["epoch"], int(pos)])
             img, b, c, *hsv = train_sample(self.ds, int(idx), rng, self.hyp, mosaic=rec["mosaic"],
-                                           compat=self.compat, pool=pool, hsv_on_device=self.hsv_on_device)
+                                           compat=self.compat, pool=pool, hsv_on_device=self.hsv_on_device,
+                                           shape=rec.get("shape"))
             imgs.append(img), boxes.append(b), classes.append(c)
             if hsv:
                 tables.append(hsv[0]), to_rgb.append(hsv[1])
@@ -147,6 +193,8 @@ class _BuildTrainBatch(grain.MapTransform):
         batch = {"images": np.stack(imgs, out=images), "boxes": b, "classes": c, "mask": m}
         if self.hsv_on_device:
             batch.update(hsv_tables=np.stack(tables), hsv_to_rgb=np.array(to_rgb, bool))
+        if "resize" in rec:
+            batch = _resized(batch, imgs[0].shape[:2], rec["resize"])
         return batch
 
     def _plans(self, rec):
@@ -173,6 +221,8 @@ class _BuildTrainBatch(grain.MapTransform):
                  "warp_rows": np.stack(rows), "boxes": b, "classes": c, "mask": m, "hsv_to_rgb": np.array(to_rgb, bool)}
         if self.hsv_on_device:
             batch["hsv_tables"] = np.stack(tables)
+        if "resize" in rec:
+            batch = _resized(batch, (s, s), rec["resize"])
         return batch
 
 
@@ -216,7 +266,10 @@ def _batch_array(shape: tuple[int, ...], dtype, shared: bool) -> np.ndarray:
 
 
 def batch_image_shape(batch: Mapping[str, Any]) -> tuple[int, ...]:
-    """(B, H, W, 3): the shape of a training batch's images, also when the device composes them (``warp_tiles``)."""
+    """(B, H, W, 3): the shape of a training batch's images as the model sees them, also when the device composes
+    them (``warp_tiles``) or resizes them (``scale_rows``)."""
+    if "scale_rows" in batch:
+        return (batch["scale_rows"].shape[0], batch["scale_rows"].shape[-1], batch["scale_cols"].shape[-1], 3)
     if "warp_tiles" in batch:
         return (batch["warp_tiles"].shape[0], batch["warp_rows"].shape[-1], batch["warp_cols"].shape[-1], 3)
     return tuple(batch["images"].shape)
@@ -328,6 +381,8 @@ class _TrainPlan(grain.RandomAccessDataSource):
         self.global_batch, self.batch_size, self.process_index = (loader.global_batch, loader.batch_size,
                                                                   loader.process_index)
         self.close_mosaic_epoch = loader.close_mosaic_epoch
+        self.rect_order, self.batch_shapes = loader.rect_order, loader.batch_shapes
+        self.imgsz, self.stride, self.scale_sizes = loader.dataset.imgsz, loader.stride, loader.multi_scale_sizes
         self.shared = loader.workers > 0  # records are read and built in Grain's worker processes
         self.first = start_epoch * self.nb + start_step
         self.length = max(0, end_epoch * self.nb - self.first)
@@ -337,6 +392,8 @@ class _TrainPlan(grain.RandomAccessDataSource):
         return self.length
 
     def order(self, epoch: int) -> np.ndarray:
+        if self.rect_order is not None:
+            return self.rect_order
         if self._order_epoch != epoch:  # one permutation per epoch, cached (records arrive in order)
             self._order = epoch_order(self.n, self.global_batch, self.seed, epoch)
             self._order_epoch = epoch
@@ -347,16 +404,30 @@ class _TrainPlan(grain.RandomAccessDataSource):
         lo = step * self.global_batch + self.process_index * self.batch_size
         pos = np.arange(lo, lo + self.batch_size)
         mosaic = self.close_mosaic_epoch is None or epoch < self.close_mosaic_epoch
-        return {"epoch": epoch, "positions": pos, "indices": self.order(epoch)[pos], "mosaic": mosaic,
-                "shared": self.shared}
+        rec = {"epoch": epoch, "positions": pos, "indices": self.order(epoch)[pos], "mosaic": mosaic,
+               "shared": self.shared}
+        if self.batch_shapes is not None:
+            rec["shape"] = tuple(int(v) for v in self.batch_shapes[step])
+        if self.scale_sizes:
+            rng = np.random.default_rng([self.seed, epoch, step, 0x5CA1E])
+            hw = rec.get("shape", (self.imgsz, self.imgsz))
+            new = multi_scale_shape(hw, multi_scale_size(rng, self.imgsz, self.stride, self.scale_sizes), self.stride)
+            if new != tuple(hw):
+                rec["resize"] = new
+        return rec
 
 
 def epoch_order(n: int, global_batch: int, seed: int, epoch: int) -> np.ndarray:
     """Dataset indices visited in ``epoch``: a seeded permutation, completed to a whole number of batches with its
     own first indices. Shape (ceil(n / global_batch) · global_batch,)."""
-    perm = np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
+    return whole_batches(np.random.default_rng([seed, epoch, 0x5EED]).permutation(n), global_batch)
+
+
+def whole_batches(order: np.ndarray, global_batch: int) -> np.ndarray:
+    """``order`` completed to a whole number of batches with its own first indices (``global_batch`` <= its length)."""
+    n = len(order)
     need = math.ceil(n / global_batch) * global_batch
-    return np.concatenate([perm, perm[: need - n]]) if need > n else perm
+    return np.concatenate([order, order[: need - n]]) if need > n else order
 
 
 def _own(batch: dict) -> dict:
@@ -430,7 +501,8 @@ class TrainLoader:
     def __init__(self, dataset: DetectionDataset, *, batch_size: int, seed: int = 0, hyp: Mapping | None = None,
                  workers: int = 0, prefetch: int = 2, close_mosaic_epoch: int | None = None, compat: str = "v8",
                  buckets: Sequence[int] | None = None, process_index: int = 0, process_count: int = 1,
-                 hsv_on_device: bool = False, warp_on_device: bool = False):
+                 hsv_on_device: bool = False, warp_on_device: bool = False, rect: bool = False, stride: int = 32,
+                 multi_scale: bool = False):
         if len(dataset) == 0:
             raise ValueError("TrainLoader needs a non-empty dataset.")
         self.dataset = dataset
@@ -443,6 +515,14 @@ class TrainLoader:
         self.hyp = augment_hyp(hyp)
         self.close_mosaic_epoch = close_mosaic_epoch
         self.num_batches = math.ceil(len(dataset) / self.global_batch)
+        self.rect, self.stride = bool(rect), int(stride)
+        self.multi_scale_sizes = multi_scale_sizes(dataset.imgsz, self.stride) if multi_scale else ()
+        self.rect_order = self.batch_shapes = None
+        if self.rect:  # Ultralytics' rect training: pad 0.0, no shuffling, no mosaic or mixup
+            self.hyp.update(mosaic=0.0, mixup=0.0)
+            order, self.batch_shapes = rect_batch_shapes(dataset.shapes, self.global_batch, dataset.imgsz, stride,
+                                                         pad=0.0)
+            self.rect_order = whole_batches(order, self.global_batch)
         if buckets is None:  # start where this dataset's batches usually are (see usual_box_bucket)
             floor = usual_box_bucket([len(lb) for lb in dataset.labels], self.batch_size, self.hyp["mosaic"],
                                      self.hyp["mixup"], self.seed)
@@ -462,6 +542,8 @@ class TrainLoader:
 
     def warp_obstacle(self) -> str:
         """Why the device cannot draw this loader's samples ("" when it can)."""
+        if self.rect:
+            return "rect=True (batches of several shapes)"
         if self.hyp["mixup"] > 0:
             return "mixup > 0"
         if self.hyp["perspective"]:
@@ -480,6 +562,8 @@ class TrainLoader:
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Dataset indices of epoch ``epoch`` in visiting order, (num_batches · global_batch,)."""
+        if self.rect_order is not None:
+            return self.rect_order
         return epoch_order(len(self.dataset), self.global_batch, self.seed, epoch)
 
     def iterator(self, start_epoch: int = 0, start_step: int = 0, end_epoch: int | None = None) -> BatchIterator:

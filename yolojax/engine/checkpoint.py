@@ -11,6 +11,10 @@ in the state's flattening order, and ``layout`` lists each leaf's path, dtype, s
 1-3 ms per array whatever its size, and a YOLOv8 train state has ~1,000 of them (3-4 s per save on a CPU);
 two vectors save in milliseconds. ``read_arrays`` unpacks a checkpoint without a template (one dict of numpy
 arrays by path); checkpoints written before the packing (one Orbax array per leaf) still restore.
+
+``Checkpointer(..., asynchronous=True)`` (the trainer's) returns from ``save`` once the packed vectors are made
+(fresh arrays, so the next train step may donate the state) and writes them on Orbax's background thread; the next
+``save``, any read and ``close`` wait for it. The rename still happens only once the write is complete.
 """
 from __future__ import annotations
 
@@ -31,13 +35,19 @@ class CheckpointMismatchError(ValueError):
 
 
 class Checkpointer:
-    def __init__(self, directory, *, max_to_keep: int = 2):
+    def __init__(self, directory, *, max_to_keep: int = 2, asynchronous: bool = False):
         self.directory = pathlib.Path(directory).absolute()
+        self.asynchronous = asynchronous
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                               enable_async_checkpointing=False)
+                                               enable_async_checkpointing=asynchronous)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
+    def wait(self) -> None:
+        """Block until a background save (``asynchronous=True``) is on disk."""
+        self.manager.wait_until_finished()
+
     def latest_step(self) -> int | None:
+        self.wait()
         return self.manager.latest_step()
 
     def save(self, step: int, state, meta: dict[str, Any]) -> None:
@@ -45,7 +55,8 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(packed),
                                                          layout=ocp.args.JsonSave({"leaves": layout}),
                                                          meta=ocp.args.JsonSave(_jsonable(meta))), force=True)
-        self.manager.wait_until_finished()
+        if not self.asynchronous:
+            self.wait()
 
     def restore(self, state_template, step: int | None = None):
         """Restore into the structure (and shardings) of ``state_template``; returns (state, meta)."""
@@ -85,9 +96,11 @@ class Checkpointer:
         return dict(restored["meta"])
 
     def close(self) -> None:
+        self.wait()
         self.manager.close()
 
     def _step(self, step: int | None) -> int:
+        self.wait()
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"No checkpoint in {self.directory}.")

@@ -6,7 +6,8 @@
 
 ``batch``: {"images": (B, S, S, 3) uint8 RGB, "boxes": (B, M, 4) float32 pixel xyxy, "classes": (B, M) int32,
 "mask": (B, M) bool}, plus "hsv_tables" and "hsv_to_rgb" when the HSV jitter runs here, and "sources" +
-"warp_*" instead of "images" when the mosaic and the warp do (``batch_images``).
+"warp_*" instead of "images" when the mosaic and the warp do (``batch_images``), plus "scale_rows" and "scale_cols"
+when multi-scale training resizes the batch (``yolojax.ops.resize``).
 One call of ``train_step`` consumes one batch (one Ultralytics iteration ``ni``): forward (train-mode BN),
 TaskAligned assignment and loss, gradient, accumulation, and - every ``accumulate`` iterations - gradient clipping
 (global norm 10), the optimizer update and the EMA update.
@@ -27,6 +28,7 @@ from yolojax.engine.optim import Schedule, build_optimizer, ema_decay, param_gro
 from yolojax.loss import detection_loss
 from yolojax.nn.blocks import decode_levels
 from yolojax.ops.color import hsv_jitter
+from yolojax.ops.resize import resize_bilinear
 from yolojax.ops.warp import warp_tiles
 from yolojax.ops.nms import non_max_suppression
 
@@ -133,6 +135,8 @@ def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
     h = state.hyper
     targets = {"boxes": batch["boxes"], "classes": batch["classes"], "mask": batch["mask"]}
     images = preprocess(batch_images(batch))
+    if "scale_rows" in batch:  # multi-scale: the [0, 1] batch resized, as Ultralytics' preprocess_batch
+        images = resize_bilinear(images, batch["scale_rows"], batch["scale_cols"])
     nc = state.model.num_classes
 
     def loss_fn(params):

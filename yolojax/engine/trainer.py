@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolojax.engine import config as cfgmod
+from yolojax.engine.autobatch import auto_batch, wants_autobatch
 from yolojax.engine.devices import check_batch_divides, largest_divisor_at_most, make_mesh, select_devices
 from yolojax.engine.optim import (MOMENTUM_OPTIMIZERS, OPTIMIZERS, Schedule, accumulate_steps, auto_optimizer,
                                   scaled_weight_decay, warmup_iterations)
@@ -88,18 +89,25 @@ def warp_on_device(setting, platform: str) -> bool:
 def build_model(config, nc: int, names: dict, dtype):
     """(model, variables) for ``config.model``: a YAML builds from scratch (Ultralytics init); weights
     (.pt/.npz) build the same architecture for the dataset's nc and transfer matching tensors."""
-    from yolojax.nn import YOLOv8
+    from yolojax.nn import YOLOv8, model_class
     from yolojax.nn.yolo import init_variables
     from yolojax.weights import load_checkpoint, transfer
 
     src = str(config.model)
     compat = config.compat
+    not_detect = cfgmod.ConfigError(f"model={src!r} is a classification model; yolojax trains detection models "
+                                    "only so far (classification training is coming). Use a detection model such as "
+                                    "yolov8n.yaml or yolov8n.pt.")
     if src.endswith((".yaml", ".yml")):
+        if model_class(src) is not YOLOv8:
+            raise not_detect
         model = YOLOv8.from_yaml(src, num_classes=nc, compat=compat, dtype=dtype)
         variables = init_variables(model, seed=config.seed)
         pretrained = config.pretrained if isinstance(config.pretrained, str) else None
     else:
         w = load_checkpoint(src)
+        if type(w.model) is not YOLOv8:
+            raise not_detect
         model = w.model.clone(num_classes=nc, compat=compat, dtype=dtype)
         variables = init_variables(model, seed=config.seed)
         pretrained = src if config.pretrained is not False else None
@@ -119,12 +127,6 @@ def setup(config, workdir=None) -> Setup:
 
     config.imgsz = cfgmod.check_imgsz(config.imgsz)
     devices = select_devices(config.device)
-    if devices[0].platform == "cpu" and jax.process_count() == 1 and int(config.batch) > 0:
-        # CPU devices split one machine's cores (YOLOJAX_CPU_DEVICES): use as many as divide the batch
-        devices = devices[:largest_divisor_at_most(int(config.batch), len(devices))]
-    n_dev = len(devices)
-    check_batch_divides(int(config.batch), n_dev)
-    mesh = make_mesh(devices)
     save_dir = pathlib.Path(workdir) if workdir else cfgmod.run_dir(config)
     data = check_dataset(config.data)
     names = dict(data["names"])
@@ -146,13 +148,24 @@ def setup(config, workdir=None) -> Setup:
     val_ds = DetectionDataset.from_config(data, config.split if data.get(config.split) else "val",
                                           imgsz=config.imgsz, single_cls=config.single_cls, compat=config.compat,
                                           cache=config.cache or None, verbose=False, classes=classes)
+    dtype = _compute_dtype(config, devices)
+    model, variables = build_model(config, nc, names, dtype)
+    if wants_autobatch(config.batch):
+        config.batch = _auto_batch(config, devices, model, variables, train_ds)
+    if devices[0].platform == "cpu" and jax.process_count() == 1 and int(config.batch) > 0:
+        # CPU devices split one machine's cores (YOLOJAX_CPU_DEVICES): use as many as divide the batch
+        devices = devices[:largest_divisor_at_most(int(config.batch), len(devices))]
+    n_dev = len(devices)
+    check_batch_divides(int(config.batch), n_dev)
+    mesh = make_mesh(devices)
     epochs = int(config.epochs)
     close_at = (epochs - int(config.close_mosaic)) if int(config.close_mosaic) > 0 else None
     hyp = {k: config[k] for k in ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
                                    "flipud", "fliplr", "mosaic", "mixup", "bgr")}
+    loader_kw = dict(process_index=jax.process_index(), process_count=jax.process_count(), rect=bool(config.rect),
+                     multi_scale=bool(config.multi_scale))
     if config.rect:
-        hyp.update(mosaic=0.0, mixup=0.0)
-    loader_kw = dict(process_index=jax.process_index(), process_count=jax.process_count())
+        _log("WARNING rect=True: training batches in aspect-ratio order (no shuffling), mosaic and mixup off")
     loader_kw["hsv_on_device"] = hsv_on_device(config.get("hsv_on_device", "auto"), devices[0].platform)
     loader_kw["warp_on_device"] = warp_on_device(config.get("warp_on_device", "auto"), devices[0].platform)
     train_loader = TrainLoader(train_ds, batch_size=int(config.batch), seed=int(config.seed), hyp=hyp,
@@ -167,9 +180,6 @@ def setup(config, workdir=None) -> Setup:
     n_val_dev = n_dev if jax.process_count() == 1 else 1
     val_batch = max(2 * batch // n_val_dev * n_val_dev, n_val_dev)
     val_loader = ValLoader(val_ds, batch_size=val_batch, rect=True, workers=workers, compat=config.compat)
-
-    dtype = _compute_dtype(config, devices)
-    model, variables = build_model(config, nc, names, dtype)
 
     nb = train_loader.num_batches
     nbs = int(config.nbs)
@@ -201,6 +211,27 @@ def setup(config, workdir=None) -> Setup:
                  f"{_count_groups(variables['params'], weight_decay)}")
     config.batch = batch
     return Setup(config, save_dir, model, variables, names, train_loader, val_loader, hyper, mesh, "\n".join(lines))
+
+
+def _auto_batch(config, devices, model, variables, train_ds) -> int:
+    """``batch=-1`` / a fraction: the global batch AutoBatch measures for this model, image size and dataset."""
+    from yolojax.data.loader import usual_box_bucket
+    from yolojax.engine.state import create_train_state, train_step
+
+    if jax.process_count() > 1:
+        raise cfgmod.ConfigError(f"batch={config.batch} (AutoBatch) needs a single process: every process must train "
+                                 "with the same batch. Give the global batch size, e.g. batch=16.")
+    name = str(config.optimizer) if str(config.optimizer) in OPTIMIZERS else "SGD"
+    # the schedule's values do not change the step's memory; accumulate 2 keeps the gradient accumulator in it
+    probe = TrainHyper(schedule=Schedule(lr0=0.01, lrf=0.01, epochs=1, nb=1, nw=-1, momentum=0.9,
+                                         warmup_momentum=0.8, warmup_bias_lr=0.0, accumulate=2, nbs_over_batch=2.0,
+                                         compat=config.compat),
+                       optimizer=name, compat=config.compat, frozen_layers=cfgmod.parse_freeze(config.freeze))
+    counts = [len(lb) for lb in train_ds.labels]
+    mosaic, mixup = (0.0, 0.0) if config.rect else (float(config.mosaic), float(config.mixup))
+    return auto_batch(config.batch, devices, imgsz=int(config.imgsz), step=train_step, log=_log,
+                      make_state=lambda: jax.eval_shape(lambda v: create_train_state(model, v, probe), variables),
+                      max_boxes=lambda b: usual_box_bucket(counts, b, mosaic, mixup, int(config.seed)))
 
 
 def _count_groups(params, weight_decay: float) -> str:

@@ -29,6 +29,9 @@ class ValResult:
     accumulator: DetectionStatsAccumulator
     first_batches: list[dict]  # the first batches with predictions (for plots)
     predictions: list | None = None  # with keep_predictions: (dataset index, boxes xyxy original px, scores, classes)
+    # seconds of the pass: val_data (waiting for batches), val_forward (dispatching forward + NMS and reading the
+    # results back), val_matching (per-image matching on the host), val_metrics (AP, P/R and the table)
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=8)
@@ -108,7 +111,10 @@ class Validator:
                 break
             pending = (batch, out)
             t0 = time.perf_counter()
+        t4 = time.perf_counter()
         metrics = acc.compute()
+        table = acc.table_lines(metrics)
+        t_metrics = time.perf_counter() - t4
         losses = {}
         if self.compute_loss and n_batches:
             losses = {f"val/{k}": round(float(v) / n_batches, 5)
@@ -116,7 +122,8 @@ class Validator:
         n = max(seen, 1)
         speed = {"preprocess": 1e3 * t_pre / n, "inference": 1e3 * t_inf / n, "loss": 0.0,
                  "postprocess": 1e3 * t_post / n}
-        return ValResult(metrics, losses, speed, acc.table_lines(metrics), seen, acc, first, preds)
+        phases = {"val_data": t_pre, "val_forward": t_inf, "val_matching": t_post, "val_metrics": t_metrics}
+        return ValResult(metrics, losses, speed, table, seen, acc, first, preds, phases)
 
     @staticmethod
     def _accumulate(acc: DetectionStatsAccumulator, batch: dict, host: dict, preds: list | None = None) -> int:

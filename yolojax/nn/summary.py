@@ -3,8 +3,9 @@
 Everything is computed from the model, not tabled: parameters from ``jax.eval_shape(model.init)``, FLOPs by
 tracing one 640x640 forward with ``capture_intermediates`` and counting the multiply-accumulates of every
 convolution (2 FLOPs per MAC, plus the bias adds and BatchNorm's scale and shift, which is what the ``thop``
-counter behind Ultralytics' number counts). "Layers" counts leaf layers as current Ultralytics does
-(each conv, BatchNorm, the shared SiLU once, pools, upsamples, concats, the DFL conv).
+counter behind Ultralytics' number counts; a classifier's Linear counts once, whatever the image size).
+"Layers" counts leaf layers as current Ultralytics does (each conv, BatchNorm, the shared SiLU once, pools,
+upsamples, concats, the DFL conv; a classifier's pool, dropout and Linear).
 """
 from __future__ import annotations
 
@@ -34,13 +35,13 @@ class ModelInfo:
 
 
 def _conv_and_bn_flops(model: YOLOv8, imgsz: int) -> tuple[float, int, dict]:
-    """(FLOPs of one imgsz x imgsz image, number of nn.Conv modules, the variables' shapes) from one shape-only
-    trace."""
+    """(FLOPs of one imgsz x imgsz image, number of nn.Conv and nn.Dense modules, the variables' shapes) from one
+    shape-only trace."""
     x = jax.ShapeDtypeStruct((1, imgsz, imgsz, 3), jnp.float32)
 
     def run(images):
         variables = model.init(jax.random.key(0), images)
-        _, state = model.apply(variables, images, capture_intermediates=lambda m, _: isinstance(m, nn.Conv),
+        _, state = model.apply(variables, images, capture_intermediates=lambda m, _: isinstance(m, (nn.Conv, nn.Dense)),
                                mutable=["intermediates"])
         return variables, state["intermediates"]
 
@@ -51,9 +52,9 @@ def _conv_and_bn_flops(model: YOLOv8, imgsz: int) -> tuple[float, int, dict]:
     for kp, out in jax.tree_util.tree_flatten_with_path(inter)[0]:
         path = tuple(k.key for k in kp[:-2])  # strip ("__call__", 0)
         kernel = flat_params[path + ("kernel",)]
-        kh, kw, cin, cout = kernel.shape
-        spatial = out.shape[1] * out.shape[2]
-        macs = spatial * kh * kw * cin * cout
+        cout = kernel.shape[-1]
+        spatial = math.prod(out.shape[1:-1])  # 1 for a Dense output (B, features)
+        macs = spatial * math.prod(kernel.shape)
         has_bias = (path + ("bias",)) in flat_params
         flops += 2 * macs + (spatial * cout if has_bias else 0)
         bn_path = path[:-1] + ("bn", "scale")
@@ -72,6 +73,9 @@ def model_info(model: YOLOv8, imgsz: int = 640) -> ModelInfo:
     n_pool = sum(1 for _, m, *_ in plan if m == "SPPF")
     n_up = sum(1 for _, m, *_ in plan if m == "Upsample")
     n_cat = sum(1 for _, m, *_ in plan if m == "Concat")
-    layers = n_conv + n_bn + 1 + n_pool + n_up + n_cat + 1  # + shared SiLU + DFL conv
+    detect = plan[-1][1] == "Detect"
+    # + the shared SiLU; then the DFL conv (Detect) or the pool and dropout (Classify; its Linear is in n_conv)
+    layers = n_conv + n_bn + 1 + n_pool + n_up + n_cat + (1 if detect else 2)
     name = f"YOLOv8{model.scale}" if model.scale in "nsmlx" else "YOLOv8"
-    return ModelInfo(name, layers, trainable + DFL_PARAMS, trainable, flops / 1e9)
+    name += "" if detect else "-cls"
+    return ModelInfo(name, layers, trainable + (DFL_PARAMS if detect else 0), trainable, flops / 1e9)

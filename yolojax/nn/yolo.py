@@ -1,4 +1,5 @@
-"""The YOLOv8 detection model, assembled from an Ultralytics-style layer table.
+"""The YOLOv8 detection model, assembled from an Ultralytics-style layer table (the classifier,
+:class:`yolojax.nn.classify.YOLOv8Cls`, reuses it with its own head).
 
 ``YOLOv8(scale="n", num_classes=80)`` builds the standard yolov8.yaml network; ``YOLOv8.from_yaml(path)``
 builds any model YAML of the v8 detect family (custom ``nc``, ``scales`` or ``depth_multiple`` /
@@ -60,7 +61,8 @@ YOLOV8_SCALES = {
 }
 
 _MODULE_ALIASES = {"nn.Upsample": "Upsample", "torch.nn.Upsample": "Upsample"}
-_SUPPORTED = {"Conv", "C2f", "SPPF", "Upsample", "Concat", "Detect"}
+_SUPPORTED = {"Conv", "C2f", "SPPF", "Upsample", "Concat", "Detect", "Classify"}
+_HEADS = ("Detect", "Classify")
 
 
 def make_divisible(x: float, divisor: int = 8) -> int:
@@ -85,12 +87,26 @@ class YOLOv8(nn.Module):
     multiples: tuple | None = None
     compat: str = "v8"
 
+    # The family's head module, its scale table and the model YAML names that build the bundled table.
+    HEAD = "Detect"
+    SCALES = YOLOV8_SCALES
+    BUILTIN_YAML = r"yolov8[nslmx]?\.yaml"
+
     def resolved_multiples(self) -> tuple[float, float, int]:
         if self.multiples is not None:
             return tuple(self.multiples)
-        if self.scale not in YOLOV8_SCALES:
-            raise ValueError(f"Unknown YOLOv8 scale {self.scale!r}; expected one of {sorted(YOLOV8_SCALES)}.")
-        return YOLOV8_SCALES[self.scale]
+        if self.scale not in self.SCALES:
+            raise ValueError(f"Unknown YOLOv8 scale {self.scale!r}; expected one of {sorted(self.SCALES)}.")
+        return self.SCALES[self.scale]
+
+    def init_bn_var(self) -> float:
+        """Initial BN running variance: v8-era detectors ran a train-mode stride probe that left it at 0.9."""
+        return 0.9 if self.compat == "v8" else 1.0
+
+    def head_layer(self, kwargs: dict, bn_var: float, name: str) -> nn.Module:
+        """The head module of ``plan()``'s last layer, called as ``head(inputs, train, decode)``."""
+        box_bias = 1.0 if self.compat == "v8" else 2.0
+        return Detect(**kwargs, box_bias=box_bias, bn_init_var=bn_var, dtype=self.dtype, name=name)
 
     def plan(self):
         """Resolve the layer table: per layer (from, module name, kwargs, out channels, stride)."""
@@ -99,8 +115,11 @@ class YOLOv8(nn.Module):
         for i, (frm, n, module, args) in enumerate(self.layers):
             module = _MODULE_ALIASES.get(module, module)
             if module not in _SUPPORTED:
-                raise ValueError(f"Layer {i}: module {module!r} is not part of the YOLOv8 detect family "
+                raise ValueError(f"Layer {i}: module {module!r} is not part of the YOLOv8 detect/classify families "
                                  f"(supported: {sorted(_SUPPORTED)}).")
+            if module in _HEADS and module != self.HEAD:
+                raise ValueError(f"Layer {i}: a {module} head does not belong in a {type(self).__name__} model "
+                                 f"(its head is {self.HEAD}); build it with yolojax.nn.model_from_yaml.")
             srcs = [frm] if isinstance(frm, int) else list(frm)
             src_idx = [s if s >= 0 else len(plan) + s for s in srcs]
             # chans/strides are indexed by layer+1 (index 0 is the input image)
@@ -128,8 +147,11 @@ class YOLOv8(nn.Module):
                 c_out, stride = c_in[0], s_in[0] // factor
             elif module == "Concat":
                 c_out, stride = sum(c_in), s_in[0]
-            else:  # Detect
+            elif module == "Detect":
                 kwargs = dict(num_classes=self.num_classes, strides=tuple(s_in))
+                c_out, stride = None, None
+            else:  # Classify
+                kwargs = dict(num_classes=self.num_classes)
                 c_out, stride = None, None
             plan.append((tuple(src_idx), module, kwargs, c_out, stride))
             chans.append(c_out)
@@ -150,8 +172,7 @@ class YOLOv8(nn.Module):
 
     @nn.compact
     def __call__(self, images, train: bool = False, decode: bool = True):
-        bn_var = 0.9 if self.compat == "v8" else 1.0  # v8-era: the stride-probe forward left var at 0.9
-        box_bias = 1.0 if self.compat == "v8" else 2.0
+        bn_var = self.init_bn_var()
         outputs, x = [], None
         for i, (src, module, kwargs, _, _) in enumerate(self.plan()):
             if len(src) == 1:
@@ -170,16 +191,16 @@ class YOLOv8(nn.Module):
             elif module == "Concat":
                 x = Concat(name=name)(inp)
             else:
-                x = Detect(**kwargs, box_bias=box_bias, bn_init_var=bn_var, dtype=self.dtype, name=name)(inp, train, decode)
+                x = self.head_layer(kwargs, bn_var, name)(inp, train, decode)
             outputs.append(x)
         return x
 
     @classmethod
     def from_yaml(cls, cfg, *, num_classes: int | None = None, scale: str | None = None, **kwargs) -> "YOLOv8":
-        """Build from an Ultralytics model YAML (path or parsed dict) of the v8 detect family.
+        """Build from an Ultralytics model YAML (path or parsed dict) of this model's family (its head: ``HEAD``).
 
-        A file name such as ``yolov8s.yaml`` that does not exist on disk builds the bundled yolov8 table
-        at scale ``s`` (as Ultralytics maps it to its single yolov8.yaml)."""
+        A file name such as ``yolov8s.yaml`` (``yolov8s-cls.yaml`` for classification) that does not exist on
+        disk builds the bundled table at scale ``s`` (as Ultralytics maps it to its single yolov8.yaml)."""
         import yaml
 
         name = None
@@ -188,16 +209,17 @@ class YOLOv8(nn.Module):
             path = pathlib.Path(cfg)
             if path.is_file():
                 cfg = yaml.safe_load(path.read_text())
-            elif re.fullmatch(r"yolov8[nslmx]?\.yaml", path.name):
+            elif re.fullmatch(cls.BUILTIN_YAML, path.name):
                 s = scale or guess_scale(path.name) or "n"
-                return cls(scale=s, num_classes=num_classes or 80, **kwargs)
+                return cls(scale=s, **({"num_classes": num_classes} if num_classes else {}), **kwargs)
             else:
                 raise FileNotFoundError(
-                    f"Model YAML {name!r} not found. Give a path to an Ultralytics model YAML of the v8 detect "
-                    f"family, or a name such as 'yolov8n.yaml' (scales n/s/m/l/x) to build the standard network.")
+                    f"Model YAML {name!r} not found. Give a path to an Ultralytics model YAML of the v8 detect or "
+                    f"classify family, or a name such as 'yolov8n.yaml' or 'yolov8n-cls.yaml' (scales n/s/m/l/x) to "
+                    f"build the standard network.")
         if not isinstance(cfg, dict) or "backbone" not in cfg or cfg.get("head") is None:
             raise ValueError(f"Model YAML {name or ''} needs 'backbone' and 'head' layer lists.")
-        nc = int(num_classes if num_classes is not None else cfg.get("nc", 80))
+        nc = int(num_classes if num_classes is not None else cfg.get("nc", cls.num_classes))
         multiples = None
         if "depth_multiple" in cfg or "width_multiple" in cfg:
             multiples = (float(cfg.get("depth_multiple", 1.0)), float(cfg.get("width_multiple", 1.0)),
@@ -216,7 +238,10 @@ class YOLOv8(nn.Module):
             frm = frm if isinstance(frm, int) else tuple(frm)
             args = tuple("nc" if a == "nc" else a for a in args)
             layers.append((frm, int(n), str(module), args))
-        if s in YOLOV8_SCALES and layers == list(YOLOV8_LAYERS) and multiples == YOLOV8_SCALES[s]:
+        if layers and layers[-1][2] != cls.HEAD:
+            raise ValueError(f"Model YAML {name or ''}: its last layer is {layers[-1][2]!r}, not the {cls.HEAD} "
+                             f"head of a {cls.__name__}; build it with yolojax.nn.model_from_yaml.")
+        if s in cls.SCALES and layers == list(cls.layers) and multiples == cls.SCALES[s]:
             multiples = None  # the standard network: keep the compact form
         return cls(scale=s or "custom", num_classes=nc, layers=tuple(layers), multiples=multiples, **kwargs)
 
@@ -233,8 +258,9 @@ def init_variables(model: YOLOv8, seed: int = 0):
     """Ultralytics' initialisation, drawn with NumPy on the host (seconds instead of the minute a jitted
     ``model.init`` takes to compile on a small CPU); ``model.init`` gives the same distributions.
 
-    Conv kernels U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's default), BN scale 1 / bias 0, running mean
-    0 and variance 0.9 (v8) or 1 (current), Detect biases per :func:`yolojax.nn.blocks.head_bias`."""
+    Conv and Linear weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's default), so are the Classify Linear
+    biases; BN scale 1 / bias 0, running mean 0 and variance ``model.init_bn_var()``; Detect biases per
+    :func:`yolojax.nn.blocks.head_bias`."""
     import jax
     import numpy as np
 
@@ -242,22 +268,29 @@ def init_variables(model: YOLOv8, seed: int = 0):
 
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32)))
     rng = np.random.default_rng(seed)
-    strides = model.strides
+    bn_var = model.init_bn_var()
     box_bias = 1.0 if model.compat == "v8" else 2.0
+
+    def uniform(fan_in, shape):
+        bound = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, shape).astype(np.float32)
 
     def fill(kp, leaf):
         path = [k.key for k in kp]
         collection, name = path[0], path[-1]
         if collection == "batch_stats":
-            value = 0.0 if name == "mean" else (0.9 if model.compat == "v8" else 1.0)
-            return np.full(leaf.shape, value, np.float32)
+            return np.full(leaf.shape, 0.0 if name == "mean" else bn_var, np.float32)
         if name == "kernel":
-            kh, kw, cin, _ = leaf.shape
-            bound = 1.0 / np.sqrt(kh * kw * cin)
-            return rng.uniform(-bound, bound, leaf.shape).astype(np.float32)
+            return uniform(math.prod(leaf.shape[:-1]), leaf.shape)
         if path[-2] == "bn":
             return np.full(leaf.shape, 1.0 if name == "scale" else 0.0, np.float32)
+        if path[-2] == "linear":  # the Classify head's Linear bias; fan_in from its kernel
+            node = shapes["params"]
+            for key in path[1:-1]:
+                node = node[key]
+            return uniform(node["kernel"].shape[0], leaf.shape)
         branch, level, _ = path[-2].split("_")  # a Detect head conv bias: cv2_<level>_2 / cv3_<level>_2
-        return np.full(leaf.shape, head_bias(branch, strides[int(level)], model.num_classes, box_bias), np.float32)
+        return np.full(leaf.shape, head_bias(branch, model.strides[int(level)], model.num_classes, box_bias),
+                       np.float32)
 
     return jax.tree_util.tree_map_with_path(fill, shapes)

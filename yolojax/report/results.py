@@ -1,7 +1,8 @@
 """``results.csv`` in Ultralytics' v8-era format and the console lines of the training loop.
 
 The CSV is rewritten atomically from the rows kept in the checkpoint, so a killed and resumed run has
-exactly one row per finished epoch.
+exactly one row per finished epoch. As Ultralytics 8.4 writes, a ``time`` column follows ``epoch``: seconds
+since training started (after validation, before saving); a resumed run continues from its last row's time.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import pathlib
 import tempfile
 
-COLUMNS = ("epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss", "metrics/precision(B)",
+COLUMNS = ("epoch", "time", "train/box_loss", "train/cls_loss", "train/dfl_loss", "metrics/precision(B)",
            "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)", "val/box_loss", "val/cls_loss",
            "val/dfl_loss", "lr/pg0", "lr/pg1", "lr/pg2")
 
