@@ -19,15 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolojax.compat import COMPAT_MODES, check_compat  # noqa: F401 - COMPAT_MODES stays importable from here
 from yolojax.ops.boxes import bbox2dist, bbox_iou, dfl_decode, dist2bbox, make_anchors, xywh2xyxy, xyxy2xywh
-
-COMPAT_MODES = ("v8", "current")
-
-
-def _check_compat(compat: str) -> None:
-    if compat not in COMPAT_MODES:
-        raise ValueError(f"compat={compat!r} is not a known behaviour; use one of {COMPAT_MODES} "
-                         "('v8' = Ultralytics 8.2.103, the default; 'current' = Ultralytics 8.4).")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -89,7 +82,7 @@ def task_aligned_assign(pd_scores, pd_bboxes, anchor_points, gt_classes, gt_boxe
       dict with target_labels (B, A) int32, target_bboxes (B, A, 4) pixel xyxy, target_scores (B, A, nc)
       float32 (IoU-aware, zero on background), fg_mask (B, A) bool, target_gt_idx (B, A) int32.
     """
-    _check_compat(compat)
+    check_compat(compat)
     f32 = jnp.float32
     pd_scores, pd_bboxes, anchor_points, gt_boxes = jax.lax.stop_gradient(
         (jnp.asarray(pd_scores, f32), jnp.asarray(pd_bboxes, f32), jnp.asarray(anchor_points, f32),
@@ -209,7 +202,7 @@ def detection_loss_from_head(pred_distri, pred_scores, targets, *, image_hw, box
       total: scalar float32 = (box + cls + dfl losses) · B, the quantity to differentiate;
       items: {"box_loss", "cls_loss", "dfl_loss"} with gains applied, without the batch factor, no gradient.
     """
-    _check_compat(compat)
+    check_compat(compat)
     f32 = jnp.float32
     pred_distri = jnp.asarray(pred_distri).astype(f32)
     pred_scores = jnp.asarray(pred_scores).astype(f32)

@@ -17,14 +17,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from yolojax.compat import COMPAT_MODES, check_compat  # noqa: F401 - COMPAT_MODES stays importable from here
+
 IOU_EPS = 1e-7
 IOUV = np.linspace(0.5, 0.95, 10).astype(np.float32)  # 0.50:0.05:0.95 rounded to float32, as torch.linspace gives
-COMPAT_MODES = ("v8", "current")
-
-
-def _check_compat(compat: str) -> None:
-    if compat not in COMPAT_MODES:
-        raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}")
 
 
 def box_iou(boxes1, boxes2, eps: float = IOU_EPS) -> np.ndarray:
@@ -54,7 +50,7 @@ def match_predictions(pred_classes, true_classes, iou, *, iouv=IOUV, compat: str
     Returns:
       (D, T) bool.
     """
-    _check_compat(compat)
+    check_compat(compat)
     iouv = np.asarray(iouv)
     iou = np.asarray(iou)
     same_class = np.asarray(true_classes)[:, None] == np.asarray(pred_classes)[None, :]
@@ -97,7 +93,7 @@ def compute_ap(recall, precision, compat: str = "v8"):
 
     Returns ``(ap, mpre, mrec)``: the AP and the enveloped precision over the padded recall.
     """
-    _check_compat(compat)
+    check_compat(compat)
     recall, precision = np.asarray(recall, np.float64), np.asarray(precision, np.float64)
     if compat == "v8":  # precision falls linearly to 0 at recall 1
         mrec = np.concatenate(([0.0], recall, [1.0]))
@@ -134,7 +130,7 @@ def ap_per_class(tp, conf, pred_cls, target_cls, *, compat: str = "v8", eps: flo
       ``prec_values`` (C', 1000) enveloped precision at IoU 0.5 over recall ``x`` for the C' classes with
       detections; ``conf_index`` the operating-point index into ``x``.
     """
-    _check_compat(compat)
+    check_compat(compat)
     tp = np.asarray(tp, bool)
     conf = np.asarray(conf)
     pred_cls = np.asarray(pred_cls)
@@ -246,7 +242,7 @@ class DetMetrics:
 
     def fitness(self, compat: str | None = None) -> float:
         compat = compat or self.compat
-        _check_compat(compat)
+        check_compat(compat)
         if compat == "current":
             return float(np.nan_to_num(self.map))
         return float((np.nan_to_num(self.mean_results()) * [0.0, 0.0, 0.1, 0.9]).sum())
@@ -273,7 +269,7 @@ class ConfusionMatrix:
     """
 
     def __init__(self, nc: int, conf: float | None = 0.25, iou_thres: float = 0.45, *, compat: str = "v8"):
-        _check_compat(compat)
+        check_compat(compat)
         self.nc = int(nc)
         if compat == "v8" and (conf is None or conf == 0.001):
             conf = 0.25
@@ -337,7 +333,7 @@ class DetectionStatsAccumulator:
 
     def __init__(self, nc: int, names: Sequence[str] | Mapping[int, str] | None = None, *, compat: str = "v8",
                  iouv=IOUV, single_cls: bool = False, confusion_matrix: ConfusionMatrix | None = None):
-        _check_compat(compat)
+        check_compat(compat)
         self.nc, self.compat, self.iouv, self.single_cls = int(nc), compat, np.asarray(iouv), single_cls
         if names is None:
             names = {i: f"class{i}" for i in range(self.nc)}

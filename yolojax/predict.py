@@ -197,7 +197,7 @@ def predict(model, variables, source, *, imgsz: int | Sequence[int] = 640, conf:
     from yolojax.data.augment import letterbox
     from yolojax.engine.config import ConfigError, closest_key, increment_path
     from yolojax.engine.devices import select_devices
-    from yolojax.metrics import COMPAT_MODES
+    from yolojax.compat import check_compat
 
     for key in ignored:
         if key not in ("half", "show", "save_txt", "save_conf", "save_crop", "show_labels", "show_conf",
@@ -205,8 +205,10 @@ def predict(model, variables, source, *, imgsz: int | Sequence[int] = 640, conf:
                        "retina_masks", "stream", "task", "mode", "model", "data"):
             near = closest_key(key, list(predict.__kwdefaults__))
             raise ConfigError(f"'{key}' is not a predict argument." + (f" Did you mean '{near}'?" if near else ""))
-    if compat not in COMPAT_MODES:
-        raise ConfigError(f"compat={compat!r} is not valid; use one of {', '.join(COMPAT_MODES)}.")
+    try:
+        check_compat(compat)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     names = dict(names) if names else {i: str(i) for i in range(model.num_classes)}
     stride = max(max(model.strides), 32)
     shape = predict_imgsz(imgsz, stride)

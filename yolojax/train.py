@@ -15,9 +15,9 @@ import time
 from typing import Any, Callable
 
 if __name__ == "__main__":  # `python -m yolojax.train`: restart once with glibc's huge-page malloc, before JAX loads
-    from yolojax.hostenv import restart_with_hugepages
+    from yolojax.startup import begin
 
-    restart_with_hugepages()
+    begin(restart=True)
 
 import jax  # noqa: E402
 import jax.numpy as jnp
@@ -28,13 +28,14 @@ from yolojax.data.loader import ThreadPrefetch, batch_image_shape
 from yolojax.engine import config as cfgmod
 from yolojax.engine.checkpoint import Checkpointer
 from yolojax.engine.devices import (compiler_options, data_sharding, enable_compile_cache, environment_line,
-                                    replicated, use_cpu_cores, use_deterministic_ops)
+                                    replicated, use_deterministic_ops)
 from yolojax.engine.optim import warmup_iterations
 from yolojax.engine.state import create_train_state, train_step
 from yolojax.engine.trainer import EarlyStopping, _log, setup
 from yolojax.engine.validate import Validator
 from yolojax.report.phases import PhaseTimer, phase_table, summary_line
 from yolojax.report.results import ResultsLog, format_epoch_header, format_progress
+from yolojax.startup import exit_code, prepare_jax
 
 EVENTS = ("on_pretrain_routine_end", "on_train_start", "on_train_epoch_start", "on_train_batch_end",
           "on_train_epoch_end", "on_fit_epoch_end", "on_model_save", "on_train_end")
@@ -526,18 +527,12 @@ def main(argv=None) -> None:
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.WARNING)
-        use_cpu_cores()  # before JAX's first operation: YOLOJAX_CPU_DEVICES=N splits the CPU (default: no split)
+        prepare_jax()  # before JAX's first operation (train_and_evaluate sets the determinism flag from the config)
         config = cfg_flag.value if cfg_flag.value is not None else cfgmod.default_config()
-        try:
-            config = cfgmod.apply_overrides(config, overrides, source="--config flag")
-            train_and_evaluate(config, flags.FLAGS.workdir)
-        except Exception as e:  # noqa: BLE001 - user errors become one paragraph, the rest propagate
-            from yolojax.errors import user_error_types
-
-            if isinstance(e, user_error_types()):
-                print(f"ERROR: {e}", file=sys.stderr)
-                raise SystemExit(2) from None
-            raise
+        code = exit_code(lambda: train_and_evaluate(cfgmod.apply_overrides(config, overrides, source="--config flag"),
+                                                    flags.FLAGS.workdir))
+        if code:
+            raise SystemExit(code)
 
     app.run(_main, argv=argv)
 

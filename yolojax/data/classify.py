@@ -37,11 +37,10 @@ import warnings
 from typing import Any, Mapping
 
 import numpy as np
-from PIL import Image
 
 from yolojax.data.dataset_yaml import DatasetError, datasets_dir, img_formats
 from yolojax.data.download import ASSETS_URL, download_zip, safe_extract
-from yolojax.data.labels import MAX_PRINTED_MSGS, _exif_size
+from yolojax.data.labels import MAX_PRINTED_MSGS, check_image
 
 CACHE_VERSION = "yolojax-cls-1"
 ASSETS_TAG = "v0.0.0"  # the release Ultralytics downloads classification sets from
@@ -158,17 +157,9 @@ def check_cls_dataset(data: str | os.PathLike | Mapping, *, autodownload: bool =
 def verify_cls_image(im_file: str, compat: str = "v8") -> str | None:
     """None if the image opens, has a known format and both sides are at least 10 px; else why not (one line)."""
     try:
-        with Image.open(im_file) as im:
-            im.verify()
-            fmt = (im.format or "").lower()
-        with Image.open(im_file) as im:
-            w, h = _exif_size(im)
+        check_image(im_file, compat)
     except Exception as e:  # any decoder failure means the image cannot be used
         return f"{im_file}: ignoring corrupt image: {e}"
-    if fmt not in img_formats(compat):
-        return f"{im_file}: ignoring corrupt image: unsupported format '{fmt}'"
-    if w < 10 or h < 10:
-        return f"{im_file}: ignoring corrupt image: size {w}x{h} is smaller than 10 px"
     return None
 
 

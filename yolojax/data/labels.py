@@ -123,19 +123,26 @@ def _parse_label(lb_file: str, nc: int, compat: str) -> tuple[np.ndarray, list[s
     return lb, msgs
 
 
+def check_image(im_file: str, compat: str = "v8") -> tuple[tuple[int, int], str]:
+    """``((h, w), format)`` of an image that opens, has a known format and both sides at least 10 px (EXIF
+    orientation applied); otherwise raises (DatasetError, or the decoder's own exception) saying why."""
+    with Image.open(im_file) as im:
+        im.verify()
+        fmt = (im.format or "").lower()
+    with Image.open(im_file) as im:
+        w, h = _exif_size(im)
+    if fmt not in img_formats(compat):
+        raise DatasetError(f"unsupported image format '{fmt}'")
+    if w < 10 or h < 10:
+        raise DatasetError(f"image size {w}x{h} is smaller than 10 px")
+    return (h, w), fmt
+
+
 def verify_image_label(im_file: str, nc: int, compat: str = "v8"):
     """Check one image and its label file. Returns (im_file, shape, labels, status, msgs)."""
     msgs: list[str] = []
     try:
-        with Image.open(im_file) as im:
-            im.verify()
-            fmt = (im.format or "").lower()
-        with Image.open(im_file) as im:
-            w, h = _exif_size(im)
-        if fmt not in img_formats(compat):
-            raise DatasetError(f"unsupported image format '{fmt}'")
-        if w < 10 or h < 10:
-            raise DatasetError(f"image size {w}x{h} is smaller than 10 px")
+        (h, w), fmt = check_image(im_file, compat)
         if fmt == "jpeg":
             with open(im_file, "rb") as f:
                 f.seek(-2, 2)

@@ -110,8 +110,8 @@ def clip_by_global_norm_torch(grads, max_norm: float = MAX_GRAD_NORM):
     return jax.tree.map(lambda g: g * coef, grads), norm
 
 
-def preprocess(images, dtype=jnp.float32):
-    """uint8 NHWC -> float in [0, 1] (on the device: the host ships bytes)."""
+def preprocess(images):
+    """uint8 NHWC -> float32 in [0, 1] (on the device: the host ships bytes; the model casts to its compute dtype)."""
     return images.astype(jnp.float32) / 255.0
 
 

@@ -23,8 +23,6 @@ from yolojax.engine.optim import (MOMENTUM_OPTIMIZERS, OPTIMIZERS, Schedule, acc
                                   scaled_weight_decay, warmup_iterations)
 from yolojax.engine.state import TrainHyper
 
-LOSS_KEYS = ("box_loss", "cls_loss", "dfl_loss")
-
 
 @dataclasses.dataclass
 class Setup:
