@@ -8,6 +8,6 @@ COMPAT_MODES = ("v8", "current")
 def check_compat(compat) -> str:
     """``compat`` when it is one of ``COMPAT_MODES``; otherwise a ValueError naming the value and both modes."""
     if compat not in COMPAT_MODES:
-        raise ValueError(f"compat={compat!r} is not a known behaviour; use one of {COMPAT_MODES} "
+        raise ValueError(f"compat={compat!r} is not a known behaviour; use one of {', '.join(COMPAT_MODES)} "
                          "('v8' = Ultralytics 8.2.103, the default; 'current' = Ultralytics 8.4).")
     return compat
