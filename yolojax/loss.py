@@ -67,7 +67,7 @@ def _topk_mask(metric, topk):
 
 def task_aligned_assign(pd_scores, pd_bboxes, anchor_points, gt_classes, gt_boxes, gt_mask, *, topk=10,
                         alpha=0.5, beta=6.0, eps=1e-9, strides=(8, 16, 32), compat="v8"):
-    """Task-aligned assignment of ground truth to anchors (spec §2.3), no gradient.
+    """Task-aligned assignment of ground truth to anchors, no gradient.
 
     Args:
       pd_scores: (B, A, nc) predicted class probabilities (after sigmoid).

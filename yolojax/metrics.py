@@ -1,4 +1,4 @@
-"""Detection metrics on the host (NumPy): matching, AP, P/R/F1, fitness, confusion matrix (spec §5.1-5.4); and
+"""Detection metrics on the host (NumPy): matching, AP, P/R/F1, fitness, confusion matrix; and
 classification accuracy (top-1/top-5, at the end).
 
 The device hands over fixed-size NMS outputs; everything here works on the few thousand kept boxes per
@@ -37,7 +37,7 @@ def box_iou(boxes1, boxes2, eps: float = IOU_EPS) -> np.ndarray:
 
 
 def match_predictions(pred_classes, true_classes, iou, *, iouv=IOUV, compat: str = "v8") -> np.ndarray:
-    """Which detections are true positives at each IoU threshold (spec §5.1 step 8).
+    """Which detections are true positives at each IoU threshold.
 
     Args:
       pred_classes: (D,) detection classes, detections in descending confidence (NMS order).
@@ -89,7 +89,7 @@ def match_predictions(pred_classes, true_classes, iou, *, iouv=IOUV, compat: str
 
 
 def compute_ap(recall, precision, compat: str = "v8"):
-    """101-point interpolated AP of one precision/recall curve (spec §5.2 step 4).
+    """101-point interpolated AP of one precision/recall curve.
 
     Returns ``(ap, mpre, mrec)``: the AP and the enveloped precision over the padded recall.
     """
@@ -119,7 +119,7 @@ def smooth(y, f: float = 0.05) -> np.ndarray:
 
 
 def ap_per_class(tp, conf, pred_cls, target_cls, *, compat: str = "v8", eps: float = 1e-16) -> dict:
-    """AP, P, R, F1 per class over a whole validation set (spec §5.2).
+    """AP, P, R, F1 per class over a whole validation set.
 
     Args:
       tp: (N, T) bool true-positive table; conf: (N,); pred_cls: (N,); target_cls: (M,) one entry per label.
@@ -175,7 +175,7 @@ def ap_per_class(tp, conf, pred_cls, target_cls, *, compat: str = "v8", eps: flo
 
 @dataclasses.dataclass
 class DetMetrics:
-    """Box metrics of one validation run, named and reduced as Ultralytics reports them (spec §5.3).
+    """Box metrics of one validation run, named and reduced as Ultralytics reports them.
 
     Per-class arrays cover the ``ap_class_index`` classes (those with labels); ``nc`` is the dataset's class count.
     """
@@ -259,7 +259,7 @@ class DetMetrics:
 
 
 class ConfusionMatrix:
-    """Detection confusion matrix (spec §5.1 step 11): rows = predicted class, columns = true class; index ``nc``
+    """Detection confusion matrix: rows = predicted class, columns = true class; index ``nc``
     is background (row ``nc``: missed labels; column ``nc``: detections matching no label).
 
     Per image, detections with ``conf > self.conf`` are matched to labels class-agnostically by IoU
@@ -326,8 +326,8 @@ class DetectionStatsAccumulator:
     """Collects per-image matching statistics over a validation run, then reduces them to ``DetMetrics``.
 
     Usage: ``update(...)`` once per image with that image's kept detections and labels, then ``compute()`` and
-    ``table_lines(metrics)``. With ``ratio_pad`` and ``orig_hw`` given, the coordinate space follows the spec
-    (§5.1 step 6): v8 maps both detections and labels to the original image with ``scale_boxes`` (clipped);
+    ``table_lines(metrics)``. With ``ratio_pad`` and ``orig_hw`` given, the coordinate space follows
+    Ultralytics: v8 maps both detections and labels to the original image with ``scale_boxes`` (clipped);
     "current" matches in the letterboxed input space as given. Without them the boxes are used as given.
     """
 
@@ -391,7 +391,7 @@ class DetectionStatsAccumulator:
         return DetMetrics.from_stats(s["tp"], s["conf"], s["pred_cls"], s["target_cls"], nc=self.nc, compat=self.compat)
 
     def table_lines(self, metrics: DetMetrics, *, per_class: bool = True) -> list[str]:
-        """Ultralytics' validation table (spec §3.15/§5.4): header, the ``all`` row, then one row per class
+        """Ultralytics' validation table: header, the ``all`` row, then one row per class
         with labels when ``per_class`` and nc > 1. Call after ``compute``."""
         if not hasattr(self, "nt_per_class"):
             raise RuntimeError("table_lines: call compute() first")

@@ -1,4 +1,4 @@
-"""A verified detection dataset with random access, plus the per-sample train/val pipelines (spec §4.4–4.7).
+"""A verified detection dataset with random access, plus the per-sample train/val pipelines.
 
 ``DetectionDataset.from_config(data, split="train", imgsz=640, ...)`` lists the split's images, verifies them and their
 labels (cached), and exposes ``len``, ``load(i) -> (img BGR (h, w, 3) long side = imgsz, boxes (n, 4) pixel xyxy,
@@ -23,7 +23,7 @@ from yolojax.data.dataset_yaml import DatasetError, check_dataset, list_images
 from yolojax.data.labels import LabelSet, load_labels
 from yolojax.data.npy_cache import disk_cache_possible, read_cached, write_disk_cache
 
-# Ultralytics' default augmentation hyperparameters (spec §3.1).
+# Ultralytics' default augmentation hyperparameters.
 DEFAULT_HYP = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0,
                    perspective=0.0, flipud=0.0, fliplr=0.5, bgr=0.0, mosaic=1.0, mixup=0.0, copy_paste=0.0)
 
@@ -223,8 +223,8 @@ def _warp_plan(lay: _Layout, s: int) -> np.ndarray:
 def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp: dict, *, mosaic: bool = True,
                  compat: str = "v8", pool=None, hsv_on_device: bool = False, warp_slot: int | None = None,
                  shape: tuple[int, int] | None = None):
-    """One augmented training sample (§4.5; §4.6 when ``mosaic=False``): (img RGB (S, S, 3) uint8, boxes (n, 4)
-    float32 pixel xyxy, classes (n,) int32). ``hyp`` as returned by ``augment_hyp``; ``pool``: dataset indices that
+    """One augmented training sample (mosaic, or one image when ``mosaic=False``, then the random warp):
+    (img RGB (S, S, 3) uint8, boxes (n, 4) float32 pixel xyxy, classes (n,) int32). ``hyp`` as returned by ``augment_hyp``; ``pool``: dataset indices that
     mosaic/mixup partners are drawn from (default: all).
 
     ``hsv_on_device``: leave the HSV jitter to the train step (``yolojax.ops.color.hsv_jitter``): returns
@@ -236,7 +236,7 @@ def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp
     ships) and ``warp_slot`` this sample's position in it. Returns ((tiles (4, 7), cols (2, S), rows (2, S)), boxes,
     classes, tables, to_rgb), the same draws and boxes; no mixup, no perspective (the loader checks).
 
-    ``shape``: rectangular training (``rect=True``): no mosaic, the image goes into this (h, w) (§4.5 with the batch's
+    ``shape``: rectangular training (``rect=True``): no mosaic, the image goes into this (h, w) (the batch's
     ``rect_shape``) instead of S×S."""
     if warp_slot is not None:
         if (mosaic and hyp["mixup"] > 0) or hyp["perspective"] or pool is None or shape is not None:
@@ -250,7 +250,7 @@ def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp
         partner = int(rng.integers(0, len(ds))) if pool is None else int(pool[rng.integers(0, len(pool))])
         other = _pre_transform(ds, partner, rng, hyp, mosaic, compat, pool)
         img, boxes, cls = augment.mixup((img, boxes, cls), other, rng)
-    # HSV jitter (BGR in) converts to RGB on its way back, unless the `bgr` coin keeps BGR (Format, §4.8); the coin
+    # HSV jitter (BGR in) converts to RGB on its way back, unless the `bgr` coin keeps BGR (as Ultralytics' Format); the coin
     # is drawn after the flips in Ultralytics, but its order among independent draws does not change the outcome.
     # The flips commute with the per-pixel jitter, so applying it after them (on the device) changes nothing.
     keep_bgr = bool(hyp["bgr"]) and rng.random() < hyp["bgr"]
@@ -270,7 +270,7 @@ def train_sample(ds: DetectionDataset, index: int, rng: np.random.Generator, hyp
 
 
 def val_sample(ds: DetectionDataset, index: int, shape: tuple[int, int], *, compat: str = "v8"):
-    """Validation letterbox into ``shape`` (h, w) without upscaling (§4.7).
+    """Validation letterbox into ``shape`` (h, w) without upscaling.
 
     Returns (img RGB (h, w, 3) uint8, boxes (n, 4) pixel xyxy in that image, classes (n,), ratio_pad (2, 2) float64
     ``((ratio_h, ratio_w), (pad_left, pad_top))`` as Ultralytics' ``ratio_pad``, ori_shape (h0, w0)).

@@ -1,4 +1,4 @@
-"""Grain loaders: deterministic, resumable training batches and exhaustive validation batches (spec §4.5–4.9).
+"""Grain loaders: deterministic, resumable training batches and exhaustive validation batches.
 
 Entry point for the trainer::
 
@@ -84,7 +84,7 @@ def usual_box_bucket(label_counts: Sequence[int], batch_size: int, mosaic: float
     A simulated sample holds its own boxes, its 4 tiles' with probability ``mosaic``, plus a second sample's with
     probability ``mixup`` (an upper bound: augmentation only ever drops boxes); the median over ``trials`` batches
     of the batch's largest sample, bucketed. Starting the buckets there keeps the first batches from growing M
-    16 → 32 → 64 one compile at a time (each a whole train-step compile: 15-45 s on a GPU)."""
+    16 → 32 → 64 one compile at a time (each a whole train-step compile)."""
     counts = np.asarray(label_counts, np.int64)
     if counts.size == 0 or batch_size <= 0:
         return box_bucket(0, buckets)
@@ -143,7 +143,7 @@ def pad_boxes(boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray], bucket
 
 
 def _mark_flags_parsed() -> None:
-    """Grain 0.2.18 workers read absl flags and crash if they are not parsed (ENVIRONMENT.md)."""
+    """Grain 0.2.x workers read absl flags and crash if they are not parsed."""
     try:
         from absl import flags
 

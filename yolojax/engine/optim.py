@@ -1,4 +1,4 @@
-"""Optimizer, parameter groups and the learning-rate / momentum schedule (spec §3.3–3.5).
+"""Optimizer, parameter groups and the learning-rate / momentum schedule.
 
 Ultralytics builds three parameter groups: decayed weights (conv kernels), BatchNorm weights and all
 biases (no decay). The v8-era group order, which the ``lr/pg0..2`` columns follow, is

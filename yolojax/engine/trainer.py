@@ -1,9 +1,6 @@
-"""``train_and_evaluate(config, workdir)``: the training loop with Ultralytics' semantics (spec §3).
-
-Setup (data, model, transfer, optimizer, schedule, mesh, state or resume), then per epoch: the compiled
-train step over the loader's batches, validation of the EMA weights, fitness / best / early stopping,
-``results.csv``, an Orbax checkpoint and the ``last.npz`` / ``best.npz`` exports. Only process 0 writes
-files other than the (collective) checkpoints.
+"""What a training run is built from: ``setup(config, workdir) -> Setup`` (datasets and loaders, the model with
+its transferred weights, AutoBatch, the device mesh, the optimizer and schedule as ``TrainHyper``), plus
+``EarlyStopping`` (Ultralytics' patience rule). The loop that runs it is ``yolojax.train.train_and_evaluate``.
 """
 from __future__ import annotations
 

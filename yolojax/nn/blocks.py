@@ -65,9 +65,9 @@ class PointwiseConv(nn.Conv):
 
     Same variables (``kernel`` (1, 1, Cin, Cout), optional ``bias``), initialisers, dtype promotion and result
     as ``nn.Conv`` (up to float summation order), and still an ``nn.Conv`` for model summaries. Why: with its
-    default (YNNPACK) convolutions XLA:CPU runs a 1x1 convolution's forward and backward passes 1.5-6x slower
-    than the equivalent dot (yolov8n layer shapes, 2-core CPU; with ``devices.compiler_options`` the two are
-    level); a dot and its gradients (dots) hit the tuned GEMM path on every backend.
+    default (YNNPACK) convolutions XLA:CPU runs a 1x1 convolution's forward and backward passes slower than the
+    equivalent dot (benchmarks/RESULTS.md); a dot and its gradients (dots) hit the tuned GEMM path on every
+    backend.
     """
 
     @nn.compact

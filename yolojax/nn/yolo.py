@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from yolojax.nn.blocks import C2f, SPPF, Concat, Conv, Detect, Upsample
 
-# The yolov8.yaml layer table (spec §1.1): (from, repeats, module, args), args before width scaling.
+# The yolov8.yaml layer table: (from, repeats, module, args), args before width scaling.
 YOLOV8_LAYERS: tuple = (
     (-1, 1, "Conv", (64, 3, 2)),
     (-1, 1, "Conv", (128, 3, 2)),

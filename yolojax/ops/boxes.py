@@ -1,6 +1,6 @@
 """Box arithmetic shared by the head, the loss, NMS and the metrics.
 
-Conventions (DESIGN.md): boxes are ``xyxy`` corners or ``xywh`` centre + size, last axis of length 4;
+Conventions: boxes are ``xyxy`` corners or ``xywh`` centre + size, last axis of length 4;
 leading axes broadcast. Anchor points are cell centres in *grid units* of their level; multiply by the
 ``stride_tensor`` to get input pixels. Every function here is pure ``jnp`` (jit/vmap/grad safe) except
 ``make_anchors``, which depends only on static shapes and returns NumPy constants.

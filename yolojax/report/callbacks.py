@@ -2,7 +2,7 @@
 
 Only process 0 attaches them. ``RunReporter`` writes TensorBoard events (every results.csv scalar per
 epoch, images/s, per-iteration losses and learning rates, sample pictures) and, with ``plots=True``, the
-Ultralytics pictures of spec §3.14. Everything slow (device reads, drawing, event encoding) runs on one
+Ultralytics pictures. Everything slow (device reads, drawing, event encoding) runs on one
 background worker thread: a callback only copies the host data it needs (a few small arrays) and queues a
 job, so the train step is never waiting on matplotlib. ``on_train_end`` waits for the queue, so every file
 exists when ``train_and_evaluate`` returns. A failing picture is reported as a warning and never stops a

@@ -1,4 +1,4 @@
-"""The pictures of a training run (spec §3.14): sample batches, label statistics, metric curves, results.
+"""The pictures of a training run: sample batches, label statistics, metric curves, results.
 
 Every function takes plain NumPy inputs and writes one file (atomically: a hidden temporary file renamed
 into place, so a reader never sees half a picture). Figures use matplotlib's object API (``Figure`` +
