@@ -22,6 +22,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -123,9 +124,8 @@ def make_shapes_dataset(root: str | os.PathLike, *, n_train: int = 256, n_val: i
         return root / "data.yaml"
     if not 1 <= num_classes <= len(NAMES):
         raise ValueError(f"num_classes must be in 1..{len(NAMES)}, got {num_classes}")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+
+    def write(tmp: pathlib.Path) -> None:
         for split, n, sub in (("train", n_train, 0), ("val", n_val, 1)):
             (tmp / "images" / split).mkdir(parents=True)
             (tmp / "labels" / split).mkdir(parents=True)
@@ -139,15 +139,26 @@ def make_shapes_dataset(root: str | os.PathLike, *, n_train: int = 256, n_val: i
         names = "".join(f"  {i}: {NAMES[i]}\n" for i in range(num_classes))
         (tmp / "data.yaml").write_text(f"# yolojax synthetic shapes (seed {seed}); folders next to this file\n"
                                        f"train: images/train\nval: images/val\nnames:\n{names}")
+
+    _publish(root, write, done="data.yaml")
+    return root / "data.yaml"
+
+
+def _publish(root: pathlib.Path, write: Callable[[pathlib.Path], None], *, done: str) -> None:
+    """Build a dataset folder atomically: ``write`` fills a temporary sibling folder, which is then renamed to
+    ``root``. When another process published ``root`` first (its ``done`` entry exists), theirs is kept."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        write(tmp)
         try:
             os.rename(tmp, root)
-        except OSError:  # another process finished first: keep theirs
-            if not (root / "data.yaml").exists():
+        except OSError:
+            if not (root / done).exists():
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return root / "data.yaml"
 
 
 def shapes_yaml(n_train: int = 256, n_val: int = 64, seed: int = 0, num_classes: int = len(NAMES),
@@ -189,23 +200,16 @@ def make_shapes_cls_dataset(root: str | os.PathLike, *, n_train: int = 40, n_val
     root = pathlib.Path(root)
     if (root / "train").is_dir():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+
+    def write(tmp: pathlib.Path) -> None:
         for split, n, sub in (("train", n_train, 0), ("val", n_val, 1)):
             for c, name in enumerate(NAMES):
                 (tmp / split / name).mkdir(parents=True)
                 for i in range(n):
                     img = make_cls_image(np.random.default_rng([seed, sub, c, i]), c, size)
                     cv2.imwrite(str(tmp / split / name / f"{i:04d}.png"), img)
-        try:
-            os.rename(tmp, root)
-        except OSError:  # another process finished first: keep theirs
-            if not (root / "train").is_dir():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    _publish(root, write, done="train")
     return root
 
 
