@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import hashlib
 import os
 import pathlib
 import re
@@ -40,7 +39,7 @@ import numpy as np
 
 from yolojax.data.dataset_yaml import DatasetError, datasets_dir, img_formats
 from yolojax.data.download import ASSETS_URL, download_zip, safe_extract
-from yolojax.data.labels import MAX_PRINTED_MSGS, check_image
+from yolojax.data.labels import MAX_PRINTED_MSGS, check_image, stat_fingerprint
 
 CACHE_VERSION = "yolojax-cls-1"
 ASSETS_TAG = "v0.0.0"  # the release Ultralytics downloads classification sets from
@@ -172,14 +171,7 @@ def _images_under(folder: pathlib.Path, exts: tuple[str, ...]) -> list[str]:
 
 
 def _cache_key(files: list[str], compat: str) -> str:
-    h = hashlib.sha256(f"{CACHE_VERSION}|compat={compat}".encode())
-    for f in files:
-        try:
-            st = os.stat(f)
-            h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{f}|missing\n".encode())
-    return h.hexdigest()
+    return stat_fingerprint(files, f"{CACHE_VERSION}|compat={compat}")
 
 
 def _read_cache(path: pathlib.Path, key: str) -> list[str | None] | None:

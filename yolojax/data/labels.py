@@ -160,16 +160,22 @@ def verify_image_label(im_file: str, nc: int, compat: str = "v8"):
     return im_file, (h, w), lb, ("found" if len(lb) else "empty"), msgs + m
 
 
-def _hash(files: Sequence[str], nc: int, compat: str) -> str:
-    h = hashlib.sha256(f"{CACHE_VERSION}|nc={nc}|compat={compat}".encode())
-    for f in files:
-        for p in (f, os.fspath(img2label_path(f))):
-            try:
-                st = os.stat(p)
-                h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-            except OSError:
-                h.update(f"{p}|missing\n".encode())
+def stat_fingerprint(paths, salt: str) -> str:
+    """A cache key: SHA-256 of ``salt`` and each path's size and modification time (or that it is missing), so a
+    cache is reused only while none of ``paths`` changed."""
+    h = hashlib.sha256(salt.encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}|missing\n".encode())
     return h.hexdigest()
+
+
+def _hash(files: Sequence[str], nc: int, compat: str) -> str:
+    paths = (p for f in files for p in (f, os.fspath(img2label_path(f))))
+    return stat_fingerprint(paths, f"{CACHE_VERSION}|nc={nc}|compat={compat}")
 
 
 def cache_path_for(image_files: Sequence[str | os.PathLike]) -> pathlib.Path:
