@@ -1,6 +1,6 @@
 """The train state and the pure, jittable train and eval steps.
 
-    state = create_train_state(model, variables, hyper, labels=...)   # see TrainHyper
+    state = create_train_state(model, variables, hyper)   # hyper: TrainHyper (schedule, optimizer, gains)
     state, metrics = train_step(state, batch)     # jit it with donate_argnums=0
     out = eval_step(ema_variables, images, model=..., ...)   # decode + NMS (+ losses), fixed-size outputs
 
