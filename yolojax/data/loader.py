@@ -366,10 +366,27 @@ class ThreadPrefetch:
 
 
 def _close(it) -> None:
-    """Stop a Grain iterator's worker processes now (avoids 'handle is closed' noise at exit)."""
+    """Stop a Grain iterator's worker processes now (avoids 'handle is closed' noise at exit), then let the shared
+    blocks of the batches it dropped be removed (``wait_for_block_removals``)."""
     inner = getattr(it, "_iterator", it)
     if hasattr(inner, "close"):
         inner.close()
+    wait_for_block_removals()
+
+
+def wait_for_block_removals() -> None:
+    """Return once Grain has removed the shared blocks of the batch arrays dropped so far in this process.
+
+    Once a Grain loader has run, a dropped batch array's block is removed on Grain's background thread pool (one
+    thread, requests in order); a process that exits before that thread ran leaves the block to Python's resource
+    tracker, which warns of a leak. A no-op request that has returned means every earlier one ran. Without the pool
+    (removal is synchronous, or another grain) there is nothing to wait for."""
+    pool = getattr(grain.SharedMemoryArray, "_del_thread_pool", None) if hasattr(grain, "SharedMemoryArray") else None
+    if pool is not None:
+        try:
+            pool.apply(int)
+        except ValueError:  # the pool was already terminated (interpreter exit): removals ran synchronously since
+            pass
 
 
 class _TrainPlan(grain.RandomAccessDataSource):
