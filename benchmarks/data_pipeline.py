@@ -1,7 +1,7 @@
 """Training data pipeline throughput: yolojax (Grain) vs Ultralytics' dataloader on the same JPEGs.
 
     python benchmarks/data_pipeline.py [--imgsz 640] [--batch 16] [--images 64] [--epochs 3] [--workers 1 2]
-        [--ul-python /work/ulvenv/bin/python] [--hsv-on-device] [--warp-on-device] [--results benchmarks/RESULTS.md]
+        [--ul-python ../ulvenv/bin/python] [--hsv-on-device] [--warp-on-device] [--results benchmarks/RESULTS.md]
 
 Generates a synthetic JPEG dataset (``--images`` images of 640×480 with shapes labels) in a temp dir, then measures
 images/s of the full training pipeline (load + mosaic + random perspective + HSV + flip + batching, mosaic on) for
@@ -109,7 +109,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--ul-python", default="/work/ulvenv/bin/python")
+    ap.add_argument("--ul-python", default=os.environ.get("ULTRALYTICS_PYTHON", str(pathlib.Path(__file__).resolve().parents[2] / "ulvenv" / "bin" / "python")))
     ap.add_argument("--results", default=None, help="append markdown rows to this file")
     ap.add_argument("--hsv-on-device", action="store_true",
                     help="also time yolojax's loader with the HSV jitter left to the train step")

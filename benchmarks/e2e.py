@@ -38,6 +38,7 @@ import argparse
 import datetime
 import json
 import os
+import pathlib
 import platform
 import shutil
 import subprocess
@@ -409,7 +410,7 @@ def main(argv=None) -> None:
                     help="yolojax's config.warp_on_device (auto: mosaic, warp, flips and jitter in the train step on "
                          "GPU/TPU)")
     ap.add_argument("--no-ultralytics", action="store_true")
-    ap.add_argument("--ultralytics-python", default="/work/ulvenv/bin/python")
+    ap.add_argument("--ultralytics-python", default=os.environ.get("ULTRALYTICS_PYTHON", str(pathlib.Path(__file__).resolve().parents[2] / "ulvenv" / "bin" / "python")))
     ap.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))

@@ -72,7 +72,7 @@ run() {
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
   fi
   ulpy="${UL_PYTHON:-$py}"
-  [ "$dry" = 1 ] && { py="${PYTHON:-$REPO/.venv/bin/python}"; ulpy="${UL_PYTHON:-/work/ulvenv/bin/python}"; }
+  [ "$dry" = 1 ] && { py="${PYTHON:-$REPO/.venv/bin/python}"; ulpy="${UL_PYTHON:-$REPO/../ulvenv/bin/python}"; }
   ulpy="$(command -v "$ulpy")" || { echo "no interpreter $ulpy" >&2; exit 1; }  # the scripts want a path
   export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"  # yolojax for Grain's worker processes too (no install)
   cp benchmarks/RESULTS.md "$OUT/.results_before.md" 2>/dev/null || true

@@ -18,6 +18,7 @@ import argparse
 import datetime
 import json
 import os
+import pathlib
 import platform
 import statistics
 import shutil
@@ -165,7 +166,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--vs-ultralytics", action="store_true", help="also time Ultralytics' v8DetectionLoss")
-    parser.add_argument("--ultralytics-python", default="/work/ulvenv/bin/python",
+    parser.add_argument("--ultralytics-python", default=os.environ.get("ULTRALYTICS_PYTHON", str(pathlib.Path(__file__).resolve().parents[2] / "ulvenv" / "bin" / "python")),
                         help="interpreter with ultralytics + torch installed")
     parser.add_argument("--ultralytics-half", metavar="INPUTS_NPZ", help=argparse.SUPPRESS)
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")

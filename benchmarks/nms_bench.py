@@ -13,7 +13,7 @@ Inputs: a batch of (B, 8400, 4 + 80) predictions = yolov8n at 640 on COCO's 80 c
 * ``saturated``: an untrained head (every score in (0.01, 0.5)): all 672,000 pairs clear the threshold, so
   the max_nms = 30,000 pre-selection and 300 full picks are exercised -- the worst case.
 
-Prints one JSON line per result and appends rows to benchmarks/RESULTS.md. When /work/ulvenv/bin/python (or
+Prints one JSON line per result and appends rows to benchmarks/RESULTS.md. When ../ulvenv/bin/python beside the repository (or
 $ULTRALYTICS_PYTHON) has ultralytics, the same inputs go through its ``non_max_suppression`` in a subprocess
 (torch, 2 threads), in the same run, and so does a minimal torchvision.ops.nms pipeline of ours (the v8-era
 code path: Ultralytics 8.4 replaced torchvision with a Python-loop NMS on CPU, which hits its own time limit
@@ -25,6 +25,7 @@ import argparse
 import datetime
 import json
 import os
+import pathlib
 import platform
 import subprocess
 import sys
@@ -169,7 +170,7 @@ def main() -> None:
     parser.add_argument("--torch-timeout", type=float, default=180.0, help="seconds per torch subprocess")
     args = parser.parse_args()
 
-    ul_python = os.environ.get("ULTRALYTICS_PYTHON", "/work/ulvenv/bin/python")
+    ul_python = os.environ.get("ULTRALYTICS_PYTHON", str(pathlib.Path(__file__).resolve().parents[2] / "ulvenv" / "bin" / "python"))
     use_ul = not args.no_ultralytics and Path(ul_python).exists()
     machine = f"{platform.machine()} {os.cpu_count()} cpu, jax {jax.default_backend()}, load {os.getloadavg()[0]:.1f}"
     date = datetime.date.today().isoformat()

@@ -26,6 +26,7 @@ import argparse
 import datetime
 import json
 import os
+import pathlib
 import platform
 import statistics
 import shutil
@@ -433,7 +434,7 @@ def parse_args(argv=None):
                    help="with --vs-ultralytics: also time both in ROUNDS alternating blocks of --steps steps each "
                         "(Ultralytics as a server process), for a ratio on a machine whose speed drifts")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--ultralytics-python", default="/work/ulvenv/bin/python")
+    p.add_argument("--ultralytics-python", default=os.environ.get("ULTRALYTICS_PYTHON", str(pathlib.Path(__file__).resolve().parents[2] / "ulvenv" / "bin" / "python")))
     p.add_argument("--ultralytics-half", metavar="INPUTS_NPZ", help=argparse.SUPPRESS)
     p.add_argument("--model-yaml", default=None, help=argparse.SUPPRESS)
     p.add_argument("--jax-cache", default=os.environ.get("YOLOJAX_BENCH_JAX_CACHE"),

@@ -27,6 +27,7 @@ import argparse
 import datetime
 import json
 import os
+import pathlib
 import platform
 import shutil
 import subprocess
@@ -177,7 +178,7 @@ def main(argv=None) -> None:
     ap.add_argument("--width", type=float, default=None, help="random-init custom-width model (yolojax only)")
     ap.add_argument("--device", default=None, help="Ultralytics' device (default: 0 with CUDA, else cpu)")
     ap.add_argument("--no-ultralytics", action="store_true")
-    ap.add_argument("--ultralytics-python", default="/work/ulvenv/bin/python")
+    ap.add_argument("--ultralytics-python", default=os.environ.get("ULTRALYTICS_PYTHON", str(pathlib.Path(__file__).resolve().parents[2] / "ulvenv" / "bin" / "python")))
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))

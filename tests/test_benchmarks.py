@@ -78,9 +78,9 @@ def test_e2e_whole_run_times_complete_train_calls():
 def test_gpu_suite_dry_run_measures_a_whole_run_on_the_cpu(tmp_path):
     """``gpu_suite.sh run --dry-run`` (here its whole-run step alone): the GPU sequence's command lines with tiny
     settings on the CPU; both trainers' complete runs land in results.jsonl with their ratio."""
-    ul = Path("/work/ulvenv/bin/python")
+    ul = Path(os.environ.get("ULTRALYTICS_PYTHON", REPO.parent / "ulvenv" / "bin" / "python"))
     if not ul.exists():
-        pytest.skip("the dry run compares with Ultralytics: no /work/ulvenv")
+        pytest.skip(f"the dry run compares with Ultralytics: no {ul} (set ULTRALYTICS_PYTHON)")
     env = dict(os.environ, JAX_PLATFORMS="cpu", OUT=str(tmp_path), SUITE_STEPS="e2e_run", PYTHON=sys.executable,
                UL_PYTHON=str(ul), YOLOJAX_BENCH_JAX_CACHE=os.environ["YOLOJAX_TEST_JAX_CACHE"])
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), "run", "--dry-run"], env=env,
