@@ -2,11 +2,11 @@
 
     python benchmarks/color_check.py [--batch 64] [--imgsz 640] [--no-record]
 
-``yolojax.ops.color`` reproduces OpenCV's 8-bit BGR <-> HSV conversions; on XLA:CPU they are equal for all 2^24
+``yolojax.augment.color`` reproduces OpenCV's 8-bit BGR <-> HSV conversions; on XLA:CPU they are equal for all 2^24
 inputs (tests/test_color.py). A GPU compiler may fuse a multiply and an add of the float half into one rounding,
 which can move a pixel by one level: this script counts such differences on the default backend, over all 2^24
 inputs of each conversion, and times ``hsv_jitter`` on a (batch, imgsz, imgsz, 3) batch (the work the train step
-takes over from the loader). Then the mosaic + affine warp + flip (``yolojax.ops.warp.warp_tiles``, the default
+takes over from the loader). Then the mosaic + affine warp + flip (``yolojax.augment.warp.warp_tiles``, the default
 random affine on mosaics of the batch's images): pixels differing from ``cv2.warpAffine`` on 4 samples (where the
 backend fuses the bilinear multiply-adds as OpenCV >= 4.11 does, none), and the time of the whole batch. One JSON
 line per result; a row in benchmarks/RESULTS.md unless --no-record.
@@ -40,7 +40,7 @@ def check_warp(images: np.ndarray, runs: int) -> dict:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from train_step import add_warp_plans
 
-    from yolojax.ops.warp import warp_tiles
+    from yolojax.augment.warp import warp_tiles
 
     layouts: list = []
     plan = add_warp_plans({"images": images}, seed=3, layouts=layouts)
@@ -77,8 +77,8 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(REPO))
     import jax
 
-    from yolojax.data.augment import apply_hsv_tables, hsv_tables
-    from yolojax.ops.color import bgr_to_hsv, hsv_jitter, hsv_to_bgr
+    from yolojax.augment import apply_hsv_tables, hsv_tables
+    from yolojax.augment.color import bgr_to_hsv, hsv_jitter, hsv_to_bgr
 
     triples = all_triples()
     counts = {}
@@ -111,7 +111,7 @@ def main(argv=None) -> None:
     if not args.no_record:
         row = (f"| {datetime.date.today().isoformat()} | {platform.machine()} {os.cpu_count()} cpu, "
                f"{rec['device_kind']}; load {os.getloadavg()[0]:.1f} | jax {jax.__version__}, opencv {cv2.__version__} "
-               f"| color_check: yolojax.ops.color vs OpenCV, all 2^24 inputs | BGR->HSV "
+               f"| color_check: yolojax.augment.color vs OpenCV, all 2^24 inputs | BGR->HSV "
                f"{counts['bgr_to_hsv']['pixels_differing']} / HSV->BGR {counts['hsv_to_bgr']['pixels_differing']} "
                f"differing | hsv_jitter b{args.batch} @{args.imgsz}: {ms:.2f} ms median of {args.runs}; "
                f"{batch_diff} pixels differ from OpenCV in 4 images; warp_tiles (mosaic + affine + flip) "

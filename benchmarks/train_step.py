@@ -68,8 +68,8 @@ def make_batch(batch: int, imgsz: int, max_boxes: int, num_classes: int, seed: i
 def add_warp_plans(batch_np: dict, seed: int = 1, layouts: list | None = None) -> dict:
     """The yolojax batch as ``TrainLoader(warp_on_device=True)`` ships it: the images become the mosaic ``sources``
     and every sample gets a mosaic of 4 of them + the default random affine + a random left-right flip
-    (``yolojax.ops.warp``). ``layouts``: a list that receives each sample's (slots, rects, M, flip_lr)."""
-    from yolojax.data import augment
+    (``yolojax.augment.warp``). ``layouts``: a list that receives each sample's (slots, rects, M, flip_lr)."""
+    from yolojax import augment
 
     rng = np.random.default_rng(seed)
     images = batch_np["images"]
@@ -129,7 +129,8 @@ def time_yolojax(batch_np: dict, args) -> dict:
 
     from yolojax.engine.devices import compiler_options, data_sharding, make_mesh, replicated
     from yolojax.engine.optim import Schedule
-    from yolojax.engine.state import TrainHyper, batch_images, create_train_state, preprocess, train_step
+    from yolojax.augment.device import batch_images
+    from yolojax.engine.state import TrainHyper, create_train_state, preprocess, train_step
     from yolojax.loss import detection_loss
     from yolojax.nn.summary import model_info
     from yolojax.nn.yolo import init_variables
@@ -473,7 +474,7 @@ def main(argv=None) -> None:
     date = datetime.date.today().isoformat()
     batch_np = make_batch(args.batch, args.imgsz, args.max_boxes, args.num_classes)
     if args.hsv_on_device:  # the trainer's GPU default: the step also applies the HSV jitter (Ultralytics' doesn't)
-        from yolojax.data.augment import hsv_tables
+        from yolojax.augment import hsv_tables
 
         rng = np.random.default_rng(1)
         batch_np["hsv_tables"] = np.stack([hsv_tables(rng) for _ in range(args.batch)])

@@ -1,4 +1,4 @@
-"""The HSV jitter on the device (yolojax.ops.color) against OpenCV, and the loader's hsv_on_device batches against
+"""The HSV jitter on the device (yolojax.augment.color) against OpenCV, and the loader's hsv_on_device batches against
 the host pipeline's."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from yolojax.data import augment
-from yolojax.ops.color import bgr_to_hsv, hsv_jitter, hsv_to_bgr
+from yolojax import augment
+from yolojax.augment.color import bgr_to_hsv, hsv_jitter, hsv_to_bgr
 
 
 def _all_triples(chunk: int, chunks: int) -> np.ndarray:

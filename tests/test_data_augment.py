@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from yolojax.data import augment
-from yolojax.data.augment import box_candidates, letterbox, mosaic4, random_flip, rect_batch_shapes
-from yolojax.data.dataset import DetectionDataset, augment_hyp, train_sample, val_sample
+from yolojax import augment
+from yolojax.augment import box_candidates, letterbox, mosaic4, random_flip, train_sample
+from yolojax.data.batching import rect_batch_shapes
+from yolojax.data.dataset import DetectionDataset, augment_hyp, val_sample
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def _stats(ds, n, mosaic, compat):
     counts, wh = [], []
     for k in range(n):
         rng = np.random.default_rng([123, k])
-        img, b, c = train_sample(ds, k % len(ds), rng, hyp, mosaic=mosaic, compat=compat)
+        img, b, c = train_sample(ds, k % len(ds), rng, hyp, mosaic=mosaic, compat=compat)[:3]
         assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and b.dtype == np.float32 and c.dtype == np.int32
         assert (b[:, 0] >= 0).all() and (b[:, 2] <= 64).all() and (b[:, 2] > b[:, 0]).all()
         counts.append(len(b))

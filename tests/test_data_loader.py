@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from yolojax.data.dataset import DetectionDataset
-from yolojax.data.loader import BUCKETS, TrainLoader, ValLoader, box_bucket, pad_boxes, usual_box_bucket
+from yolojax.data.batching import BUCKETS, box_bucket, pad_boxes, usual_box_bucket
+from yolojax.data.loader import TrainLoader, ValLoader
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +42,16 @@ def _block_gone(name: str, wait_s: float = 5.0) -> bool:
 
 def _record_blocks(monkeypatch) -> list[str]:
     """Names of the shared blocks the loader's transforms allocate from now on (in this test)."""
-    from yolojax.data import loader as loader_module
+    from yolojax.data import transforms as transforms_module
 
-    made, real = [], loader_module._batch_array
+    made, real = [], transforms_module.batch_array
 
     def recording(*args):
         arr = real(*args)
         made.append(arr.shm.name)
         return arr
 
-    monkeypatch.setattr(loader_module, "_batch_array", recording)
+    monkeypatch.setattr(transforms_module, "batch_array", recording)
     return made
 
 
@@ -194,7 +195,7 @@ def test_background_prefetch_same_batches_error_and_close(ds, tmp_path):
     """Without workers the loader runs a step ahead in a thread: the same batches as inline loading, an error in
     the thread reaches the consumer with its message, and close() stops the thread."""
     from yolojax.data.dataset import DatasetError
-    from yolojax.data.loader import ThreadPrefetch
+    from yolojax.data.prefetch import ThreadPrefetch
 
     inline = list(TrainLoader(ds, batch_size=4, seed=7, prefetch=0).iterator(0, 0, 2))
     ahead = TrainLoader(ds, batch_size=4, seed=7, prefetch=2).iterator(0, 0, 2)
@@ -268,7 +269,7 @@ def test_val_batch_built_by_a_worker_is_handed_over_or_removed(ds, monkeypatch):
     cannot be read, is removed."""
     from grain.python import SharedMemoryArray
 
-    from yolojax.data import loader as loader_module
+    from yolojax.data import transforms as transforms_module
 
     loader = ValLoader(ds, batch_size=6, rect=True, workers=1)
     ref = list(ValLoader(ds, batch_size=6, rect=True))[0]
@@ -294,7 +295,7 @@ def test_val_batch_built_by_a_worker_is_handed_over_or_removed(ds, monkeypatch):
         raise OSError("cannot read image")
 
     made = _record_blocks(monkeypatch)
-    monkeypatch.setattr(loader_module, "val_sample", broken)
+    monkeypatch.setattr(transforms_module, "val_sample", broken)
     with pytest.raises(OSError, match="cannot read image") as err:
         loader.transform.map(rec)
     assert len(made) == 1 and _block_gone(made[0], wait_s=0)  # at once, while the traceback still holds the array

@@ -21,8 +21,9 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from yolojax.data import augment  # noqa: E402
-from yolojax.data.dataset import DetectionDataset, augment_hyp, train_sample, val_sample  # noqa: E402
+from yolojax import augment  # noqa: E402
+from yolojax.augment import train_sample  # noqa: E402
+from yolojax.data.dataset import DetectionDataset, augment_hyp, val_sample  # noqa: E402
 from yolojax.data.dataset_yaml import DatasetError, check_dataset  # noqa: E402
 from yolojax.data.tfds import (TfdsDetectionDataset, example_labels, import_tfds, parse_spec,  # noqa: E402
                                TfdsSpec)
@@ -203,7 +204,7 @@ def test_pipelines_and_pickling(tfds_env):
     clone = pickle.loads(pickle.dumps(ds))  # what Grain does to reach worker processes
     for k in range(len(ds)):
         np.testing.assert_array_equal(clone._read(k), ds._read(k))
-    img, boxes, cls = train_sample(ds, 0, np.random.default_rng(0), augment_hyp(), mosaic=True)
+    img, boxes, cls = train_sample(ds, 0, np.random.default_rng(0), augment_hyp(), mosaic=True)[:3]
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and len(boxes) == len(cls)
     vimg, vboxes, vcls, ratio_pad, ori = val_sample(ds, 0, (64, 64))
     assert vimg.shape == (64, 64, 3) and ori == tuple(ds.shapes[0])

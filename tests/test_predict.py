@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from yolojax.data.augment import letterbox
+from yolojax.augment import letterbox
 from yolojax.predict import original_boxes, predict, predict_imgsz
 
 IMAGES = [f"augment/dataset/images/train/{k:04d}.png" for k in range(4)]

@@ -82,7 +82,7 @@ def test_training_learns_and_writes_the_run_directory(e2e_run):
 def test_a_run_compiles_few_train_step_shapes(e2e_run):
     """Issue 10: at most 5 distinct compiled train-step shapes per run. Here 30 epochs, mosaic on then off for the
     last 5 (box counts per batch change a lot): images always (8, 64, 64, 3), boxes padded to a bucket."""
-    from yolojax.data.loader import BUCKETS
+    from yolojax.data.batching import BUCKETS
 
     shapes = e2e_run[3].step_shapes
     assert 1 <= len(shapes) <= 5 and len(set(shapes)) == len(shapes), shapes

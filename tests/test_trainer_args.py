@@ -216,7 +216,7 @@ def test_rect_shape_count_bound():
     """At most 2 * imgsz / 32 - 1 distinct shapes, whatever the aspect ratios (here 400 random ones, batch 1)."""
     import numpy as np
 
-    from yolojax.data.augment import rect_batch_shapes
+    from yolojax.data.batching import rect_batch_shapes
 
     hw = np.random.default_rng(0).integers(16, 4000, size=(400, 2))
     _, shapes = rect_batch_shapes(hw, 1, 640, 32, pad=0.0)
@@ -301,7 +301,7 @@ def test_autobatch_measures_the_compiled_train_step(tiny_model_yaml, shapes_smal
 def test_multi_scale_sizes_are_stride_multiples_in_range_and_bucketed():
     import numpy as np
 
-    from yolojax.data.loader import multi_scale_shape, multi_scale_size, multi_scale_sizes
+    from yolojax.data.batching import multi_scale_shape, multi_scale_size, multi_scale_sizes
 
     assert multi_scale_sizes(640) == (320, 480, 640, 800, 960)
     assert multi_scale_sizes(64) == (32, 64, 96)
@@ -319,7 +319,7 @@ def test_multi_scale_sizes_are_stride_multiples_in_range_and_bucketed():
 def test_resize_bilinear_matches_pytorch_rule_by_hand():
     import numpy as np
 
-    from yolojax.ops.resize import resize_bilinear, source_coordinates
+    from yolojax.augment.resize import resize_bilinear, source_coordinates
 
     # 2 -> 4 pixels: sources max((i + .5) / 2 - .5, 0) = 0, .25, .75, 1.25 (clamped to the last pixel)
     np.testing.assert_allclose(source_coordinates(2, 4), [0, 0.25, 0.75, 1.25])
@@ -338,7 +338,7 @@ def test_multi_scale_batches_scale_boxes_and_take_few_shapes(shapes_small):
     import numpy as np
 
     from yolojax.data import DetectionDataset, TrainLoader
-    from yolojax.data.loader import batch_image_shape
+    from yolojax.augment.batch import batch_image_shape
 
     ds = DetectionDataset.from_config(shapes_small, "train", imgsz=64)
     plain, multi = (TrainLoader(ds, batch_size=4, seed=0, workers=0, multi_scale=m) for m in (False, True))
@@ -367,7 +367,7 @@ def _batches(loader, epochs):
 
 @pytest.mark.slow
 def test_multi_scale_training_run_compiles_at_most_the_bucket_count(tiny_model_yaml, shapes_small, tmp_path):
-    from yolojax.data.loader import multi_scale_sizes
+    from yolojax.data.batching import multi_scale_sizes
     from yolojax.train import train_and_evaluate
 
     seen = {}

@@ -46,7 +46,7 @@ def coco_named_shapes(tmp_path_factory, yolov8n):
 def test_predict_maps_boxes_back_to_the_original_pixels(yolov8n, coco_named_shapes):
     """An 8:3 image predicted directly must give the boxes of its letterboxed canvas (the smallest 32-multiple
     rectangle, 32x64), un-padded and scaled."""
-    from yolojax.data.augment import letterbox
+    from yolojax.augment import letterbox
 
     _, shapes = coco_named_shapes
     img = cv2.imread(str(sorted((shapes / "images" / "val").glob("*.png"))[0]))

@@ -1,4 +1,4 @@
-"""The mosaic + affine warp + flips on the device (yolojax.ops.warp) against OpenCV, and the loader's
+"""The mosaic + affine warp + flips on the device (yolojax.augment.warp) against OpenCV, and the loader's
 warp_on_device batches against the host pipeline's."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from yolojax.data import augment
-from yolojax.engine.state import batch_images
-from yolojax.ops.warp import warp_tiles
+from yolojax import augment
+from yolojax.augment.device import batch_images
+from yolojax.augment.warp import warp_tiles
 
 # OpenCV 4.11 replaced warpAffine's 1/32-pixel fixed-point map by the float32 one reproduced here; older versions
 # differ from it (and from 4.11+) by several grey levels.

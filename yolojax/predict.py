@@ -194,7 +194,7 @@ def predict(model, variables, source, *, imgsz: int | Sequence[int] = 640, conf:
     (``original_boxes``)."""
     import jax
 
-    from yolojax.data.augment import letterbox
+    from yolojax.augment.host import letterbox
     from yolojax.engine.config import ConfigError, closest_key, increment_path
     from yolojax.engine.devices import select_devices
     from yolojax.compat import check_compat

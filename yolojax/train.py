@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolojax import hostenv
-from yolojax.data.loader import ThreadPrefetch, batch_image_shape
+from yolojax.augment.batch import batch_image_shape
+from yolojax.data.prefetch import ThreadPrefetch
 from yolojax.engine import config as cfgmod
 from yolojax.engine.checkpoint import Checkpointer
 from yolojax.engine.devices import (compiler_options, data_sharding, enable_compile_cache, environment_line,

@@ -1,8 +1,9 @@
-"""Data: dataset YAMLs, verified labels + cache, downloads, augmentation, Grain loaders, synthetic and TFDS data.
+"""Data: dataset YAMLs, verified labels + cache, downloads, Grain loaders, synthetic and TFDS data.
 
     from yolojax.data import check_dataset, DetectionDataset, TrainLoader, ValLoader, shapes_yaml
 
-Names are imported lazily (the loader imports Grain, which imports JAX). See ``loader.py`` for the trainer's usage.
+Names are imported lazily (the loader imports Grain, which imports JAX). See ``loader.py`` for the trainer's usage;
+augmentation is ``yolojax.augment``'s.
 """
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ _EXPORTS = {
     "DatasetError": "dataset_yaml", "datasets_dir": "dataset_yaml",
     "load_labels": "labels", "LabelSet": "labels",
     "download_zip": "download", "safe_extract": "download",
-    "DetectionDataset": "dataset", "train_sample": "dataset", "val_sample": "dataset", "augment_hyp": "dataset",
-    "TrainLoader": "loader", "ValLoader": "loader", "BatchIterator": "loader", "pad_boxes": "loader",
-    "batch_image_shape": "loader",
+    "DetectionDataset": "dataset", "val_sample": "dataset", "augment_hyp": "dataset",
+    "TrainLoader": "loader", "ValLoader": "loader", "BatchIterator": "loader", "pad_boxes": "batching",
     "make_shapes_dataset": "synthetic", "shapes_yaml": "synthetic",
     "TfdsDetectionDataset": "tfds", "check_tfds_dataset": "tfds",
     "check_cls_dataset": "classify", "cls_index": "classify", "ClassificationIndex": "classify",

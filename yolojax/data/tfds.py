@@ -37,7 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from yolojax.data import augment
+from yolojax.augment import host
 from yolojax.data.dataset import DetectionDataset
 from yolojax.data.errors import DatasetError
 from yolojax.data.labels import select_classes
@@ -182,4 +182,4 @@ class TfdsDetectionDataset(DetectionDataset):
         if img is None:
             raise DatasetError(f"{self.im_files[i]} (tfds record {int(self.record_ids[i])}): OpenCV could not decode "
                                "this image. Re-prepare the dataset (tfds build --overwrite).")
-        return augment.resize_long_side(img, self.imgsz)
+        return host.resize_long_side(img, self.imgsz)

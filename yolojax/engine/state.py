@@ -4,10 +4,9 @@
     state, metrics = train_step(state, batch)     # jit it with donate_argnums=0
     out = eval_step(ema_variables, images, model=..., ...)   # decode + NMS (+ losses), fixed-size outputs
 
-``batch``: {"images": (B, S, S, 3) uint8 RGB, "boxes": (B, M, 4) float32 pixel xyxy, "classes": (B, M) int32,
-"mask": (B, M) bool}, plus "hsv_tables" and "hsv_to_rgb" when the HSV jitter runs here, and "sources" +
-"warp_*" instead of "images" when the mosaic and the warp do (``batch_images``), plus "scale_rows" and "scale_cols"
-when multi-scale training resizes the batch (``yolojax.ops.resize``).
+``batch``: a training batch dict (``yolojax.augment.batch``): "boxes" (B, M, 4) float32 pixel xyxy, "classes"
+(B, M) int32, "mask" (B, M) bool, and the images in one of its layouts: "images" (B, S, S, 3) uint8 RGB, or what the
+step finishes itself (``yolojax.augment.device``: the HSV jitter; the mosaic, warp and flips; a multi-scale resize).
 One call of ``train_step`` consumes one batch (one Ultralytics iteration ``ni``): forward (train-mode BN),
 TaskAligned assignment and loss, gradient, accumulation, and - every ``accumulate`` iterations - gradient clipping
 (global norm 10), the optimizer update and the EMA update.
@@ -24,12 +23,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from yolojax.augment.device import batch_images, resize_batch
 from yolojax.engine.optim import Schedule, build_optimizer, ema_decay, param_group_labels, set_hyperparams
 from yolojax.loss import detection_loss
 from yolojax.nn.blocks import decode_levels
-from yolojax.ops.color import hsv_jitter
-from yolojax.ops.resize import resize_bilinear
-from yolojax.ops.warp import warp_tiles
 from yolojax.ops.nms import non_max_suppression
 
 MAX_GRAD_NORM = 10.0
@@ -115,28 +112,11 @@ def preprocess(images):
     return images.astype(jnp.float32) / 255.0
 
 
-def batch_images(batch):
-    """The batch's uint8 RGB images: ``batch["images"]``, or composed and warped here from ``sources`` and the
-    per-sample plans (``warp_tiles``, ``warp_cols``, ``warp_rows``: ``TrainLoader(warp_on_device=True)``), then
-    through the HSV jitter when the loader left it to the device (``hsv_tables``, ``hsv_to_rgb``)."""
-    if "warp_tiles" in batch:
-        images = warp_tiles(batch["sources"], batch["warp_tiles"], batch["warp_cols"], batch["warp_rows"])
-    else:
-        images = batch["images"]
-    if "hsv_tables" in batch:
-        return hsv_jitter(images, batch["hsv_tables"], batch["hsv_to_rgb"])
-    if "warp_tiles" in batch:  # no jitter: only the channel order (BGR sources; RGB unless the bgr coin kept BGR)
-        return jnp.where(batch["hsv_to_rgb"][:, None, None, None], images[..., ::-1], images)
-    return images
-
-
 def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
     """One iteration: loss + grad on ``batch``, accumulate, and step the optimizer when due."""
     h = state.hyper
     targets = {"boxes": batch["boxes"], "classes": batch["classes"], "mask": batch["mask"]}
-    images = preprocess(batch_images(batch))
-    if "scale_rows" in batch:  # multi-scale: the [0, 1] batch resized, as Ultralytics' preprocess_batch
-        images = resize_bilinear(images, batch["scale_rows"], batch["scale_cols"])
+    images = resize_batch(preprocess(batch_images(batch)), batch)  # multi-scale: the [0, 1] batch resized
     nc = state.model.num_classes
 
     def loss_fn(params):

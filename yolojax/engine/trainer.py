@@ -76,7 +76,7 @@ def hsv_on_device(setting, platform: str) -> bool:
 def warp_on_device(setting, platform: str) -> bool:
     """Whether the train step composes the mosaic and applies the affine warp and the flips (and so the jitter too)
     (``config.warp_on_device``): "auto" on an accelerator. The loader then ships the batch's decoded images and a
-    plan per sample; the pixels agree with OpenCV's warp to one grey level (``yolojax.ops.warp``). Without mixup and
+    plan per sample; the pixels agree with OpenCV's warp to one grey level (``yolojax.augment.warp``). Without mixup and
     perspective only (``TrainLoader.warp_obstacle``)."""
     return _on_device_setting("warp_on_device", setting, platform)
 
@@ -210,7 +210,7 @@ def setup(config, workdir=None) -> Setup:
 
 def _auto_batch(config, devices, model, variables, train_ds) -> int:
     """``batch=-1`` / a fraction: the global batch AutoBatch measures for this model, image size and dataset."""
-    from yolojax.data.loader import usual_box_bucket
+    from yolojax.data.batching import usual_box_bucket
     from yolojax.engine.state import create_train_state, train_step
 
     if jax.process_count() > 1:

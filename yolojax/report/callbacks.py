@@ -134,9 +134,7 @@ class RunReporter:
     def on_train_batch_end(self, ctx) -> None:
         step = int(ctx.step)
         if self.plots and step in self._batch_steps and ctx.batch is not None:
-            keys = ("images", "boxes", "classes", "mask", "hsv_tables", "hsv_to_rgb", "sources", "warp_tiles",
-                    "warp_cols", "warp_rows")
-            batch = {k: np.array(ctx.batch[k]) for k in keys if k in ctx.batch}
+            batch = {k: np.array(v) for k, v in ctx.batch.items()}
             self._submit(f"train_batch{step}.jpg", self._draw_train_batch, step, batch)
         m = ctx.batch_metrics
         if self.tb is not None and m is not None and step % self.log_every == 0:
@@ -171,18 +169,11 @@ class RunReporter:
         self.tb.scalars(values, step)
 
     def _draw_train_batch(self, step: int, batch: dict) -> None:
-        from yolojax.data.augment import apply_hsv_tables, render_warp_plan
+        from yolojax.augment.batch import host_images
         from yolojax.report import plots
 
-        images = batch.get("images")
-        if "warp_tiles" in batch:  # the train step composes the images: draw the same plans with OpenCV here
-            # (this worker thread stays off JAX, which the training loop is using)
-            images = [render_warp_plan(batch["sources"], *plan)
-                      for plan in zip(batch["warp_tiles"], batch["warp_cols"], batch["warp_rows"])]
-        if "hsv_to_rgb" in batch:  # the jitter (or only the channel order) is the train step's: the same here
-            tables = batch.get("hsv_tables", [None] * len(images))
-            images = np.stack([apply_hsv_tables(im, t, bool(rgb))
-                               for im, t, rgb in zip(images, tables, batch["hsv_to_rgb"])])
+        # this worker thread draws the train step's pixels with OpenCV: it stays off JAX, which the loop is using
+        images = host_images(batch)
         grid = plots.plot_batch(self.save_dir / f"train_batch{step}.jpg", images, batch["boxes"],
                                 batch["classes"], batch["mask"], self.names)
         if self.tb is not None:

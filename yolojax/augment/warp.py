@@ -10,7 +10,7 @@ draws every random number as before and computes the boxes as before, but ships 
   ``sources[source]`` at ``(y + dy, x + dx)``; ``source < 0`` marks an unused slot. Canvas pixels no tile covers are
   114, as OpenCV's constant border is.
 - ``cols``, ``rows`` (2, S) float32: the canvas coordinate of output pixel (y, x) is ``(cols[0, x] + rows[0, y],
-  cols[1, x] + rows[1, y])`` (``yolojax.data.augment.affine_coordinates``). A flip reverses ``cols`` (left-right)
+  cols[1, x] + rows[1, y])`` (``yolojax.augment.plan.affine_coordinates``). A flip reverses ``cols`` (left-right)
   or ``rows`` (up-down).
 
 ``warp_tiles`` then gathers the four neighbours of every output pixel from the tiles and interpolates as OpenCV 4.11+
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-PAD_VALUE = 114
+from yolojax.augment.plan import PAD_VALUE
 
 
 def _taps(sources, tiles, cy, cx):

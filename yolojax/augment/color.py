@@ -3,7 +3,7 @@
 The training pipeline's colour jitter converts each image to HSV, passes every channel through a per-image
 256-entry table and converts back. That is cheap on an accelerator and costly in the loader's worker processes, so
 ``hsv_jitter(images, tables, to_rgb)`` does it on the device with the tables
-the worker drew (``yolojax.data.augment.hsv_tables``), so the random stream and every other augmentation stay the
+the worker drew (``yolojax.augment.plan.hsv_tables``), so the random stream and every other augmentation stay the
 host's.
 
 The conversions reproduce OpenCV's 8-bit arithmetic (the jitter Ultralytics applies), so the device gives the
@@ -84,8 +84,8 @@ def hsv_to_bgr(hsv, to_rgb=False):
 
 def hsv_jitter(images, tables, to_rgb=True):
     """The training colour jitter on a batch: uint8 (B, H, W, 3) BGR, ``tables`` uint8 (B, 3, 256) (H, S, V lookup
-    tables per image, ``augment.hsv_tables``), ``to_rgb`` bool or (B,) -> uint8 (B, H, W, 3) RGB (BGR where
-    ``to_rgb`` is False). Equal to ``augment.apply_hsv_tables`` image by image (see the module docstring)."""
+    tables per image, ``plan.hsv_tables``), ``to_rgb`` bool or (B,) -> uint8 (B, H, W, 3) RGB (BGR where
+    ``to_rgb`` is False). Equal to ``host.apply_hsv_tables`` image by image (see the module docstring)."""
     hsv = bgr_to_hsv(images).astype(jnp.int32)
     bsz = images.shape[0]
     flat = tables.reshape(bsz, 3 * 256)
