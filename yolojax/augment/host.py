@@ -26,9 +26,6 @@ def resize_long_side(img: np.ndarray, imgsz: int) -> np.ndarray:
     return img
 
 
-
-
-
 def letterbox(img: np.ndarray, boxes: np.ndarray | None, new_shape: tuple[int, int], *, scaleup: bool = True,
               compat: str = "v8", stride: int | None = None):
     """Resize keeping the aspect ratio to fit ``new_shape`` (h, w), centre, pad with 114 (``auto=False``;
@@ -46,9 +43,6 @@ def letterbox(img: np.ndarray, boxes: np.ndarray | None, new_shape: tuple[int, i
     if boxes is not None:
         boxes = letterbox_boxes(boxes, r, (left, top), dwh, compat)
     return img, boxes, r, (left, top), dwh
-
-
-
 
 
 def draw_mosaic(images, rects, s: int, out: np.ndarray | None = None, alpha: bool = False) -> np.ndarray:
@@ -86,10 +80,6 @@ def mosaic4(tiles, s: int, rng: np.random.Generator, out: np.ndarray | None = No
     return canvas, boxes, cls
 
 
-
-
-
-
 def random_perspective(img, boxes, cls, rng: np.random.Generator, *, out_size: tuple[int, int],
                        degrees=0.0, translate=0.1, scale=0.5, shear=0.0, perspective=0.0):
     """Random affine/perspective warp ``M = T·S·R·P·C`` into an ``out_size`` (h, w) image.
@@ -108,9 +98,6 @@ def random_perspective(img, boxes, cls, rng: np.random.Generator, *, out_size: t
     return (img, *warp_labels(boxes, cls, M, k, out_size, bool(perspective)))
 
 
-
-
-
 def render_warp_plan(sources: np.ndarray, tiles: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """One sample of a ``TrainLoader(warp_on_device=True)`` batch drawn on the host with OpenCV (for pictures and
     checks; the train step uses ``yolojax.augment.warp.warp_tiles``): the canvas from ``sources`` and ``tiles``
@@ -124,7 +111,6 @@ def render_warp_plan(sources: np.ndarray, tiles: np.ndarray, cols: np.ndarray, r
     map_y = cols[1][None, :] + rows[1][:, None]
     return cv2.remap(canvas, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                      borderValue=(PAD_VALUE,) * 3)
-
 
 
 def apply_hsv_tables(img: np.ndarray, tables: np.ndarray | None, to_rgb: bool = False) -> np.ndarray:
@@ -145,9 +131,6 @@ def random_hsv(img: np.ndarray, rng: np.random.Generator, hgain=0.015, sgain=0.7
     return apply_hsv_tables(img, hsv_tables(rng, hgain, sgain, vgain, compat), to_rgb)
 
 
-
-
-
 def random_flip(img, boxes, rng: np.random.Generator, flipud=0.0, fliplr=0.5):
     """Vertical flip with p=flipud, then horizontal with p=fliplr (one draw each, in that order)."""
     ud, lr = flip_draws(rng, flipud, fliplr)
@@ -163,5 +146,3 @@ def mixup(a, b, rng: np.random.Generator):
     r = rng.beta(32.0, 32.0)
     img = (a[0] * r + b[0] * (1 - r)).astype(np.uint8)
     return img, np.concatenate([a[1], b[1]], 0), np.concatenate([a[2], b[2]], 0)
-
-

@@ -202,7 +202,3 @@ def flip_boxes(boxes, hw: tuple[int, int], ud: bool, lr: bool) -> np.ndarray:
     if lr:
         boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
     return boxes.astype(np.float32).reshape(-1, 4)
-
-
-
-

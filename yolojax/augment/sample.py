@@ -155,8 +155,9 @@ def train_sample(ds, index: int, rng: np.random.Generator, hyp: dict, *, mosaic:
         partner = int(rng.integers(0, len(ds))) if pool is None else int(pool[rng.integers(0, len(pool))])
         other = _pre_transform(ds, partner, rng, hyp, mosaic, compat, pool)
         img, boxes, cls = host.mixup((img, boxes, cls), other, rng)
-    # HSV jitter (BGR in) converts to RGB on its way back, unless the `bgr` coin keeps BGR (as Ultralytics' Format); the coin
-    # is drawn after the flips in Ultralytics, but its order among independent draws does not change the outcome.
+    # HSV jitter (BGR in) converts to RGB on its way back, unless the `bgr` coin keeps BGR (as Ultralytics' Format);
+    # the coin is drawn after the flips in Ultralytics, but its order among independent draws does not change the
+    # outcome.
     # The flips commute with the per-pixel jitter, so applying it after them (on the device) changes nothing.
     keep_bgr = bool(hyp["bgr"]) and rng.random() < hyp["bgr"]
     tables = plan.hsv_tables(rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], compat=compat)

@@ -51,7 +51,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import grain.python as grain
 import numpy as np
 
-from yolojax.augment import Layout
+from yolojax.augment.batch import Layout
 from yolojax.data.batching import (BUCKETS, box_bucket, epoch_order, multi_scale_shape, multi_scale_size,
                                    multi_scale_sizes, rect_batch_shapes, usual_box_bucket, whole_batches)
 from yolojax.data.dataset import DetectionDataset, augment_hyp
@@ -183,7 +183,8 @@ class BatchIterator:
 
 
 class TrainLoader:
-    """Training batches of ``train_sample`` outputs; see the module docstring."""
+    """Training batches of ``train_sample`` outputs in ``self.layout`` (``yolojax.augment.batch.Layout``, from
+    ``hsv_on_device`` / ``warp_on_device`` and what the device can draw); see the module docstring."""
 
     def __init__(self, dataset: DetectionDataset, *, batch_size: int, seed: int = 0, hyp: Mapping | None = None,
                  workers: int = 0, prefetch: int = 2, close_mosaic_epoch: int | None = None, compat: str = "v8",

@@ -6,6 +6,7 @@ import threading
 
 from yolojax.data.sources import close_iterator
 
+
 class ThreadPrefetch:
     """Run an iterator in a background thread, ``size`` items ahead. The loaders use it without worker processes
     (decoding and augmentation, OpenCV and NumPy release the GIL, overlap the step instead of running between

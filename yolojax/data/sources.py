@@ -14,6 +14,7 @@ import contextlib
 import grain.python as grain
 import numpy as np
 
+
 def mark_flags_parsed() -> None:
     """Grain 0.2.x workers read absl flags and crash if they are not parsed."""
     try:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import grain.python as grain
 import numpy as np
 
-from yolojax.augment import Layout, PAD_VALUE, train_sample
+from yolojax.augment.batch import Layout
+from yolojax.augment.plan import PAD_VALUE
+from yolojax.augment.sample import train_sample
 from yolojax.data.batching import pad_boxes, resized
 from yolojax.data.dataset import DetectionDataset, val_sample
 from yolojax.data.sources import batch_array, removed_on_error
+
 
 class BuildTrainBatch(grain.MapTransform):
     """A training batch (``yolojax.augment.batch``, in ``layout``) from its record ``{epoch, positions, indices,
