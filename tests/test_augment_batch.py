@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from yolojax.augment import Layout, Sample, apply_hsv_tables, batch_image_shape, host_images, layout_of, train_sample
-from yolojax.data import DetectionDataset, TrainLoader, augment_hyp
+from yolojax.augment import (Layout, Sample, apply_hsv_tables, augment_hyp, batch_image_shape, host_images, layout_of,
+                             train_sample)
+from yolojax.data import DetectionDataset, TrainLoader
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from yolojax import augment
-from yolojax.augment import box_candidates, letterbox, mosaic4, random_flip, train_sample
+from yolojax.augment import augment_hyp, box_candidates, letterbox, mosaic4, random_flip, train_sample
 from yolojax.data.batching import rect_batch_shapes
-from yolojax.data.dataset import DetectionDataset, augment_hyp, val_sample
+from yolojax.data.dataset import DetectionDataset, val_sample
 
 
 @pytest.fixture(scope="module")

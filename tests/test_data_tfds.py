@@ -22,8 +22,8 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from yolojax import augment  # noqa: E402
-from yolojax.augment import train_sample  # noqa: E402
-from yolojax.data.dataset import DetectionDataset, augment_hyp, val_sample  # noqa: E402
+from yolojax.augment import augment_hyp, train_sample  # noqa: E402
+from yolojax.data.dataset import DetectionDataset, val_sample  # noqa: E402
 from yolojax.data.dataset_yaml import DatasetError, check_dataset  # noqa: E402
 from yolojax.data.tfds import (TfdsDetectionDataset, example_labels, import_tfds, parse_spec,  # noqa: E402
                                TfdsSpec)

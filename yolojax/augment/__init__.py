@@ -7,8 +7,8 @@ layouts that say which part the train step renders (``batch``).
     augment.train_sample(ds, i, rng, hyp)                   # -> augment.Sample
     augment.batch_images(batch)                             # in the train step: uint8 RGB, any layout
 
-``plan``, ``host`` and ``batch`` import NumPy and OpenCV only; the device names (``batch_images``, ``resize_batch``,
-``warp_tiles``, ``hsv_jitter``) and ``train_sample`` are imported on first use.
+``plan``, ``host``, ``sample`` and ``batch`` import NumPy and OpenCV only; the device names (``batch_images``, ``resize_batch``,
+``warp_tiles``, ``hsv_jitter``) are imported on first use.
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from yolojax.augment.host import (apply_hsv_tables, draw_mosaic, letterbox, mixu
 from yolojax.augment.plan import (PAD_VALUE, affine_coordinates, box_candidates, flip_boxes, flip_draws, hsv_tables,
                                   letterbox_boxes, letterbox_geometry, mosaic_labels, mosaic_layout, perspective_matrix,
                                   warp_labels)
+from yolojax.augment.sample import DEFAULT_HYP, Sample, augment_hyp, train_sample
 
-_LAZY = {"Sample": "sample", "train_sample": "sample", "batch_images": "device", "resize_batch": "device",
+_LAZY = {"batch_images": "device", "resize_batch": "device",
          "warp_tiles": "warp", "hsv_jitter": "color", "bgr_to_hsv": "color", "hsv_to_bgr": "color",
          "resize_bilinear": "resize", "source_coordinates": "resize"}
 
@@ -29,7 +30,8 @@ __all__ = sorted(["Layout", "batch_image_shape", "host_images", "layout_of", "ap
                   "letterbox", "mixup", "mosaic4", "random_flip", "random_hsv", "random_perspective",
                   "render_warp_plan", "resize_long_side", "PAD_VALUE", "affine_coordinates", "box_candidates",
                   "flip_boxes", "flip_draws", "hsv_tables", "letterbox_boxes", "letterbox_geometry", "mosaic_labels",
-                  "mosaic_layout", "perspective_matrix", "warp_labels", *_LAZY])
+                  "mosaic_layout", "perspective_matrix", "warp_labels", "DEFAULT_HYP", "Sample",
+                  "augment_hyp", "train_sample", *_LAZY])
 
 
 def __getattr__(name):

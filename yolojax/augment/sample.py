@@ -10,13 +10,28 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import cv2
 import numpy as np
 
 from yolojax.augment import host, plan
 from yolojax.augment.batch import Layout
+
+
+# Ultralytics' default augmentation hyperparameters.
+DEFAULT_HYP = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0,
+                   perspective=0.0, flipud=0.0, fliplr=0.5, bgr=0.0, mosaic=1.0, mixup=0.0, copy_paste=0.0)
+
+
+def augment_hyp(hyp: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Default augmentation hyperparameters updated with the known keys of ``hyp`` (a dict or ConfigDict)."""
+    out = dict(DEFAULT_HYP)
+    if hyp is not None:
+        for k in DEFAULT_HYP:
+            if k in hyp and hyp[k] is not None:
+                out[k] = float(hyp[k])
+    return out
 
 
 class Sample(NamedTuple):
@@ -131,7 +146,7 @@ def train_sample(ds, index: int, rng: np.random.Generator, hyp: dict, *, mosaic:
                  shape: tuple[int, int] | None = None) -> Sample:
     """One augmented training sample: mosaic (or one image when ``mosaic=False``), the random warp, mixup, the HSV
     jitter and the flips, drawn from ``rng`` in the same order in every ``layout`` (see ``Sample``). ``hyp`` as
-    returned by ``yolojax.data.augment_hyp``; ``pool``: dataset indices that mosaic/mixup partners are drawn from
+    returned by ``augment_hyp``; ``pool``: dataset indices that mosaic/mixup partners are drawn from
     (default: all).
 
     ``Layout.HSV``: the image is returned before the jitter (BGR) with its tables; the train step's

@@ -14,7 +14,7 @@ _EXPORTS = {
     "DatasetError": "dataset_yaml", "datasets_dir": "dataset_yaml",
     "load_labels": "labels", "LabelSet": "labels",
     "download_zip": "download", "safe_extract": "download",
-    "DetectionDataset": "dataset", "val_sample": "dataset", "augment_hyp": "dataset",
+    "DetectionDataset": "dataset", "val_sample": "dataset",
     "TrainLoader": "loader", "ValLoader": "loader", "BatchIterator": "loader", "pad_boxes": "batching",
     "make_shapes_dataset": "synthetic", "shapes_yaml": "synthetic",
     "TfdsDetectionDataset": "tfds", "check_tfds_dataset": "tfds",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Mapping
 
 import cv2
 import numpy as np
@@ -21,20 +20,6 @@ from yolojax.augment import host
 from yolojax.data.dataset_yaml import DatasetError, check_dataset, list_images
 from yolojax.data.labels import LabelSet, load_labels
 from yolojax.data.npy_cache import disk_cache_possible, read_cached, write_disk_cache
-
-# Ultralytics' default augmentation hyperparameters.
-DEFAULT_HYP = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0,
-                   perspective=0.0, flipud=0.0, fliplr=0.5, bgr=0.0, mosaic=1.0, mixup=0.0, copy_paste=0.0)
-
-
-def augment_hyp(hyp: Mapping[str, Any] | None = None) -> dict[str, float]:
-    """Default augmentation hyperparameters updated with the known keys of ``hyp`` (a dict or ConfigDict)."""
-    out = dict(DEFAULT_HYP)
-    if hyp is not None:
-        for k in DEFAULT_HYP:
-            if k in hyp and hyp[k] is not None:
-                out[k] = float(hyp[k])
-    return out
 
 
 @dataclasses.dataclass

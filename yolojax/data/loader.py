@@ -52,9 +52,10 @@ import grain.python as grain
 import numpy as np
 
 from yolojax.augment.batch import Layout
+from yolojax.augment.sample import augment_hyp
 from yolojax.data.batching import (BUCKETS, box_bucket, epoch_order, multi_scale_shape, multi_scale_size,
                                    multi_scale_sizes, rect_batch_shapes, usual_box_bucket, whole_batches)
-from yolojax.data.dataset import DetectionDataset, augment_hyp
+from yolojax.data.dataset import DetectionDataset
 from yolojax.data.prefetch import ThreadPrefetch
 from yolojax.data.sources import RecordList, close_iterator, mark_flags_parsed, owned
 from yolojax.data.transforms import BuildTrainBatch, BuildValBatch
