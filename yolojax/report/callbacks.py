@@ -99,7 +99,7 @@ class RunReporter:
         close_mosaic = int(_get(event.config, "close_mosaic", 0) or 0)
         closing = int(event.epochs) - close_mosaic
         self._closing_epoch = closing if close_mosaic > 0 and 0 < closing < int(event.epochs) else None
-        if self.plots and event.train_labels is not None:
+        if self.plots and event.task == "detect" and event.train_labels is not None:  # boxes per image
             labels = [np.array(lb, np.float32) for lb in event.train_labels]
             self.queue.call("labels.jpg", plots.plot_labels, self.save_dir / "labels.jpg", labels, dict(self.names))
 

@@ -1,13 +1,14 @@
 """The pictures of a training run: sample batches, label statistics, metric curves, results.
 
-Every function takes plain NumPy inputs and writes one file (atomically: a hidden temporary file renamed
+Every function takes plain NumPy inputs and writes its files (atomically: a hidden temporary file renamed
 into place, so a reader never sees half a picture). Figures use matplotlib's object API (``Figure`` +
 the Agg canvas, no pyplot global state), so they can be drawn from a background thread; text uses the
 DejaVu fonts bundled with matplotlib, and OpenCV's built-in Hershey font on the image grids. Nothing
 touches the network.
 
-Layouts follow Ultralytics' pictures (2x5 results grid, 2x2 label statistics, P/R/F1-confidence and PR
-curves with an "all classes" line, confusion matrix with a background row/column), drawn our own way.
+Layouts follow Ultralytics' pictures (results grid of 2x5 panels for detection, 2x2 for classification; 2x2 label
+statistics; P/R/F1-confidence and PR curves with an "all classes" line; confusion matrix with a background
+row/column), drawn our own way.
 """
 from __future__ import annotations
 
