@@ -4,6 +4,7 @@ whose run directory must hold every Ultralytics picture, results.csv and readabl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import pathlib
 import threading
@@ -16,6 +17,7 @@ import pytest
 
 from yolojax.report import plots
 from yolojax.report.callbacks import RunReporter, default_callbacks
+from yolojax.report.events import TrainEvent
 from yolojax.report.phases import PHASES, PhaseTimer, phase_table, summary_line
 from yolojax.report.results import COLUMNS, ResultsLog, read_results_csv
 from yolojax.report.tensorboard import TensorBoardLogger, event_files, read_images, read_scalars
@@ -249,38 +251,36 @@ def _fake_val(nc=3):
 
 
 def _fake_run(tmp_path, reporter: RunReporter, *, epochs=2, nb=2):
-    """Drive ``reporter`` through the trainer's events with hand-made data; returns the context."""
-    from yolojax.train import RunContext
-
+    """Drive ``reporter`` through the trainer's events with hand-made data; returns the last event."""
     rng = np.random.default_rng(0)
     labels = [np.column_stack([rng.integers(0, 3, 4), rng.uniform(0.2, 0.6, (4, 4))]) for _ in range(6)]
-    loader = types.SimpleNamespace(num_batches=nb, close_mosaic_epoch=epochs - 1,
-                                   dataset=types.SimpleNamespace(labels=labels))
-    ctx = RunContext(save_dir=tmp_path, setup=types.SimpleNamespace(names=NAMES, train_loader=loader),
-                     epochs=epochs)
+    ev = TrainEvent(name="on_pretrain_routine_end", task="detect", config={"close_mosaic": 1}, save_dir=tmp_path,
+                    names=NAMES, epochs=epochs, train_labels=labels)
+
+    def fire(name, **changes):
+        nonlocal ev
+        ev = dataclasses.replace(ev, name=name, **changes)
+        [cb(ev) for cb in reporter.callbacks().get(name, [])]
+
     for event in ("on_pretrain_routine_end", "on_train_start"):
-        [cb(ctx) for cb in reporter.callbacks().get(event, [])]
+        fire(event)
     log = ResultsLog(tmp_path / "results.csv")
     images, boxes, classes, mask = _gray_batch()
     for epoch in range(epochs):
-        ctx.epoch = epoch
         for i in range(nb):
-            ctx.step = epoch * nb + i
-            ctx.batch = {"images": images + ctx.step, "boxes": boxes, "classes": classes, "mask": mask}
-            ctx.batch_metrics = {"box_loss": np.float32(3.0 - ctx.step), "cls_loss": np.float32(2.0),
-                                 "dfl_loss": np.float32(1.0), "lr/pg0": np.float32(0.01), "lr/pg1": np.float32(0.02),
-                                 "lr/pg2": np.float32(0.03)}
-            reporter.on_train_batch_end(ctx)
-        ctx.images_per_second = 100.0 + epoch
-        reporter.on_train_epoch_end(ctx)
-        ctx.row = {"epoch": epoch + 1, **{c: 0.1 * (epoch + 1) + 0.001 * k for k, c in enumerate(COLUMNS[1:])}}
-        log.append(ctx.row)
+            step = epoch * nb + i
+            fire("on_train_batch_end", epoch=epoch, step=step,
+                 batch={"images": images + step, "boxes": boxes, "classes": classes, "mask": mask},
+                 batch_metrics={"box_loss": np.float32(3.0 - step), "cls_loss": np.float32(2.0),
+                                "dfl_loss": np.float32(1.0), "lr/pg0": np.float32(0.01), "lr/pg1": np.float32(0.02),
+                                "lr/pg2": np.float32(0.03)})
+        fire("on_train_epoch_end", images_per_second=100.0 + epoch)
+        row = {"epoch": epoch + 1, **{c: 0.1 * (epoch + 1) + 0.001 * k for k, c in enumerate(COLUMNS[1:])}}
+        log.append(row)
         log.write()
-        ctx.val = _fake_val()
-        reporter.on_fit_epoch_end(ctx)
-    ctx.final = _fake_val()
-    reporter.on_train_end(ctx)
-    return ctx
+        fire("on_fit_epoch_end", row=row, val=_fake_val())
+    fire("on_train_end", final=_fake_val())
+    return ev
 
 
 def test_callbacks_write_every_picture_and_the_epoch_scalars(tmp_path):
@@ -332,13 +332,14 @@ def test_drawing_never_blocks_the_loop_and_sees_a_copy_of_the_batch(tmp_path, mo
 
     monkeypatch.setattr(plots, "plot_batch", slow_plot)
     reporter = RunReporter(tensorboard=False)
-    reporter.save_dir, reporter._batch_steps = tmp_path, {0, 1, 2}
+    reporter.on_pretrain_routine_end(TrainEvent(name="on_pretrain_routine_end", task="detect", config={},
+                                                save_dir=tmp_path, names=NAMES, epochs=1))
     images, boxes, classes, mask = _gray_batch()
-    ctx = types.SimpleNamespace(step=0, batch=None, batch_metrics=None)
     t0 = time.perf_counter()
     for step in range(3):
-        ctx.step = step
-        ctx.batch = {"images": images.copy(), "boxes": boxes, "classes": classes, "mask": mask}
+        ctx = TrainEvent(name="on_train_batch_end", task="detect", config={}, save_dir=tmp_path, names=NAMES,
+                         epochs=1, step=step, batch={"images": images.copy(), "boxes": boxes, "classes": classes,
+                                                     "mask": mask})
         reporter.on_train_batch_end(ctx)
         ctx.batch["images"][:] = 0  # the loop reuses/changes its buffers: the drawing must not see that
     assert time.perf_counter() - t0 < 1.0  # three 5-second drawings queued, none waited for

@@ -65,6 +65,15 @@ class RunContext:
     wall_seconds: float = 0.0  # from the start of training to the end of the final validation
 
 
+def _train_event(name: str, ctx: RunContext):
+    from yolojax.report.events import TrainEvent
+
+    fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name != "setup"}
+    fields["step_shapes"] = tuple(ctx.step_shapes)
+    return TrainEvent(name=name, task="detect", names=dict(ctx.setup.names),
+                      train_labels=ctx.setup.train_loader.dataset.labels, **fields)
+
+
 def _find_resume(config, workdir):
     """(run dir, Checkpointer) for ``resume=True`` (workdir, else the newest run) or a path."""
     target = config.resume
@@ -108,6 +117,7 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     maybe_initialize(config)  # multi-host: join the process group before any JAX computation
 
     merged = default_callbacks(config)
+    reporters = {event: list(fns) for event, fns in merged.items()}
     for event, fns in (callbacks or {}).items():
         merged.setdefault(event, []).extend(fns)
     callbacks = merged
@@ -140,7 +150,10 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
              f"flag when JAX starts, and JAX started before this run with it {'on' if deterministic else 'off'}. Set "
              f"XLA_FLAGS=--xla_gpu_deterministic_ops={str(not deterministic).lower()} before starting Python.")
     ctx = RunContext(config=config, save_dir=save_dir, setup=s, epochs=int(config.epochs))
-    fire = lambda event: [cb(ctx) for cb in callbacks.get(event, [])]  # noqa: E731
+
+    def fire(event):  # the built-in report callbacks read an immutable TrainEvent; user callbacks the RunContext
+        for cb in callbacks.get(event, []):
+            cb(_train_event(event, ctx) if cb in reporters.get(event, ()) else ctx)
 
     weights_dir = save_dir / "weights"
     if is_main:

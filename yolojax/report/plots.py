@@ -1,13 +1,14 @@
 """The pictures of a training run: sample batches, label statistics, metric curves, results.
 
-Every function takes plain NumPy inputs and writes one file (atomically: a hidden temporary file renamed
+Every function takes plain NumPy inputs and writes its files (atomically: a hidden temporary file renamed
 into place, so a reader never sees half a picture). Figures use matplotlib's object API (``Figure`` +
 the Agg canvas, no pyplot global state), so they can be drawn from a background thread; text uses the
 DejaVu fonts bundled with matplotlib, and OpenCV's built-in Hershey font on the image grids. Nothing
 touches the network.
 
-Layouts follow Ultralytics' pictures (2x5 results grid, 2x2 label statistics, P/R/F1-confidence and PR
-curves with an "all classes" line, confusion matrix with a background row/column), drawn our own way.
+Layouts follow Ultralytics' pictures (results grid of 2x5 panels for detection, 2x2 for classification; 2x2 label
+statistics; P/R/F1-confidence and PR curves with an "all classes" line; confusion matrix with a background
+row/column), drawn our own way.
 """
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ import numpy as np
 
 DPI = 150
 PRED_CONF = 0.25  # predictions drawn on val_batch*_pred.jpg (those a user would keep)
-RESULTS_PANELS = ("train/box_loss", "train/cls_loss", "train/dfl_loss", "metrics/precision(B)", "metrics/recall(B)",
-                  "val/box_loss", "val/cls_loss", "val/dfl_loss", "metrics/mAP50(B)", "metrics/mAP50-95(B)")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -151,6 +150,25 @@ def plot_batch(path, images, boxes, classes, mask, names=None, *, scores=None, *
     return grid
 
 
+def plot_train_batch(path, batch: Mapping[str, np.ndarray], names: Mapping[int, str]) -> np.ndarray:
+    """train_batchN.jpg: the images of a host train batch (``yolojax.augment.batch.host_images``: the train step's
+    pixels drawn with OpenCV, no JAX) with their labels; returns the mosaic."""
+    from yolojax.augment.batch import host_images
+
+    return plot_batch(path, host_images(batch), batch["boxes"], batch["classes"], batch["mask"], names)
+
+
+def plot_val_batch(save_dir, k: int, batch: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
+                   names: Mapping[int, str]) -> np.ndarray:
+    """val_batch{k}_labels.jpg (``batch``: images, boxes, classes, mask) and val_batch{k}_pred.jpg (``pred``: boxes,
+    scores, classes, valid, per image of the batch); returns the predictions' mosaic."""
+    save_dir = pathlib.Path(save_dir)
+    plot_batch(save_dir / f"val_batch{k}_labels.jpg", batch["images"], batch["boxes"], batch["classes"],
+               batch["mask"], names)
+    return plot_batch(save_dir / f"val_batch{k}_pred.jpg", batch["images"], pred["boxes"], pred["classes"],
+                      pred["valid"], names, scores=pred["scores"])
+
+
 # ----------------------------------------------------------------------------------------------- labels
 
 
@@ -202,17 +220,38 @@ def plot_labels(path, labels: Sequence[np.ndarray], names: Mapping[int, str], *,
 # ----------------------------------------------------------------------------------------------- results.csv
 
 
+def results_panels(columns: Sequence[str]) -> list[str]:
+    """The results.png panels for results.csv ``columns``, in reading order over two rows: the loss columns and the
+    metric columns are each cut in half, the first halves fill the top row and the second halves the bottom one
+    (detection: train losses, P, R / val losses, mAP50, mAP50-95; classification: train/loss, top-1 / val/loss,
+    top-5)."""
+    losses = [c for c in columns if "loss" in c]
+    metrics = [c for c in columns if "metric" in c]
+    lm, mm = len(losses) // 2, (len(metrics) + 1) // 2
+    return losses[:lm] + metrics[:mm] + losses[lm:] + metrics[mm:]
+
+
 def plot_results(path, rows: Sequence[Mapping[str, float]]) -> pathlib.Path:
-    """results.png: the 10 loss/metric columns of results.csv against epoch (values and a smoothed trend).
+    """results.png: each loss/metric column of results.csv against epoch (values and a smoothed trend), laid out by
+    ``results_panels`` on two rows (2x5 for detection, 2x2 for classification), ``len(panels) + 2`` inches wide.
 
     Args:
-      rows: results.csv rows (``yolojax.report.results.read_results_csv``), each with ``epoch``.
+      rows: results.csv rows (``yolojax.report.results.read_results_csv``), each with ``epoch``; the first row's
+        keys (in order) are the columns.
     """
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = _new_figure(12, 6, 2, 5)
+    if not rows:
+        raise ValueError(f"plot_results: no results rows to draw for {path}")
+    panels = results_panels(list(rows[0]))
+    if not panels:
+        raise ValueError(f"plot_results: the rows for {path} hold no loss or metric column: {list(rows[0])}")
+    cols = (len(panels) + 1) // 2
+    fig, ax = _new_figure(len(panels) + 2, 6, 2, cols)
+    ax = ax.ravel()
+    ax[-1].set_visible(len(panels) % 2 == 0)
     epochs = np.array([r["epoch"] for r in rows], float)
-    for a, key in zip(ax.ravel(), RESULTS_PANELS):
+    for a, key in zip(ax, panels):
         y = np.array([float(r.get(key, np.nan)) for r in rows])
         a.plot(epochs, y, marker=".", linewidth=2, markersize=8, label="results")
         if len(y) >= 3 and np.isfinite(y).all():
@@ -220,7 +259,7 @@ def plot_results(path, rows: Sequence[Mapping[str, float]]) -> pathlib.Path:
         a.set_title(key, fontsize=12)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.ticklabel_format(axis="y", useOffset=False)
-    ax[0, 0].legend(fontsize=8)
+    ax[0].legend(fontsize=8)
     return _save_figure(fig, path)
 
 
