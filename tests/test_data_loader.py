@@ -43,14 +43,14 @@ def _record_blocks(monkeypatch) -> list[str]:
     """Names of the shared blocks the loader's transforms allocate from now on (in this test)."""
     from yolojax.data import loader as loader_module
 
-    made, real = [], loader_module._batch_array
+    made, real = [], loader_module.batch_array
 
     def recording(*args):
         arr = real(*args)
         made.append(arr.shm.name)
         return arr
 
-    monkeypatch.setattr(loader_module, "_batch_array", recording)
+    monkeypatch.setattr(loader_module, "batch_array", recording)
     return made
 
 

@@ -20,6 +20,8 @@ _EXPORTS = {
     "TfdsDetectionDataset": "tfds", "check_tfds_dataset": "tfds",
     "check_cls_dataset": "classify", "cls_index": "classify", "ClassificationIndex": "classify",
     "shapes_cls_dir": "synthetic",
+    "ClassifyDataset": "classify_loader", "ClassifyTrainLoader": "classify_loader",
+    "ClassifyValLoader": "classify_loader",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -189,7 +189,7 @@ class _BuildTrainBatch(grain.MapTransform):
             if hsv:
                 tables.append(hsv[0]), to_rgb.append(hsv[1])
         b, c, m = pad_boxes(boxes, classes, self.buckets)
-        images = _batch_array((len(imgs),) + imgs[0].shape, imgs[0].dtype, rec.get("shared", False))
+        images = batch_array((len(imgs),) + imgs[0].shape, imgs[0].dtype, rec.get("shared", False))
         batch = {"images": np.stack(imgs, out=images), "boxes": b, "classes": c, "mask": m}
         if self.hsv_on_device:
             batch.update(hsv_tables=np.stack(tables), hsv_to_rgb=np.array(to_rgb, bool))
@@ -200,8 +200,8 @@ class _BuildTrainBatch(grain.MapTransform):
     def _plans(self, rec):
         """The batch for the device warp: its own decoded images (the mosaic partners' pool) + one plan per sample."""
         s, n = self.ds.imgsz, len(rec["indices"])
-        sources = _batch_array((n, s, s, 3), np.uint8, rec.get("shared", False))
-        with _removed_on_error(sources):
+        sources = batch_array((n, s, s, 3), np.uint8, rec.get("shared", False))
+        with removed_on_error(sources):
             for k, idx in enumerate(rec["indices"]):
                 img = self.ds.load(int(idx))[0]
                 h, w = img.shape[:2]
@@ -242,7 +242,7 @@ else:  # pragma: no cover - an older grain: batches are built on the heap and Gr
 
 
 @contextlib.contextmanager
-def _removed_on_error(arr: np.ndarray):
+def removed_on_error(arr: np.ndarray):
     """Filling a batch's shared block: on an error (an unreadable image) the block is removed at once, not when
     the traceback (which holds ``arr``) lets it go."""
     try:
@@ -254,7 +254,7 @@ def _removed_on_error(arr: np.ndarray):
         raise
 
 
-def _batch_array(shape: tuple[int, ...], dtype, shared: bool) -> np.ndarray:
+def batch_array(shape: tuple[int, ...], dtype, shared: bool) -> np.ndarray:
     """An empty array for a batch's images. ``shared`` (a Grain worker process builds the batch): in shared memory,
     which Grain hands to the main process as it is instead of copying the batch into a new block (79 MB for b64
     @640)."""
@@ -282,11 +282,11 @@ class _BuildValBatch(grain.MapTransform):
     def map(self, rec):
         h, w = rec["shape"]
         n = len(rec["indices"])
-        imgs = _batch_array((n, h, w, 3), np.uint8, rec.get("shared", False))
+        imgs = batch_array((n, h, w, 3), np.uint8, rec.get("shared", False))
         ratio_pad = np.zeros((n, 2, 2), np.float64)
         ori = np.zeros((n, 2), np.int64)
         boxes, classes = [], []
-        with _removed_on_error(imgs):
+        with removed_on_error(imgs):
             imgs.fill(PAD_VALUE)
             for k, idx in enumerate(rec["indices"]):
                 if idx < 0:  # padding image: blank, no boxes, image_valid False
