@@ -245,3 +245,23 @@ def test_classification_keys_have_ultralytics_defaults_rules_and_detection_warni
     assert [line.split("=")[0] for line in lines] == ["WARNING: erasing", "WARNING: crop_fraction"]
     assert all("classification argument" in line for line in lines)
     assert inapplicable_warnings({**c, "task": "classify", "erasing": 0.0, "crop_fraction": 0.9}) == []
+
+
+@pytest.mark.parametrize("name", ["imagenet", "imagenette"])
+def test_dataset_configs_are_ultralytics_classification_runs(name):
+    import importlib.util
+    import pathlib
+
+    from yolojax.engine.config import default_config
+    from yolojax.engine.config_checks import check_values
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c, base = mod.get_config().to_dict(), default_config().to_dict()
+    assert set(c) == set(base)
+    assert (c["task"], c["data"], c["model"], c["imgsz"]) == ("classify", name, "yolov8n-cls.yaml", 224)
+    changed = {k for k in c if c[k] != base[k]}
+    assert changed == {"task", "data", "model", "imgsz"}  # otherwise Ultralytics' defaults (epochs 100 included)
+    check_values({k: v for k, v in c.items() if k != "task"})  # task=classify: valid once the task is wired in
