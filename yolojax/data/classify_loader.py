@@ -34,7 +34,7 @@ import cv2
 import grain.python as grain
 import numpy as np
 
-from yolojax.data.classify import ClassificationIndex
+from yolojax.data.classify import ClassificationIndex, cls_index
 from yolojax.data.classify_augment import classify_train, classify_val, train_kwargs
 from yolojax.data.errors import DatasetError
 from yolojax.data.loader import BatchIterator, ValLoader, batch_array, epoch_order, removed_on_error
@@ -75,26 +75,46 @@ class ClassifyDataset:
                                "dataset was indexed); remove it or restore the file.")
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
+    def sample(self, i: int) -> tuple[np.ndarray, int]:
+        """(image ``i`` as ``load`` gives it, its class id): what the loaders read (also ``TfdsClassifyDataset``)."""
+        return self.load(i), int(self.labels[i])
+
+
+def open_cls_split(info: Mapping[str, Any], split: str, *, imgsz: int, fraction: float = 1.0, compat: str = "v8"):
+    """The ``split`` role (train / val / test) of a checked classification dataset (``check_cls_dataset``'s dict):
+    a ``ClassifyDataset`` of the verified folder images, or a ``TfdsClassifyDataset`` for ``tfds:`` data."""
+    if "tfds" in info:
+        from yolojax.data.classify_tfds import TfdsClassifyDataset
+
+        return TfdsClassifyDataset.from_checked(dict(info), split, imgsz=imgsz, fraction=fraction)
+    if not info.get(split):
+        raise DatasetError(f"{info.get('path')}: the classification dataset has no '{split}' split folder.")
+    return ClassifyDataset.from_index(cls_index(info[split], info["names"], compat=compat), imgsz=imgsz,
+                                      fraction=fraction)
+
 
 class _BuildTrainBatch(grain.MapTransform):
     """Record {"epoch", "positions", "indices", "shared"} -> {"images" (B, S, S, 3) uint8, "labels" (B,) int32}."""
 
-    def __init__(self, ds: ClassifyDataset, kwargs: dict, seed: int):
+    def __init__(self, ds, kwargs: dict, seed: int):
         self.ds, self.kwargs, self.seed = ds, kwargs, seed
 
     def map(self, rec):
         s, n = self.kwargs["imgsz"], len(rec["indices"])
         images = batch_array((n, s, s, 3), np.uint8, rec.get("shared", False))
+        labels = np.zeros(n, np.int32)
         with removed_on_error(images):
             for k, (pos, idx) in enumerate(zip(rec["positions"], rec["indices"])):
                 rng = np.random.default_rng([self.seed, rec["epoch"], int(pos)])
-                images[k] = classify_train(self.ds.load(int(idx)), rng, **self.kwargs)
-        return {"images": images, "labels": self.ds.labels[np.asarray(rec["indices"])].astype(np.int32)}
+                img, labels[k] = self.ds.sample(int(idx))
+                images[k] = classify_train(img, rng, **self.kwargs)
+        return {"images": images, "labels": labels}
 
 
 class ClassifyTrainLoader:
     """Training batches of ``classify_train`` outputs; the interface of ``yolojax.data.loader.TrainLoader`` (see the
-    module docstring). ``hyp``: the training config (``scale``, ``fliplr``, ``flipud``, ``auto_augment``,
+    module docstring). ``dataset``: a ``ClassifyDataset`` or ``TfdsClassifyDataset`` (``len``, ``imgsz``,
+    ``sample(i) -> (RGB image, class id)``). ``hyp``: the training config (``scale``, ``fliplr``, ``flipud``, ``auto_augment``,
     ``hsv_*``, ``erasing``)."""
 
     close_mosaic_epoch = None  # the batch plan's mosaic switch; classification has no mosaic
@@ -102,7 +122,7 @@ class ClassifyTrainLoader:
     multi_scale_sizes: tuple = ()  # classification batches are never rescaled
     stride = 32
 
-    def __init__(self, dataset: ClassifyDataset, *, batch_size: int, seed: int = 0, hyp: Mapping | None = None,
+    def __init__(self, dataset, *, batch_size: int, seed: int = 0, hyp: Mapping | None = None,
                  workers: int = 0, prefetch: int = 2, process_index: int = 0, process_count: int = 1):
         if len(dataset) == 0:
             raise ValueError("ClassifyTrainLoader needs a non-empty dataset.")
@@ -138,18 +158,19 @@ class ClassifyTrainLoader:
 class _BuildValBatch(grain.MapTransform):
     """Record {"indices" (-1: padding)} -> images, labels, image_valid, index."""
 
-    def __init__(self, ds: ClassifyDataset, crop_fraction: float):
+    def __init__(self, ds, crop_fraction: float):
         self.ds, self.crop_fraction = ds, float(crop_fraction)
 
     def map(self, rec):
         s, idx = self.ds.imgsz, np.asarray(rec["indices"], np.int64)
         images = batch_array((len(idx), s, s, 3), np.uint8, rec.get("shared", False))
+        labels = np.zeros(len(idx), np.int32)
         with removed_on_error(images):
             images.fill(0)
             for k, i in enumerate(idx):
                 if i >= 0:
-                    images[k] = classify_val(self.ds.load(int(i)), s, self.crop_fraction)
-        labels = np.where(idx >= 0, self.ds.labels[np.maximum(idx, 0)], 0).astype(np.int32)
+                    img, labels[k] = self.ds.sample(int(i))
+                    images[k] = classify_val(img, s, self.crop_fraction)
         return {"images": images, "labels": labels, "image_valid": idx >= 0, "index": idx}
 
 
@@ -157,7 +178,7 @@ class ClassifyValLoader(ValLoader):
     """Validation batches (see the module docstring). Passes run as the detection ``ValLoader``'s: with ``workers``,
     one set of worker processes serves every pass until ``close``."""
 
-    def __init__(self, dataset: ClassifyDataset, *, batch_size: int, crop_fraction: float = 1.0, workers: int = 0,
+    def __init__(self, dataset, *, batch_size: int, crop_fraction: float = 1.0, workers: int = 0,
                  prefetch: int = 2):
         self._stream, self._pass_open = None, False
         if not 0.0 < float(crop_fraction) <= 1.0:
