@@ -265,3 +265,12 @@ def test_dataset_configs_are_ultralytics_classification_runs(name):
     changed = {k for k in c if c[k] != base[k]}
     assert changed == {"task", "data", "model", "imgsz"}  # otherwise Ultralytics' defaults (epochs 100 included)
     check_values({k: v for k, v in c.items() if k != "task"})  # task=classify: valid once the task is wired in
+
+
+def test_validator_ranks_ties_to_the_lower_class_id():
+    model = TableModel(table=((1.0,) * 6,))  # every sample: six equal scores
+    batch = {"images": np.zeros((2, 8, 8, 3), np.uint8), "labels": np.array([4, 5], np.int32),
+             "image_valid": np.ones(2, bool)}
+    res = ClassifyValidator(model, [batch], {})({})
+    assert (res.top1, res.top5) == (0.0, 0.5)  # ranked 0, 1, 2, 3, 4: label 4 is in the top 5, label 5 is not
+    assert res.confusion[0].tolist() == [0, 0, 0, 0, 1, 1]
