@@ -172,6 +172,10 @@ def test_validator_scores_top1_top5_loss_and_confusion_as_computed_by_hand():
     np.testing.assert_array_equal(res.confusion, confusion)
     assert res.table == ["               classes   top1_acc   top5_acc", "                   all        0.4        0.8"]
     assert table_lines(0.4, 0.8) == res.table
+    assert set(res.speed) == {"preprocess", "inference", "loss", "postprocess"}
+    assert set(res.phases) == {"val_data", "val_forward", "val_metrics"} and all(v >= 0 for v in res.phases.values())
+    assert [f["batch"] is b for f, b in zip(res.first_batches, batches)] == [True, True]
+    np.testing.assert_array_equal(res.first_batches[1]["top"][:2, 0], [2, 3])  # ranked classes of the plotted batch
 
     def ce(z, y):
         z = z - z.max(1, keepdims=True)
@@ -218,7 +222,7 @@ def test_predict_is_the_centre_crop_through_the_eval_model(tmp_path):
     np.testing.assert_allclose(out[1].probs, want, atol=1e-6)
     assert out[0].probs.sum() == pytest.approx(1.0, abs=1e-5)
     assert list(out[0].top5) == list(np.argsort(-want)[:5]) and out[0].top1 == int(np.argmax(want))
-    assert np.all(np.diff(out[0].top5conf) <= 0)
+    assert np.all(np.diff(out[0].top5conf) <= 0) and out[0].top1conf == pytest.approx(float(want.max()), abs=1e-6)
     # pixels outside the centre crop do not matter: the columns the crop keeps come from the middle of the resize
     edited = wide.copy()
     edited[:, :4] = 255

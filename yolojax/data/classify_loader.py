@@ -63,10 +63,6 @@ class ClassifyDataset:
     def __len__(self) -> int:
         return len(self.files)
 
-    @property
-    def nc(self) -> int:
-        return len(self.names)
-
     def load(self, i: int) -> np.ndarray:
         """Image ``i`` as (h, w, 3) uint8 RGB (decoded as Ultralytics does: OpenCV, EXIF orientation applied)."""
         img = cv2.imread(self.files[i], cv2.IMREAD_COLOR)
@@ -145,9 +141,6 @@ class ClassifyTrainLoader:
         """Batches from (start_epoch, start_step) to the end of epoch ``end_epoch - 1`` (default: one epoch), one set
         of worker processes for all of them; ``get_state``/``set_state`` and ``close`` as for detection."""
         return BatchIterator(self, start_epoch, start_step, start_epoch + 1 if end_epoch is None else end_epoch)
-
-    def epoch_iterator(self, epoch: int, start_step: int = 0) -> BatchIterator:
-        return BatchIterator(self, epoch, start_step, epoch + 1)
 
     def restore_iterator(self, state: bytes | str | Mapping) -> BatchIterator:
         it = BatchIterator(self, 0, 0, 1)

@@ -76,7 +76,7 @@ def check_tfds_cls_dataset(data: str, *, data_dir: str | None = None, autodownlo
 
 
 class TfdsClassifyDataset:
-    """One tfds split as the classification loaders read it: ``len``, ``imgsz``, ``names``, ``nc``,
+    """One tfds split as the classification loaders read it: ``len``, ``imgsz``, ``names``,
     ``sample(i) -> ((h, w, 3) uint8 RGB, class id)``. Picklable (the data source reopens its files in workers)."""
 
     def __init__(self, source, names: dict[int, str], imgsz: int, where: str, n: int | None = None):
@@ -111,10 +111,6 @@ class TfdsClassifyDataset:
 
     def __len__(self) -> int:
         return self.n
-
-    @property
-    def nc(self) -> int:
-        return len(self.names)
 
     def sample(self, i: int) -> tuple[np.ndarray, int]:
         ex = self.source[int(i)]
