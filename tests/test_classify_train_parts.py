@@ -279,3 +279,49 @@ def test_validator_ranks_ties_to_the_lower_class_id():
     res = ClassifyValidator(model, [batch], {})({})
     assert (res.top1, res.top5) == (0.0, 0.5)  # ranked 0, 1, 2, 3, 4: label 4 is in the top 5, label 5 is not
     assert res.confusion[0].tolist() == [0, 0, 0, 0, 1, 1]
+
+
+_SHARDED_SCRIPT = """
+import os, sys, json
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["JAX_PLATFORMS"] = "cpu"
+import jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from yolojax.classify_val import ClassifyValidator
+from yolojax.loss import ClassificationObjective
+from yolojax.nn import YOLOv8Cls
+from yolojax.nn.yolo import init_variables
+model = YOLOv8Cls(num_classes=6, multiples=(0.33, 0.0625, 1024))
+variables = init_variables(model, seed=0)
+rng = np.random.default_rng(0)
+batches = [{"images": rng.integers(0, 256, (4, 32, 32, 3), np.uint8), "labels": rng.integers(0, 6, 4).astype(np.int32),
+            "image_valid": np.array([True, True, True, k == 0])} for k in range(2)]
+sharded = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
+one, two = (ClassifyValidator(model, batches, {}, put=put)(variables)
+            for put in (None, lambda b: jax.device_put(b, sharded)))
+logits = rng.normal(size=(4, 6)).astype(np.float32)
+f = jax.jit(jax.value_and_grad(lambda z, y: ClassificationObjective()(z, {"labels": y})[0]))
+(l1, g1), (l2, g2) = f(logits, batches[0]["labels"]), f(*jax.device_put((logits, batches[0]["labels"]), sharded))
+print(json.dumps({"devices": len(jax.devices()), "same": [one.top1 == two.top1, one.top5 == two.top5,
+                  bool((one.confusion == two.confusion).all()), abs(one.losses["val/loss"] - two.losses["val/loss"]) < 1e-5,
+                  abs(float(l1) - float(l2)) < 1e-6, bool(np.allclose(g1, g2, atol=1e-7))], "seen": two.seen,
+                  "grad_devices": len(g2.sharding.device_set)}))
+"""
+
+
+def test_validator_and_objective_on_batches_sharded_over_two_devices(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "sharded.py"
+    script.write_text(_SHARDED_SCRIPT)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "JAX_COMPILATION_CACHE_DIR": str(jax.config.jax_compilation_cache_dir or ""),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"devices": 2, "same": [True] * 6, "seen": 7, "grad_devices": 2}
