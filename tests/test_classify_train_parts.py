@@ -303,7 +303,8 @@ logits = rng.normal(size=(4, 6)).astype(np.float32)
 f = jax.jit(jax.value_and_grad(lambda z, y: ClassificationObjective()(z, {"labels": y})[0]))
 (l1, g1), (l2, g2) = f(logits, batches[0]["labels"]), f(*jax.device_put((logits, batches[0]["labels"]), sharded))
 print(json.dumps({"devices": len(jax.devices()), "same": [one.top1 == two.top1, one.top5 == two.top5,
-                  bool((one.confusion == two.confusion).all()), abs(one.losses["val/loss"] - two.losses["val/loss"]) < 1e-5,
+                  bool((one.confusion == two.confusion).all()),
+                  abs(one.losses["val/loss"] - two.losses["val/loss"]) < 1e-5,
                   abs(float(l1) - float(l2)) < 1e-6, bool(np.allclose(g1, g2, atol=1e-7))], "seen": two.seen,
                   "grad_devices": len(g2.sharding.device_set)}))
 """

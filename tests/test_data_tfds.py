@@ -257,9 +257,10 @@ def test_readme_tfds_command_trains(tfds_env, tmp_path, monkeypatch, capsys):
     assert all_rows and all(r[1:3] == ["1", "2"] for r in all_rows), out
 
 
-# ----------------------------------------------------------- classification: tfds:imagenette, tfds:cifar10, imagenet2012
+# ------------------------------------------------------- classification: tfds:imagenette, tfds:cifar10, imagenet2012
 # Per split: (h, w, class id) of each example; the images are _image(i, h, w) with i counted from the split's offset.
-CLS_EXAMPLES = {"imagenette": {"train": [(40, 60, 3), (32, 48, 0), (50, 30, 9)], "validation": [(36, 64, 5), (30, 30, 3)]},
+CLS_EXAMPLES = {"imagenette": {"train": [(40, 60, 3), (32, 48, 0), (50, 30, 9)],
+                               "validation": [(36, 64, 5), (30, 30, 3)]},
                 "cifar10": {"train": [(32, 32, 1), (32, 32, 7)], "test": [(32, 32, 4)]}}
 CLS_OFFSET = {"train": 0, "validation": 10, "test": 20}
 
@@ -355,7 +356,7 @@ def test_cls_imagenet2012_says_where_to_put_the_archives(cls_tfds_env):
     from yolojax.data.classify import check_cls_dataset
 
     manual = pathlib.Path(cls_tfds_env) / "downloads" / "manual"
-    with pytest.raises(DatasetError, match=rf"tfds cannot download ImageNet .* download ILSVRC2012_img_train.tar and "
-                                           rf"ILSVRC2012_img_val.tar into {manual} \(missing: ILSVRC2012_img_train.tar, "
-                                           r"ILSVRC2012_img_val.tar\)"):
+    want = (rf"tfds cannot download ImageNet .* download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar into "
+            rf"{manual} \(missing: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar\)")
+    with pytest.raises(DatasetError, match=want):
         check_cls_dataset("tfds:imagenet2012")

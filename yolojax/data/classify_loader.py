@@ -110,8 +110,8 @@ class _BuildTrainBatch(grain.MapTransform):
 class ClassifyTrainLoader:
     """Training batches of ``classify_train`` outputs; the interface of ``yolojax.data.loader.TrainLoader`` (see the
     module docstring). ``dataset``: a ``ClassifyDataset`` or ``TfdsClassifyDataset`` (``len``, ``imgsz``,
-    ``sample(i) -> (RGB image, class id)``). ``hyp``: the training config (``scale``, ``fliplr``, ``flipud``, ``auto_augment``,
-    ``hsv_*``, ``erasing``)."""
+    ``sample(i) -> (RGB image, class id)``). ``hyp``: the training config (``scale``, ``fliplr``, ``flipud``,
+    ``auto_augment``, ``hsv_*``, ``erasing``)."""
 
     close_mosaic_epoch = None  # the batch plan's mosaic switch; classification has no mosaic
     rect_order = batch_shapes = None  # square batches in shuffled order

@@ -370,7 +370,8 @@ NO_EFFECT_KEYS = frozenset((
     "overlap_mask", "mask_ratio", "pose", "kobj", "save_hybrid", "dnn", "source", "vid_stride",
     "stream_buffer", "visualize", "augment", "agnostic_nms", "retina_masks", "embed", "show",
     "save_frames", "save_txt", "save_conf", "save_crop", "show_labels", "show_conf", "show_boxes", "line_width",
-    "format", "keras", "optimize", "int8", "dynamic", "simplify", "opset", "workspace", "nms", "tracker", "cutmix", "cls_pw", "compile", "channels_last", "save_dir",
+    "format", "keras", "optimize", "int8", "dynamic", "simplify", "opset", "workspace", "nms", "tracker",
+    "cutmix", "cls_pw", "compile", "channels_last", "save_dir",
 ))
 
 # Accepted as Ultralytics accepts them, without effect on YOLOv8 detection training: key -> (inert value, reason).
