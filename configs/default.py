@@ -82,6 +82,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.mosaic = 1.0  # mosaic probability
     c.mixup = 0.0  # mixup probability
     c.copy_paste = 0.0  # copy-paste probability (segments only: no effect on box datasets, warned when set)
+    # --- classification only (task=classify; detection warns when they are changed) ---------------------
+    c.dropout = 0.0  # dropout rate before the Classify head's linear layer
+    c.auto_augment = ml_collections.FieldReference("randaugment", field_type=str)  # train policy: randaugment, autoaugment, augmix or None (then colour jitter from hsv_*)
+    c.erasing = 0.4  # random-erasing probability of a training image
+    c.crop_fraction = 1.0  # validation/predict: resize the short side to imgsz / crop_fraction, then centre-crop imgsz
     c.cfg = ml_collections.FieldReference(None, field_type=str)  # YAML file whose keys override these defaults
     # --- yolojax only ---------------------------------------------------------------------------------
     c.compat = "v8"  # 'v8' (Ultralytics 8.2.103, default) or 'current' (8.4) semantics where they differ

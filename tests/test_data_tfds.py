@@ -256,3 +256,108 @@ def test_readme_tfds_command_trains(tfds_env, tmp_path, monkeypatch, capsys):
     # validated on VOC2007 test (1 image, 2 boxes), trained on train+validation (3 images)
     all_rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["all"]]
     assert all_rows and all(r[1:3] == ["1", "2"] for r in all_rows), out
+
+
+# ------------------------------------------------------- classification: tfds:imagenette, tfds:cifar10, imagenet2012
+# Per split: (h, w, class id) of each example; the images are _image(i, h, w) with i counted from the split's offset.
+CLS_EXAMPLES = {"imagenette": {"train": [(40, 60, 3), (32, 48, 0), (50, 30, 9)],
+                               "validation": [(36, 64, 5), (30, 30, 3)]},
+                "cifar10": {"train": [(32, 32, 1), (32, 32, 7)], "test": [(32, 32, 4)]}}
+CLS_OFFSET = {"train": 0, "validation": 10, "test": 20}
+
+
+def _cls_builder(name, config, version, features, examples):
+    """A tfds builder named like the stock one, with its feature spec and our examples."""
+
+    class Fake(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version(version)
+        BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=config)] if config else []
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=features)
+
+        def _split_generators(self, dl_manager):
+            return {s: self._generate_examples(s) for s in examples}
+
+        def _generate_examples(self, split):
+            for i, (h, w, label) in enumerate(examples[split], CLS_OFFSET[split]):
+                ex = {"image": _png(_image(i, h, w)), "label": label}
+                if "id" in features:
+                    ex["id"] = f"{split}_{i}"
+                yield i, ex
+
+    Fake.name = name
+    return Fake
+
+
+@pytest.fixture(scope="module")
+def cls_data_dir(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("tfds_cls"))
+    for name, config, version in (("imagenette", "full-size-v2", "1.0.0"), ("cifar10", None, "3.0.2")):
+        stock = tfds.builder(name, data_dir=d)
+        builder = _cls_builder(name, config, version, stock.info.features, CLS_EXAMPLES[name])
+        builder(**({"config": config} if config else {}), data_dir=d).download_and_prepare(file_format="array_record")
+    return d
+
+
+@pytest.fixture
+def cls_tfds_env(cls_data_dir, monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", cls_data_dir)
+
+    def no_download(self, *a, **k):
+        raise AssertionError(f"the test tried to download {self.name} (the fixture data was not found)")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
+    return cls_data_dir
+
+
+def test_cls_imagenette_and_cifar10_through_check_cls_dataset(cls_tfds_env, data_dir):
+    from yolojax.data.classify import check_cls_dataset
+    from yolojax.data.classify_tfds import check_tfds_cls_dataset
+
+    info = check_cls_dataset("tfds:imagenette")
+    assert (info["train"], info["val"], info["test"], info["nc"]) == ("train", "validation", None, 10)
+    assert info["names"][0] == "n01440764" and info["tfds"]["name"] == "imagenette"  # WordNet ids, as the folders
+    info = check_cls_dataset("tfds:cifar10")
+    assert (info["train"], info["val"], info["test"], info["nc"]) == ("train", "test", None, 10)  # no validation split
+    with pytest.raises(DatasetError, match="tfds:voc/2007' has no 'label' ClassLabel feature"):  # a detection set
+        check_tfds_cls_dataset("tfds:voc/2007", data_dir=data_dir)
+
+
+def test_cls_tfds_splits_feed_the_classification_loaders(cls_tfds_env):
+    from yolojax.data.classify import check_cls_dataset
+    from yolojax.data.classify_augment import classify_val
+    from yolojax.data.classify_loader import ClassifyTrainLoader, ClassifyValLoader, open_cls_split
+
+    for name, val_split in (("imagenette", "validation"), ("cifar10", "test")):
+        info = check_cls_dataset(f"tfds:{name}")
+        val = open_cls_split(info, "val", imgsz=24)
+        want = [(_image(i, h, w)[..., ::-1], c) for i, (h, w, c) in enumerate(CLS_EXAMPLES[name][val_split],
+                                                                              CLS_OFFSET[val_split])]
+        assert len(val) == len(want)
+        for k, (rgb, c) in enumerate(want):
+            img, label = val.sample(k)
+            assert label == c and np.array_equal(img, rgb)
+        img, label = pickle.loads(pickle.dumps(val)).sample(0)  # Grain workers get a pickled copy
+        assert label == want[0][1] and np.array_equal(img, want[0][0])
+        (batch,) = list(ClassifyValLoader(val, batch_size=4))
+        assert list(batch["image_valid"]) == [True] * len(want) + [False] * (4 - len(want))
+        assert list(batch["labels"][: len(want)]) == [c for _, c in want]
+        np.testing.assert_array_equal(batch["images"][0], classify_val(want[0][0], 24))
+        train = open_cls_split(info, "train", imgsz=24)
+        loader = ClassifyTrainLoader(train, batch_size=2, seed=0, hyp={"auto_augment": None})
+        it = loader.iterator(0, 0, 1)
+        got = np.concatenate([next(it)["labels"] for _ in range(loader.num_batches)])
+        it.close()
+        labels = np.array([c for *_, c in CLS_EXAMPLES[name]["train"]])
+        np.testing.assert_array_equal(got, labels[loader.epoch_order(0)])
+
+
+def test_cls_imagenet2012_says_where_to_put_the_archives(cls_tfds_env):
+    from yolojax.data.classify import check_cls_dataset
+
+    manual = pathlib.Path(cls_tfds_env) / "downloads" / "manual"
+    want = (rf"tfds cannot download ImageNet .* download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar into "
+            rf"{manual} \(missing: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar\)")
+    with pytest.raises(DatasetError, match=want):
+        check_cls_dataset("tfds:imagenet2012")

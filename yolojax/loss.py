@@ -13,6 +13,7 @@ in the assigner's candidate test); the loss itself is the same in both.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import jax
@@ -326,3 +327,18 @@ def classification_loss(logits, labels):
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     picked = jnp.take_along_axis(logp, labels.astype(jnp.int32)[:, None], axis=-1)[:, 0]
     return -jnp.mean(picked)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationObjective:
+    """The classifier's training objective (hashable: a static argument of the jitted train step).
+
+    ``objective(logits (B, nc), batch {"labels": (B,) int}, model) -> (total, {"loss": total})``: Ultralytics'
+    ``v8ClassificationLoss``, whose ``loss`` is both what it differentiates and what it logs as ``train/loss``:
+    the batch mean, without the batch-size factor of the detection loss (in both compats)."""
+
+    loss_names = ("loss",)
+
+    def __call__(self, logits, batch, model=None):
+        loss = classification_loss(logits, batch["labels"])
+        return loss, {"loss": loss}

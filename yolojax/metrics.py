@@ -417,8 +417,22 @@ def top_k_accuracy(scores, labels, *, k: int = 5) -> dict[str, float]:
     if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[1]):
         raise ValueError(f"top_k_accuracy: labels must lie in [0, {scores.shape[1]}); got min {labels.min()}, "
                          f"max {labels.max()}.")
-    top = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
+    return ranked_accuracy(np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])], labels)
+
+
+def ranked_accuracy(top, labels) -> dict[str, float]:
+    """``top1``, ``top5``, ``fitness`` from each sample's class ids ranked best first, ``top`` (N, k) int (k = 5,
+    or nc when fewer), and its ``labels`` (N,): what Ultralytics' ClassifyMetrics computes from its predictions."""
+    top, labels = np.asarray(top), np.asarray(labels)
     correct = top == labels[:, None]
     top1 = float(correct[:, 0].mean()) if labels.size else 0.0
     top5 = float(correct.any(axis=1).mean()) if labels.size else 0.0
     return {"top1": top1, "top5": top5, "fitness": (top1 + top5) / 2}
+
+
+def classify_confusion(pred, labels, nc: int) -> np.ndarray:
+    """Ultralytics' classification confusion matrix: (nc, nc) int64 counts, row = top-1 predicted class, column =
+    true class (no background row or column). ``pred``, ``labels``: (N,) int class ids."""
+    matrix = np.zeros((int(nc), int(nc)), np.int64)
+    np.add.at(matrix, (np.asarray(pred, np.int64).reshape(-1), np.asarray(labels, np.int64).reshape(-1)), 1)
+    return matrix

@@ -20,6 +20,9 @@ _EXPORTS = {
     "TfdsDetectionDataset": "tfds", "check_tfds_dataset": "tfds",
     "check_cls_dataset": "classify", "cls_index": "classify", "ClassificationIndex": "classify",
     "shapes_cls_dir": "synthetic",
+    "ClassifyDataset": "classify_loader", "ClassifyTrainLoader": "classify_loader",
+    "ClassifyValLoader": "classify_loader", "open_cls_split": "classify_loader",
+    "TfdsClassifyDataset": "classify_tfds", "check_tfds_cls_dataset": "classify_tfds",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -4,7 +4,8 @@
 
     {"path": Path root, "train": Path, "val": Path, "test": Path, "nc": int, "names": {int: str}}
 
-(a dict, i.e. an already-resolved dataset, is returned as a copy).
+(a dict, i.e. an already-resolved dataset, is returned as a copy; ``tfds:NAME`` strings are checked by
+``yolojax.data.classify_tfds``, whose dict holds split expressions instead of folders).
 
 ``data`` may be a folder (``root/train/<class>/*``, ``root/val/<class>/*``, optional ``root/test/<class>/*``), a
 relative folder name under the datasets dir (``$YOLOJAX_DATASETS_DIR``, default ``./datasets``), an http(s) ``.zip``
@@ -136,6 +137,10 @@ def check_cls_dataset(data: str | os.PathLike | Mapping, *, autodownload: bool =
     """Resolve and check a classification dataset (see module docstring); raises ``DatasetError`` on bad input."""
     if isinstance(data, Mapping):
         return dict(data)
+    if isinstance(data, str) and data.strip().startswith("tfds:"):
+        from yolojax.data.classify_tfds import check_tfds_cls_dataset
+
+        return check_tfds_cls_dataset(data.strip(), autodownload=autodownload)
     root = _resolve_root(os.fspath(data), autodownload)
     train = root / "train"
     if not train.is_dir():

@@ -296,7 +296,9 @@ def train_kwargs(hyp: Mapping[str, Any]) -> dict[str, Any]:
     if not 0.0 <= s < 1.0:
         raise ValueError(f"scale is {s}; for classification it must be in [0, 1) (crops keep 1 - scale to 100 % "
                          "of the image area).")
+    auto_augment = hyp.get("auto_augment", "randaugment")
+    _check_auto_augment(auto_augment)  # here, before any worker process draws a sample
     return {"imgsz": int(hyp.get("imgsz", 224)), "scale": (1.0 - s, 1.0), "fliplr": float(hyp.get("fliplr", 0.5)),
-            "flipud": float(hyp.get("flipud", 0.0)), "auto_augment": hyp.get("auto_augment", "randaugment"),
+            "flipud": float(hyp.get("flipud", 0.0)), "auto_augment": auto_augment,
             "hsv_h": float(hyp.get("hsv_h", 0.015)), "hsv_s": float(hyp.get("hsv_s", 0.7)),
             "hsv_v": float(hyp.get("hsv_v", 0.4)), "erasing": float(hyp.get("erasing", 0.4))}

@@ -320,6 +320,10 @@ RULES: dict[str, Rule] = {
     "mosaic": fraction(" (a probability)"),
     "mixup": fraction(" (a probability)"),
     "copy_paste": fraction(" (a probability)"),
+    "dropout": fraction(),
+    "auto_augment": optional(choice("randaugment", "autoaugment", "augmix", case=True)),
+    "erasing": fraction(" (a probability)"),
+    "crop_fraction": number(0.0, 1.0, lo_open=True),
     "cfg": optional(text),
     "compat": choice("v8", "current", case=True),
     "dtype": choice("auto", "float32", "bfloat16", case=True),
@@ -363,11 +367,11 @@ def check_values(values: Mapping[str, Any], where: str = "") -> dict:
 # Ultralytics default.yaml keys (8.2.103, and a few of 8.4) that do not affect YOLOv8 detection training: accepted
 # with a warning so that argument lists and args.yaml files copied from Ultralytics keep working.
 NO_EFFECT_KEYS = frozenset((
-    "overlap_mask", "mask_ratio", "dropout", "pose", "kobj", "save_hybrid", "dnn", "source", "vid_stride",
+    "overlap_mask", "mask_ratio", "pose", "kobj", "save_hybrid", "dnn", "source", "vid_stride",
     "stream_buffer", "visualize", "augment", "agnostic_nms", "retina_masks", "embed", "show",
     "save_frames", "save_txt", "save_conf", "save_crop", "show_labels", "show_conf", "show_boxes", "line_width",
-    "format", "keras", "optimize", "int8", "dynamic", "simplify", "opset", "workspace", "nms", "auto_augment",
-    "erasing", "crop_fraction", "tracker", "cutmix", "cls_pw", "compile", "channels_last", "save_dir",
+    "format", "keras", "optimize", "int8", "dynamic", "simplify", "opset", "workspace", "nms", "tracker",
+    "cutmix", "cls_pw", "compile", "channels_last", "save_dir",
 ))
 
 # Accepted as Ultralytics accepts them, without effect on YOLOv8 detection training: key -> (inert value, reason).
@@ -381,10 +385,20 @@ INAPPLICABLE = {
 }
 
 
+# Keys only classification reads: key -> its default. Ultralytics' detection ignores them silently; set away from
+# the default for detection, they are warned about.
+CLASSIFY_ONLY = {"dropout": 0.0, "auto_augment": "randaugment", "erasing": 0.4, "crop_fraction": 1.0}
+
+
 def inapplicable_warnings(values: Mapping[str, Any]) -> list[str]:
     """One warning line for each argument set away from its inert value that has no effect here, with the reason."""
-    return [f"WARNING: {key}={values[key]!r} has no effect on YOLOv8 detection training: {reason}."
-            for key, (inert, reason) in INAPPLICABLE.items() if key in values and values[key] != inert]
+    lines = [f"WARNING: {key}={values[key]!r} has no effect on YOLOv8 detection training: {reason}."
+             for key, (inert, reason) in INAPPLICABLE.items() if key in values and values[key] != inert]
+    if values.get("task", "detect") == "detect":
+        lines += [f"WARNING: {key}={values[key]!r} has no effect on YOLOv8 detection training: it is a "
+                  "classification argument (task=classify)." for key, default in CLASSIFY_ONLY.items()
+                  if key in values and values[key] != default]
+    return lines
 
 
 def check_config(config):
