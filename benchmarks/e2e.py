@@ -111,7 +111,7 @@ flags.FLAGS.mark_as_parsed()  # Grain workers read absl flags
 from yolojax.engine.devices import use_cpu_cores
 use_cpu_cores()  # as the entry points (YOLOJAX_CPU_DEVICES)
 import jax
-from yolojax.engine import config as cfgmod
+from yolojax import config as cfgmod
 from yolojax.train import train_and_evaluate
 compiles = []
 def on_duration(event, seconds, *args, **kwargs):
@@ -179,7 +179,7 @@ def model_yaml(args, root: Path) -> str:
 
 
 def run_yolojax(args, data: Path, model: str, workdir: Path) -> dict:
-    from yolojax.engine import config as cfgmod
+    from yolojax import config as cfgmod
     from yolojax.train import train_and_evaluate
 
     import jax

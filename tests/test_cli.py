@@ -136,7 +136,7 @@ def test_devices_that_are_not_here_exit_2(capsys, tmp_path, monkeypatch):
 
 
 def test_cfg_prints_every_key_with_its_default(capsys):
-    from yolojax.engine.config import default_config
+    from yolojax.config import default_config
 
     assert main(["cfg"]) == 0
     printed = {}

@@ -12,8 +12,8 @@ import pytest
 
 from yolojax.data import DetectionDataset
 from yolojax.data.labels import select_classes
-from yolojax.engine.config import ConfigError, default_config
-from yolojax.engine.config_checks import check_config
+from yolojax.config import ConfigError, default_config
+from yolojax.config import check_config
 
 
 def test_select_classes_keeps_rows_and_images_then_merges():
@@ -106,7 +106,7 @@ def test_save_period_and_patience_end_to_end(tiny_model_yaml, tmp_path, capsys):
     patience=1: validation fitness stalls or dips (BatchNorm statistics still move), so the run stops early with
     Ultralytics' message, at the epoch the rule gives on its own results.csv."""
     from yolojax.data import make_shapes_dataset
-    from yolojax.engine.config import apply_overrides
+    from yolojax.config import apply_overrides
     from yolojax.train import train_and_evaluate
     from yolojax.weights import load
 

@@ -6,7 +6,7 @@ import time as _time
 
 import pytest
 
-from yolojax.engine.config import apply_overrides, default_config
+from yolojax.config import apply_overrides, default_config
 
 
 class _Clock:

@@ -18,7 +18,7 @@ import pathlib
 import sys
 from typing import Any
 
-from yolojax.engine.config import smart_value
+from yolojax.config import smart_value
 
 TASKS = ("detect", "segment", "classify", "pose", "obb")
 MODES = ("train", "val", "predict", "export", "track", "benchmark")
@@ -75,7 +75,7 @@ def merge_equals(args: list[str]) -> list[str]:
 
 def parse_args(argv: list[str]) -> tuple[str | None, str | None, dict[str, Any]]:
     """``(task, mode, overrides)`` from the command line words."""
-    from yolojax.engine.config import default_config
+    from yolojax.config import default_config
 
     defaults = default_config().to_dict()
     task = mode = None
@@ -99,7 +99,7 @@ def parse_args(argv: list[str]) -> tuple[str | None, str | None, dict[str, Any]]
         elif word in defaults:
             raise CLIError(f"'{word}' needs a value: write {word}=VALUE (default {defaults[word]!r}).")
         else:
-            from yolojax.engine.config import closest_key
+            from yolojax.config import closest_key
 
             near = closest_key(word, list(defaults) + list(MODES) + list(SPECIAL))
             raise CLIError(f"'{word}' is not a yolojax mode, task or argument." + (f" Did you mean '{near}'?" if near
@@ -111,7 +111,7 @@ def print_cfg() -> None:
     """Every train argument with its default, in ``configs/default.py`` order, with its comment."""
     import re
 
-    from yolojax.engine.config import REPO_CONFIGS, default_config
+    from yolojax.config import REPO_CONFIGS, default_config
 
     values = default_config().to_dict()
     comments: dict[str, str] = {}
@@ -183,7 +183,7 @@ def run(argv: list[str]) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit code (0 ok, 2 user error)."""
-    from yolojax.engine.config import ConfigError
+    from yolojax.config import ConfigError
     from yolojax.startup import begin, exit_code
 
     begin(restart=argv is None)  # the `yolojax` command restarts once with glibc's huge-page malloc

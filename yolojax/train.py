@@ -25,7 +25,7 @@ import numpy as np
 
 from yolojax import hostenv
 from yolojax.data.loader import ThreadPrefetch, batch_image_shape
-from yolojax.engine import config as cfgmod
+from yolojax import config as cfgmod
 from yolojax.engine.checkpoint import Checkpointer
 from yolojax.engine.devices import (compiler_options, data_sharding, enable_compile_cache, environment_line,
                                     replicated, use_deterministic_ops)
@@ -96,7 +96,8 @@ RESUME_OVERRIDES = ("device", "workers", "epochs", "patience", "val", "plots", "
 
 def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callable]] | None = None) -> dict:
     """Train per ``config`` into ``workdir`` (default runs/detect/trainN); returns the final metrics dict."""
-    from yolojax.engine.config_checks import check_config, inapplicable_warnings
+    from yolojax.config import check_config
+    from yolojax.config.checks import inapplicable_warnings
     from yolojax.engine.distributed import compile_everywhere, maybe_initialize
 
     config = check_config(config)  # every value, before anything heavy: a ConfigError names key, value, what is valid

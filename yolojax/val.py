@@ -96,7 +96,7 @@ def validate(model, variables, *, data, names: dict[int, str] | None = None, img
     import jax
 
     from yolojax.data import DetectionDataset, ValLoader, check_dataset
-    from yolojax.engine.config import ConfigError, check_imgsz
+    from yolojax.config import ConfigError, check_imgsz
     from yolojax.engine.devices import (data_sharding, environment_line, host_cores, largest_divisor_at_most,
                                         local_devices, make_mesh, replicated, select_devices)
     from yolojax.engine.validate import Validator
@@ -104,7 +104,7 @@ def validate(model, variables, *, data, names: dict[int, str] | None = None, img
     for key in ignored:
         if key not in ("half", "plots", "exist_ok", "dnn", "save_hybrid", "augment",
                        "task", "mode", "model", "cache", "amp", "seed", "deterministic", "fraction"):
-            from yolojax.engine.config import closest_key
+            from yolojax.config import closest_key
 
             near = closest_key(key, list(validate.__kwdefaults__))
             raise ConfigError(f"'{key}' is not a validation argument." + (f" Did you mean '{near}'?" if near else ""))
@@ -138,7 +138,7 @@ def validate(model, variables, *, data, names: dict[int, str] | None = None, img
     print(speed_line(result.speed))
     save_dir = None
     if save_json:
-        from yolojax.engine.config import increment_path
+        from yolojax.config import increment_path
         from yolojax.report.coco_json import write_validation_json
 
         save_dir = increment_path(pathlib.Path(project or "runs/detect") / (name or "val"))

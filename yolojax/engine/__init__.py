@@ -4,7 +4,7 @@ from __future__ import annotations
 __all__ = ["TrainState", "TrainHyper", "Schedule", "create_train_state", "train_step", "eval_step"]
 
 
-def __getattr__(name):  # lazy: importing yolojax.engine.config (the command line's checks) does not import JAX
+def __getattr__(name):  # lazy: importing yolojax.config (the command line's checks) does not import JAX
     if name == "Schedule":
         from yolojax.engine.optim import Schedule
 

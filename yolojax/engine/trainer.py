@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from yolojax.engine import config as cfgmod
+from yolojax import config as cfgmod
 from yolojax.engine.autobatch import auto_batch, wants_autobatch
 from yolojax.engine.devices import check_batch_divides, largest_divisor_at_most, make_mesh, select_devices
 from yolojax.engine.optim import (MOMENTUM_OPTIMIZERS, OPTIMIZERS, Schedule, accumulate_steps, auto_optimizer,

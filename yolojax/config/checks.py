@@ -17,7 +17,7 @@ import math
 import os
 from typing import Any, Callable, Mapping
 
-from yolojax.engine.config import ConfigError
+from yolojax.config.errors import ConfigError
 
 Rule = Callable[[Any], Any]  # value -> normalised value; raises _Invalid(what is valid) otherwise
 
@@ -385,17 +385,3 @@ def inapplicable_warnings(values: Mapping[str, Any]) -> list[str]:
     """One warning line for each argument set away from its inert value that has no effect here, with the reason."""
     return [f"WARNING: {key}={values[key]!r} has no effect on YOLOv8 detection training: {reason}."
             for key, (inert, reason) in INAPPLICABLE.items() if key in values and values[key] != inert]
-
-
-def check_config(config):
-    """``config`` (a ConfigDict or mapping) with its ``cfg=`` YAML applied and every value checked and normalised:
-    a new, not type-locked ConfigDict. Raises ConfigError naming the key, the value given and what is valid."""
-    import ml_collections
-
-    from yolojax.engine.config import load_cfg_file
-
-    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    if "cfg" in values:
-        values["cfg"] = check_value("cfg", values["cfg"])
-    values = load_cfg_file(ml_collections.ConfigDict(values, type_safe=False)).to_dict()
-    return ml_collections.ConfigDict(check_values(values), type_safe=False)
