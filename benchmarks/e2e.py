@@ -433,7 +433,7 @@ def main(argv=None) -> None:
     use_cpu_cores()  # as the yolojax entry points (YOLOJAX_CPU_DEVICES=N: N host devices)
     from yolojax.engine.devices import largest_divisor_at_most, select_devices
     from yolojax import hostenv
-    from yolojax.engine.trainer import hsv_on_device, warp_on_device
+    from yolojax.tasks.detect import hsv_on_device, warp_on_device
 
     chosen = select_devices(args.device)
     n_dev = len(chosen)

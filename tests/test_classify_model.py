@@ -245,7 +245,7 @@ def test_detection_training_refuses_a_classifier_in_one_line(model, fixtures_dir
     """Until classification training exists, a classifier given to the detection trainer stops before any work
     with the reason, instead of failing later inside the detection loss."""
     from yolojax.config import ConfigError, apply_overrides, default_config
-    from yolojax.engine.trainer import build_model
+    from yolojax.tasks.detect import build_model
 
     path = model if model.endswith(".yaml") else str(fixtures_dir / model)
     cfg = apply_overrides(default_config(), {"model": path})

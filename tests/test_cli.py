@@ -15,7 +15,8 @@ import jax
 import pytest
 
 from yolojax import cli
-from yolojax.cli import CLIError, main, merge_equals, parse_args, smart_value
+from yolojax.cli import main
+from yolojax.cli_args import CLIError, merge_equals, parse_args, smart_value
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -250,35 +250,37 @@ def _fake_val(nc=3):
 
 def _fake_run(tmp_path, reporter: RunReporter, *, epochs=2, nb=2):
     """Drive ``reporter`` through the trainer's events with hand-made data; returns the context."""
-    from yolojax.train import RunContext
+    import dataclasses
+
+    from yolojax.report.events import TrainEvent
 
     rng = np.random.default_rng(0)
     labels = [np.column_stack([rng.integers(0, 3, 4), rng.uniform(0.2, 0.6, (4, 4))]) for _ in range(6)]
-    loader = types.SimpleNamespace(num_batches=nb, close_mosaic_epoch=epochs - 1,
-                                   dataset=types.SimpleNamespace(labels=labels))
-    ctx = RunContext(save_dir=tmp_path, setup=types.SimpleNamespace(names=NAMES, train_loader=loader),
-                     epochs=epochs)
+    ctx = TrainEvent(name="on_pretrain_routine_end", task="detect", config={"close_mosaic": 1}, save_dir=tmp_path,
+                     names=NAMES, epochs=epochs, train_labels=labels)  # mosaic closes at epoch epochs - 1
     for event in ("on_pretrain_routine_end", "on_train_start"):
         [cb(ctx) for cb in reporter.callbacks().get(event, [])]
     log = ResultsLog(tmp_path / "results.csv")
     images, boxes, classes, mask = _gray_batch()
     for epoch in range(epochs):
-        ctx.epoch = epoch
+        ctx = dataclasses.replace(ctx, epoch=epoch)
         for i in range(nb):
-            ctx.step = epoch * nb + i
-            ctx.batch = {"images": images + ctx.step, "boxes": boxes, "classes": classes, "mask": mask}
-            ctx.batch_metrics = {"box_loss": np.float32(3.0 - ctx.step), "cls_loss": np.float32(2.0),
-                                 "dfl_loss": np.float32(1.0), "lr/pg0": np.float32(0.01), "lr/pg1": np.float32(0.02),
-                                 "lr/pg2": np.float32(0.03)}
+            step = epoch * nb + i
+            ctx = dataclasses.replace(ctx, step=step, batch={"images": images + step, "boxes": boxes,
+                                                             "classes": classes, "mask": mask},
+                                      batch_metrics={"box_loss": np.float32(3.0 - step), "cls_loss": np.float32(2.0),
+                                                     "dfl_loss": np.float32(1.0), "lr/pg0": np.float32(0.01),
+                                                     "lr/pg1": np.float32(0.02), "lr/pg2": np.float32(0.03)})
             reporter.on_train_batch_end(ctx)
-        ctx.images_per_second = 100.0 + epoch
+        ctx = dataclasses.replace(ctx, images_per_second=100.0 + epoch)
         reporter.on_train_epoch_end(ctx)
-        ctx.row = {"epoch": epoch + 1, **{c: 0.1 * (epoch + 1) + 0.001 * k for k, c in enumerate(COLUMNS[1:])}}
+        ctx = dataclasses.replace(ctx, row={"epoch": epoch + 1,
+                                            **{c: 0.1 * (epoch + 1) + 0.001 * k for k, c in enumerate(COLUMNS[1:])}})
         log.append(ctx.row)
         log.write()
-        ctx.val = _fake_val()
+        ctx = dataclasses.replace(ctx, val=_fake_val())
         reporter.on_fit_epoch_end(ctx)
-    ctx.final = _fake_val()
+    ctx = dataclasses.replace(ctx, final=_fake_val())
     reporter.on_train_end(ctx)
     return ctx
 

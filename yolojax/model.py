@@ -192,7 +192,7 @@ class YOLO:
         return self
 
     def add_callback(self, event: str, fn: Callable) -> None:
-        """Call ``fn(ctx)`` (a :class:`yolojax.train.RunContext`) at ``event`` (Ultralytics' trainer event names)."""
+        """Call ``fn(event)`` at ``event`` (Ultralytics' trainer event names), ``event`` a ``TrainEvent``."""
         self.callbacks.setdefault(event, []).append(fn)
 
     # -- training ----------------------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ class YOLO:
         return str(p)
 
     def train(self, **kwargs) -> "Any":
-        """Train with Ultralytics' arguments; returns the final validation metrics (:class:`yolojax.val.ValMetrics`).
+        """Train with Ultralytics' arguments; returns the final validation metrics (:class:`yolojax.evaluate.ValMetrics`).
 
         Merge order as Ultralytics: checkpoint overrides < {data, model, task} < ``kwargs`` < mode='train'."""
         from yolojax.engine.devices import use_cpu_cores
@@ -253,7 +253,7 @@ class YOLO:
                 self._load(str(save_dir / "weights" / name))
                 self._loaded = False
                 break
-        from yolojax.val import ValMetrics
+        from yolojax.evaluate import ValMetrics
 
         final = captured.get("final")
         self.metrics = ValMetrics.from_result(final, self.names, save_dir, config.compat) if final is not None else None
@@ -263,7 +263,7 @@ class YOLO:
     def val(self, **kwargs):
         """Validate on ``data`` (default: the dataset the weights were trained on); returns ``ValMetrics``."""
         from yolojax.engine.devices import use_cpu_cores
-        from yolojax.val import validate
+        from yolojax.evaluate import validate
 
         self._require_detect("validation")
         use_cpu_cores()  # YOLOJAX_CPU_DEVICES=N splits the CPU, if JAX has not run anything yet in this process

@@ -34,6 +34,12 @@ class ValResult:
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
+def speed_line(speed: Mapping[str, float]) -> str:
+    """Ultralytics' ``Speed:`` line of a validation (ms per image)."""
+    return (f"Speed: {speed['preprocess']:.1f}ms preprocess, {speed['inference']:.1f}ms inference, "
+            f"{speed.get('loss', 0.0):.1f}ms loss, {speed['postprocess']:.1f}ms postprocess per image")
+
+
 @functools.lru_cache(maxsize=8)
 def _jitted_eval_step(model, max_det: int, agnostic: bool, loss_gains: tuple, compat: str):
     """One jitted eval step per model and settings, shared by every Validator of this process."""

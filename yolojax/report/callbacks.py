@@ -1,4 +1,4 @@
-"""The run's built-in callbacks (Ultralytics event names -> functions of a ``yolojax.train.RunContext``).
+"""The run's built-in callbacks (Ultralytics event names -> functions of a ``yolojax.report.events.TrainEvent``).
 
 Only process 0 attaches them. ``RunReporter`` writes TensorBoard events (every results.csv scalar per
 epoch, images/s, per-iteration losses and learning rates, sample pictures) and, with ``plots=True``, the
@@ -67,7 +67,8 @@ class RunReporter:
         self.names: dict[int, str] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._jobs: list[concurrent.futures.Future] = []
-        self._batch_steps: set[int] = set()
+        self._close_epoch: int | None = None  # the epoch mosaic closes at (its first batches are drawn too)
+        self._close_step: int | None = None
         self._images_per_second: float | None = None
         self.failures: list[str] = []
 
@@ -109,8 +110,7 @@ class RunReporter:
 
     def on_pretrain_routine_end(self, ctx) -> None:
         self.save_dir = pathlib.Path(ctx.save_dir)
-        s = ctx.setup
-        self.names = dict(s.names)
+        self.names = dict(ctx.names)
         if self.want_tb:
             try:
                 from yolojax.report.tensorboard import TensorBoardLogger
@@ -120,20 +120,23 @@ class RunReporter:
                       "http://localhost:6006/", flush=True)
             except ImportError as e:
                 _warn(f"TensorBoard logging is off: {e}. Install tensorboardX to enable it.")
-        nb = int(s.train_loader.num_batches)
-        self._batch_steps = set(range(TRAIN_BATCH_PLOTS))
-        close_at = getattr(s.train_loader, "close_mosaic_epoch", None)
-        if close_at is not None and 0 < close_at < int(ctx.epochs):  # what the last epochs' batches look like
-            self._batch_steps |= {close_at * nb + k for k in range(TRAIN_BATCH_PLOTS)}
-        if self.plots:
+        # the first iterations, and again the first of the epoch mosaic closes at (what the last epochs look like)
+        close_mosaic = int(_get(ctx.config, "close_mosaic", 0) or 0)
+        close_at = int(ctx.epochs) - close_mosaic if close_mosaic > 0 else None
+        self._close_epoch = close_at if close_at is not None and 0 < close_at < int(ctx.epochs) else None
+        if self.plots and ctx.train_labels is not None:
             from yolojax.report import plots
 
-            labels = [np.array(lb, np.float32) for lb in s.train_loader.dataset.labels]
+            labels = [np.array(lb, np.float32) for lb in ctx.train_labels]
             self._submit("labels.jpg", plots.plot_labels, self.save_dir / "labels.jpg", labels, dict(self.names))
 
     def on_train_batch_end(self, ctx) -> None:
         step = int(ctx.step)
-        if self.plots and step in self._batch_steps and ctx.batch is not None:
+        if self._close_step is None and self._close_epoch is not None and int(ctx.epoch) >= self._close_epoch:
+            self._close_step = step
+        plot = step < TRAIN_BATCH_PLOTS or (self._close_step is not None
+                                           and step < self._close_step + TRAIN_BATCH_PLOTS)
+        if self.plots and plot and ctx.batch is not None:
             keys = ("images", "boxes", "classes", "mask", "hsv_tables", "hsv_to_rgb", "sources", "warp_tiles",
                     "warp_cols", "warp_rows")
             batch = {k: np.array(ctx.batch[k]) for k in keys if k in ctx.batch}

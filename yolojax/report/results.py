@@ -18,18 +18,19 @@ COLUMNS = ("epoch", "time", "train/box_loss", "train/cls_loss", "train/dfl_loss"
 class ResultsLog:
     """Rows of per-epoch results; ``write()`` renders results.csv (each field right-aligned in 23 chars)."""
 
-    def __init__(self, path, rows: list[dict] | None = None):
+    def __init__(self, path, rows: list[dict] | None = None, *, columns: tuple[str, ...] = COLUMNS):
         self.path = pathlib.Path(path)
         self.rows: list[dict] = list(rows or [])
+        self.columns = tuple(columns)  # the task's; "epoch" first
 
     def append(self, row: dict) -> None:
         self.rows = [r for r in self.rows if int(r["epoch"]) != int(row["epoch"])] + [row]
         self.rows.sort(key=lambda r: int(r["epoch"]))
 
     def text(self) -> str:
-        lines = [",".join(f"{c:>23s}" for c in COLUMNS)]
+        lines = [",".join(f"{c:>23s}" for c in self.columns)]
         for r in self.rows:
-            vals = [f"{int(r['epoch']):>23d}"] + [f"{float(r.get(c, 0.0)):>23.5g}" for c in COLUMNS[1:]]
+            vals = [f"{int(r['epoch']):>23d}"] + [f"{float(r.get(c, 0.0)):>23.5g}" for c in self.columns[1:]]
             lines.append(",".join(vals))
         return "\n".join(lines) + "\n"
 
@@ -54,9 +55,14 @@ def read_results_csv(path) -> list[dict]:
     return rows
 
 
-def format_epoch_header() -> str:
-    return ("%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "cls_loss", "dfl_loss", "Instances", "Size")
+LOSS_NAMES = ("box_loss", "cls_loss", "dfl_loss")  # detection's
+
+
+def format_epoch_header(loss_names: tuple[str, ...] = LOSS_NAMES) -> str:
+    return ("%11s" * (4 + len(loss_names))) % ("Epoch", "GPU_mem", *loss_names, "Instances", "Size")
 
 
 def format_progress(epoch: int, epochs: int, mem_gb: float, losses, instances: int, size: int) -> str:
-    return ("%11s" * 2 + "%11.4g" * 5) % (f"{epoch + 1}/{epochs}", f"{mem_gb:.3g}G", *losses, instances, size)
+    """One progress line; ``losses`` in the order of the header's loss names."""
+    return ("%11s" * 2 + "%11.4g" * (len(losses) + 2)) % (f"{epoch + 1}/{epochs}", f"{mem_gb:.3g}G", *losses,
+                                                           instances, size)

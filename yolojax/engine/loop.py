@@ -1,0 +1,412 @@
+"""The training loop: ``train(config, workdir, task, callbacks=) -> final metrics``.
+
+One loop over the epochs' steps with, at each epoch's end, validation, the results row, the checkpoint, the weight
+files and the observers' events (``yolojax.report.events``). Its state besides the ``TrainState`` is a ``Progress``
+(``yolojax.engine.progress``), which is also the checkpoint's metadata: a run killed at any moment resumes exactly.
+What differs between tasks is behind ``task`` (``yolojax.engine.task.Task``); the loop never asks which it runs.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import pathlib
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yolojax import config as cfgmod
+from yolojax import hostenv
+from yolojax.data.loader import ThreadPrefetch, batch_image_shape
+from yolojax.engine.builder import Run, build_run
+from yolojax.engine.checkpoint import Checkpointer
+from yolojax.engine.devices import (compiler_options, data_sharding, enable_compile_cache, environment_line,
+                                    replicated, use_deterministic_ops)
+from yolojax.engine.distributed import compile_everywhere, maybe_initialize
+from yolojax.engine.log import log
+from yolojax.engine.progress import Progress
+from yolojax.engine.replan import mosaic_from, replan_close_mosaic, replan_epochs, replanned_schedule
+from yolojax.engine.resume import find_resume, resumed_config
+from yolojax.engine.state import create_train_state, train_step
+from yolojax.engine.task import Task
+from yolojax.engine.validate import speed_line
+from yolojax.report.events import TrainEvent
+from yolojax.report.phases import PhaseTimer, phase_table, summary_line
+from yolojax.report.results import ResultsLog, format_epoch_header, format_progress
+
+LR_KEYS = ("lr/pg0", "lr/pg1", "lr/pg2")
+
+
+def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] | None = None) -> dict:
+    """Train ``task`` per ``config`` (as ``yolojax.config.check_config`` returns it) into ``workdir`` (default
+    runs/<task>/trainN); returns the last results row, the final validation's metrics, fitness and save_dir."""
+    deterministic = use_deterministic_ops(bool(config.deterministic))  # before JAX's first operation
+    enable_compile_cache()  # acts if nothing was compiled yet in this process (see enable_compile_cache)
+    maybe_initialize(config)  # multi-host: join the process group before any JAX computation
+    callbacks = _merged_callbacks(config, callbacks)
+    ckpt, resuming = None, bool(config.resume)
+    if resuming:
+        workdir, ckpt = find_resume(config, workdir, task.name)
+        config = resumed_config(config, ckpt.read_meta(), workdir)
+    run = build_run(config, workdir, task)
+    config, save_dir, loader = run.config, run.save_dir, run.train_loader
+    is_main = jax.process_index() == 0
+    _warn_settings(config, run, deterministic)
+    weights_dir = save_dir / "weights"
+    if is_main:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        cfgmod.save_args_yaml(config, save_dir / "args.yaml")
+    ckpt = ckpt or Checkpointer(weights_dir / "ckpt", max_to_keep=int(config.keep_checkpoints), asynchronous=True)
+    writer = WeightWriter(run)
+    repl, data = replicated(run.mesh), data_sharding(run.mesh)
+    state = jax.device_put(create_train_state(run.model, run.variables, run.hyper), repl)
+    results = ResultsLog(save_dir / "results.csv", columns=task.columns)
+    nb, epochs = loader.num_batches, int(config.epochs)
+    if not resuming:
+        progress = Progress.start(config, len(task.loss_names), loader.close_mosaic_epoch)
+    else:
+        state, stored = ckpt.restore(state)
+        state = jax.device_put(state, repl)
+        progress = Progress.from_meta(stored, config, loader.close_mosaic_epoch)
+        if progress.step_in_epoch >= nb:
+            progress.next_epoch()
+        loader.close_mosaic_epoch = progress.close_mosaic_epoch  # as the run had it (a time budget re-plans it)
+        log(f"Resuming training {save_dir} from epoch {progress.epoch + 1} step {progress.step_in_epoch} of "
+            f"{config.epochs} epochs")
+        results.rows = progress.results
+        if is_main:
+            results.write()
+    step_fn = _jitted_train_step(run.mesh, bool(config.bn_sync) or run.mesh.devices.size == 1)
+    put = lambda b: jax.tree.map(lambda x: jax.make_array_from_process_local_data(data, x), b)  # noqa: E731
+    val_put, val_vars = _validation_placement(put)
+    validator = task.validator(config, run.model, run.val_loader, run.names, val_put)
+    _announce(config, run, save_dir)
+    timer = PhaseTimer()
+    event = TrainEvent(name="", task=task.name, config=config, save_dir=save_dir, names=run.names, epochs=epochs,
+                       phases=timer, train_labels=task.train_labels(loader))
+
+    def fire(name: str, **changes) -> None:
+        nonlocal event
+        event = dataclasses.replace(event, name=name, **changes)
+        for fn in callbacks.get(name, []):
+            fn(event)
+
+    fire("on_pretrain_routine_end")
+    fire("on_train_start")
+    t_start = time.time()
+    elapsed_before = float(results.rows[-1].get("time", 0.0)) if results.rows else 0.0  # a resumed run's past time
+    start_epoch, stop = progress.epoch, False
+    feed = Feed(loader, progress.epoch, progress.step_in_epoch, epochs, put) if progress.epoch < epochs else None
+    tty = sys.stdout.isatty() and is_main
+    step_shapes, compile_seconds, last = [], 0.0, {}
+    try:
+        while feed is not None:
+            epoch, first_step = progress.epoch, progress.step_in_epoch
+            t_epoch_start = time.perf_counter()
+            fire("on_train_epoch_start", epoch=epoch)
+            if loader.close_mosaic_epoch is not None and epoch == loader.close_mosaic_epoch:
+                log("Closing dataloader mosaic")
+            log(format_epoch_header(task.loss_names))
+            dev_sum = jnp.zeros(len(task.loss_names))
+            t_epoch, n_images = time.time(), 0
+            shown = None  # the previous step's (loss sums, instances, steps): what a progress line may read
+            for i in range(first_step, nb):
+                t_wait = time.perf_counter()
+                batch, device_batch = next(feed)
+                timer.add("data", time.perf_counter() - t_wait)
+                shapes = task.batch_shapes(batch)
+                key, what = tuple(shapes.values()), ", ".join(f"{k} {v}" for k, v in shapes.items())
+                t0 = time.time()
+                new_shape = key not in step_shapes  # its first call traces and compiles (or hits a cache)
+                if new_shape:  # several processes: all have compiled it before its first collective
+                    compile_everywhere(step_fn, state, device_batch, what=f"compiling the train step for {what}")
+                state, m = step_fn(state, device_batch)
+                if new_shape:
+                    jax.block_until_ready(m["loss"])
+                    step_shapes.append(key)
+                    dt = time.time() - t0
+                    compile_seconds += dt
+                    timer.add("compile", dt)
+                    t_epoch += dt  # images/s measures steps, not compiles
+                    log(("\n" if tty and i > first_step else "") + f"compiled train step for {what} in {dt:.1f}s "
+                        f"({len(step_shapes)} shape(s) so far)")
+                dev_sum = dev_sum + jnp.stack([m[k] for k in task.loss_names])
+                size = batch_image_shape(batch)[0]
+                n_images += size
+                last = m
+                fire("on_train_batch_end", step=epoch * nb + i, batch=batch, batch_metrics=m,
+                     step_shapes=tuple(step_shapes), compile_seconds=compile_seconds)
+                done = i + 1 == nb
+                current = (dev_sum, m.get("instances", size), i + 1 - first_step)
+                if tty or (done and is_main):
+                    # The line shows the previous step's sums: reading them back waits for that step only, while
+                    # this one is already queued, so the device never idles on a progress line. The epoch's last
+                    # line is exact.
+                    sums, instances, count = current if done or shown is None else shown
+                    means = (progress.loss_sum + np.asarray(sums)) / (progress.loss_count + count)
+                    line = format_progress(epoch, epochs, _mem_gb(), means, int(instances), int(config.imgsz))
+                    print(("\r" if tty else "") + line + f" {i + 1}/{nb}", end="\n" if done else "", flush=True)
+                shown = current
+                if config.time and time.time() - t_start > float(config.time) * 3600:
+                    stop = True  # the time budget is spent: validate and save this epoch, then end
+                if int(config.checkpoint_every) > 0 and (i + 1) % int(config.checkpoint_every) == 0 and not done:
+                    with timer.phase("checkpoint"):
+                        _save(ckpt, state, dataclasses.replace(
+                            progress, step_in_epoch=i + 1, loss_sum=progress.loss_sum + np.asarray(dev_sum),
+                            loss_count=progress.loss_count + i + 1 - first_step, finished=False))
+                if stop:
+                    break
+            progress.loss_sum = progress.loss_sum + np.asarray(dev_sum)  # waits for the epoch's last step
+            progress.loss_count += i + 1 - first_step
+            progress.step_in_epoch = nb
+            # the step phase is the rest of the train loop: dispatching, callbacks, progress lines and the device
+            # time the loop waited for (the step runs asynchronously, so that wait lands here, never as a sync per step)
+            timer.add("step", time.perf_counter() - t_epoch_start - sum(timer.epoch.values()))
+            with timer.phase("report"):
+                fire("on_train_epoch_end", images_per_second=n_images / max(time.time() - t_epoch, 1e-9))
+            final_epoch = epoch + 1 >= epochs or stop
+            means = progress.loss_sum / max(progress.loss_count, 1)
+            row = {"epoch": epoch + 1, **{f"train/{k}": round(float(v), 5) for k, v in zip(task.loss_names, means)},
+                   **{k: float(last[k]) for k in LR_KEYS}}
+            fitness = None
+            if config.val or final_epoch or progress.stopper.possible_stop(epoch):
+                val = validator(val_vars(state.ema_variables))
+                for k, v in val.phases.items():
+                    timer.add(k, v)
+                event = dataclasses.replace(event, val=val)
+                for line in val.table[:2]:
+                    log(line)
+                row.update(task.val_row(val))
+                fitness = task.fitness(val, config)
+            row["time"] = round(elapsed_before + time.time() - t_start, 3)  # seconds since training started
+            event = dataclasses.replace(event, row=row)
+            is_best = fitness is not None and (progress.best_fitness is None or progress.best_fitness < fitness
+                                               or (config.compat == "v8" and progress.best_fitness == 0))
+            if is_best:
+                progress.best_fitness = fitness
+            stop = progress.stopper(epoch + 1, fitness) or stop or final_epoch
+            if config.time:
+                stop = stop or time.time() - t_start > float(config.time) * 3600
+                # Re-plan the run to the epochs that fit the budget at the mean epoch time so far: the lr schedule and
+                # close_mosaic follow the new end. Before the checkpoint, which a resumed run then continues exactly.
+                epochs = replan_epochs(float(config.time), time.time() - t_start, epoch + 1 - start_epoch)
+                config = progress.config = cfgmod.apply_overrides(config, {"epochs": epochs}, source="re-plan")
+                event = dataclasses.replace(event, config=config, epochs=epochs)
+                state = state.replace(schedule=jax.device_put(replanned_schedule(
+                    state.schedule, epochs, nb, float(config.warmup_epochs), config.compat), repl))
+                stop = stop or epoch >= epochs
+                if not stop:
+                    feed = _replan_mosaic(task, loader, progress, feed, config, epoch, epochs, put)
+            results.append(row)
+            progress.results = results.rows
+            final_epoch = final_epoch or stop
+            if config.save or final_epoch:
+                progress.finished = final_epoch
+                with timer.phase("checkpoint"):
+                    _save(ckpt, state, progress)
+                if is_main:
+                    files = ["last.npz"] + (["best.npz"] if is_best else [])
+                    if int(config.save_period) > 0 and epoch % int(config.save_period) == 0:
+                        files.append(f"epoch{epoch}.npz")
+                    with timer.phase("export"):  # the copy off the device; the files are written in the background
+                        writer.submit(state.ema_variables, [weights_dir / f for f in files])
+                with timer.phase("report"):
+                    fire("on_model_save")
+            with timer.phase("report"):
+                if is_main:
+                    results.write()
+                fire("on_fit_epoch_end", metrics={**row, "fitness": fitness})
+            if config.profile:
+                for line in phase_table(timer.epoch, time.perf_counter() - t_epoch_start, f"Epoch {epoch + 1} time"):
+                    log(line)
+            timer.end_epoch()
+            if stop:
+                if progress.stopper.stopped_early(epoch):
+                    log(f"Stopping training early as no improvement observed in last {progress.stopper.patience} "
+                        f"epochs. Best results observed at epoch {progress.stopper.best_epoch}.")
+                break
+            progress.next_epoch()
+    finally:  # also on an error or an interrupt: stop the prefetch thread and the worker processes, finish the writes
+        if feed is not None:
+            feed.close()
+        writer.close()
+        ckpt.wait()
+    writer.wait()
+    log(f"\n{progress.epoch - start_epoch + 1} epochs completed in {(time.time() - t_start) / 3600:.3f} hours.")
+    with timer.phase("final_val"):
+        final = final_eval(validator, weights_dir, config, run)
+    wall = time.time() - t_start
+    log(summary_line(timer.totals(), wall))
+    run.val_loader.close()
+    ckpt.close()
+    out = dict(event.metrics)
+    if final is not None:  # the final weights' metrics; the val losses stay the last epoch's
+        out.update({k: v for k, v in task.val_row(final).items() if not k.startswith("val/")})
+        out["fitness"] = task.fitness(final, config)
+    out["save_dir"] = str(save_dir)
+    fire("on_train_end", final=final, wall_seconds=wall)
+    return out
+
+
+def _merged_callbacks(config, callbacks) -> dict[str, list[Callable]]:
+    """The built-in observers (``yolojax.report.callbacks``) first, then the caller's, per event."""
+    from yolojax.report.callbacks import default_callbacks
+
+    merged = default_callbacks(config)
+    for name, fns in (callbacks or {}).items():
+        merged.setdefault(name, []).extend(fns)
+    return merged
+
+
+def _warn_settings(config, run: Run, deterministic: bool) -> None:
+    """Warnings on settings without effect here, before anything trains."""
+    from yolojax.config.checks import inapplicable_warnings
+
+    for line in inapplicable_warnings(config):
+        log(line)
+    if deterministic != bool(config.deterministic) and run.mesh.devices.flat[0].platform != "cpu":
+        log(f"WARNING: deterministic={config.deterministic} could not be applied: XLA reads its deterministic GPU "
+            f"ops flag when JAX starts, and JAX started before this run with it {'on' if deterministic else 'off'}. "
+            f"Set XLA_FLAGS=--xla_gpu_deterministic_ops={str(not deterministic).lower()} before starting Python.")
+
+
+def _announce(config, run: Run, save_dir: pathlib.Path) -> None:
+    """The lines before training: devices, model, optimizer, data settings, where results go."""
+    log(environment_line(list(run.mesh.devices.flat)))
+    if hostenv.active() and run.mesh.devices.flat[0].platform == "cpu":
+        log("Host malloc: transparent huge pages (glibc.malloc.hugetlb=1; YOLOJAX_HUGEPAGES=0 turns it off)")
+    if jax.process_index() == 0:
+        log(run.task.model_line(run.model))
+    log(run.optimizer_line)
+    length = f"{config.time} hours" if config.time else f"{int(config.epochs)} epochs"
+    log(f"Image sizes {config.imgsz} train, {config.imgsz} val\nUsing {run.train_loader.workers} dataloader workers"
+        f"{run.task.loader_note(run.train_loader)}\n"
+        f"Logging results to {save_dir}\nStarting training for {length}...")
+
+
+def _validation_placement(put):
+    """(put, variables view) for validation. Multi-host: each process validates the whole val set on its first
+    local device with its local copy of the (replicated) EMA weights, so no host statistics need gathering;
+    process 0 reports."""
+    if jax.process_count() == 1:
+        return put, (lambda v: v)
+    local = jax.local_devices()[0]
+    return (lambda b: jax.device_put(b, local)), (lambda v: jax.tree.map(lambda a: a.addressable_data(0), v))
+
+
+def _replan_mosaic(task: Task, loader, progress: Progress, feed: "Feed", config, epoch: int, epochs: int, put):
+    """After a re-plan to ``epochs``: move the epoch mosaic closes at and, when the batches read ahead follow the
+    old plan, a new feed from the next epoch."""
+    closing = loader.close_mosaic_epoch
+    if task.closes_mosaic:
+        closing = replan_close_mosaic(closing, epoch + 1, epochs, int(config.close_mosaic), config.compat)
+    moved = mosaic_from(closing, epoch + 1) != mosaic_from(loader.close_mosaic_epoch, epoch + 1)
+    loader.close_mosaic_epoch = progress.close_mosaic_epoch = closing
+    if moved or feed.end_epoch < epochs + 1:
+        feed.close()
+        return Feed(loader, epoch + 1, 0, epochs + 1, put)
+    return feed
+
+
+class Feed:
+    """(host batch, device batch) pairs of the loader's iterator from (epoch, step) to ``end_epoch``, two ahead: the
+    host copy out of the workers' shared memory and the transfer to the device run in a background thread while
+    the device steps (on the GPU they took longer than the step)."""
+
+    def __init__(self, loader, epoch: int, step: int, end_epoch: int, put):
+        self.it = loader.iterator(epoch, step, end_epoch=end_epoch)
+        self.end_epoch = end_epoch
+        self.batches = ThreadPrefetch(_on_device(self.it, put), 2)
+
+    def __next__(self):
+        return next(self.batches)
+
+    def close(self) -> None:
+        self.batches.close()
+        self.it.close()
+
+
+def _on_device(it, put):
+    """(host batch, device batch) for each batch of ``it``; returns once the batch is on the device."""
+    for batch in it:
+        device_batch = put(batch)
+        jax.block_until_ready(device_batch)
+        yield batch, device_batch
+
+
+class WeightWriter:
+    """Writes the EMA weights (last.npz, best.npz, ...) on a background thread while the next epoch trains, one
+    epoch's files at a time, in order; a write error surfaces at the next ``submit`` or at ``wait``."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="yolojax-export")
+        self.pending: list[concurrent.futures.Future] = []
+
+    def submit(self, variables, paths: list[pathlib.Path]) -> None:
+        ema = jax.tree.map(np.array, jax.device_get(variables))
+        self.wait()
+        self.pending = [self.pool.submit(self._write, ema, paths)]
+
+    def _write(self, ema, paths) -> None:
+        for path in paths:
+            self.run.task.save_weights(ema, path, self.run.names, self.run.model)
+
+    def wait(self) -> None:
+        for f in self.pending:
+            f.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_train_step(mesh, bn_sync: bool):
+    """The compiled train step for a mesh, shared by the runs of one process (its cache is keyed on the state's
+    static parts: model, optimizer and settings)."""
+    repl, data = replicated(mesh), data_sharding(mesh)
+    step = train_step
+    if not bn_sync:  # per-device BN statistics, as Ultralytics DDP
+        from yolojax.engine.per_device_bn import make_train_step_per_device_bn
+
+        step = make_train_step_per_device_bn(mesh)
+    return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
+                   compiler_options=compiler_options(mesh.devices.flat[0].platform))
+
+
+def final_eval(validator, weights_dir: pathlib.Path, config, run: Run):
+    """Validate best.npz (else last.npz) as Ultralytics' final_eval does: the task's table and extras, the Speed
+    line. None on processes other than the first (the exported weights live on its disk) or without weights."""
+    if jax.process_index() != 0:
+        return None
+    path = weights_dir / "best.npz"
+    if not path.is_file():
+        path = weights_dir / "last.npz"
+    if not path.is_file():
+        return None
+    log(f"\nValidating {path}...")
+    variables = run.task.load_weights(path)
+    if jax.process_count() > 1:
+        variables = jax.device_put(variables, jax.local_devices()[0])
+    else:
+        variables = jax.device_put(variables, replicated(run.mesh))
+    result = run.task.final_validation(validator, variables, config, weights_dir.parent)
+    log(speed_line(result.speed))
+    log(f"Results saved to {weights_dir.parent}")
+    return result
+
+
+def _save(ckpt: Checkpointer, state, progress: Progress) -> None:
+    ckpt.save(int(jax.device_get(state.step)), state, progress.to_meta())
+
+
+def _mem_gb() -> float:
+    try:
+        stats = jax.local_devices()[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use", 0) / 1e9
+    except Exception:
+        return 0.0
