@@ -213,7 +213,7 @@ class YOLO:
         return str(p)
 
     def train(self, **kwargs) -> "Any":
-        """Train with Ultralytics' arguments; returns the final validation metrics (:class:`yolojax.evaluate.ValMetrics`).
+        """Train with Ultralytics' arguments; returns the final validation metrics (a ``yolojax.evaluate.ValMetrics``).
 
         Merge order as Ultralytics: checkpoint overrides < {data, model, task} < ``kwargs`` < mode='train'."""
         from yolojax.engine.devices import use_cpu_cores

@@ -63,23 +63,9 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
     ckpt = ckpt or Checkpointer(weights_dir / "ckpt", max_to_keep=int(config.keep_checkpoints), asynchronous=True)
     writer = WeightWriter(run)
     repl, data = replicated(run.mesh), data_sharding(run.mesh)
-    state = jax.device_put(create_train_state(run.model, run.variables, run.hyper), repl)
     results = ResultsLog(save_dir / "results.csv", columns=task.columns)
+    state, progress = _initial_state(run, ckpt if resuming else None, results)
     nb, epochs = loader.num_batches, int(config.epochs)
-    if not resuming:
-        progress = Progress.start(config, len(task.loss_names), loader.close_mosaic_epoch)
-    else:
-        state, stored = ckpt.restore(state)
-        state = jax.device_put(state, repl)
-        progress = Progress.from_meta(stored, config, loader.close_mosaic_epoch)
-        if progress.step_in_epoch >= nb:
-            progress.next_epoch()
-        loader.close_mosaic_epoch = progress.close_mosaic_epoch  # as the run had it (a time budget re-plans it)
-        log(f"Resuming training {save_dir} from epoch {progress.epoch + 1} step {progress.step_in_epoch} of "
-            f"{config.epochs} epochs")
-        results.rows = progress.results
-        if is_main:
-            results.write()
     step_fn = _jitted_train_step(run.mesh, bool(config.bn_sync) or run.mesh.devices.size == 1)
     put = lambda b: jax.tree.map(lambda x: jax.make_array_from_process_local_data(data, x), b)  # noqa: E731
     val_put, val_vars = _validation_placement(put)
@@ -102,7 +88,7 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
     start_epoch, stop = progress.epoch, False
     feed = Feed(loader, progress.epoch, progress.step_in_epoch, epochs, put) if progress.epoch < epochs else None
     tty = sys.stdout.isatty() and is_main
-    step_shapes, compile_seconds, last = [], 0.0, {}
+    compiles, last = StepCompiles(), {}
     try:
         while feed is not None:
             epoch, first_step = progress.epoch, progress.step_in_epoch
@@ -118,38 +104,25 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
                 t_wait = time.perf_counter()
                 batch, device_batch = next(feed)
                 timer.add("data", time.perf_counter() - t_wait)
-                shapes = task.batch_shapes(batch)
-                key, what = tuple(shapes.values()), ", ".join(f"{k} {v}" for k, v in shapes.items())
-                t0 = time.time()
-                new_shape = key not in step_shapes  # its first call traces and compiles (or hits a cache)
-                if new_shape:  # several processes: all have compiled it before its first collective
-                    compile_everywhere(step_fn, state, device_batch, what=f"compiling the train step for {what}")
-                state, m = step_fn(state, device_batch)
-                if new_shape:
-                    jax.block_until_ready(m["loss"])
-                    step_shapes.append(key)
-                    dt = time.time() - t0
-                    compile_seconds += dt
+                state, m, dt = compiles.step(step_fn, state, device_batch, task.batch_shapes(batch),
+                                             newline=tty and i > first_step)
+                if dt is not None:
                     timer.add("compile", dt)
                     t_epoch += dt  # images/s measures steps, not compiles
-                    log(("\n" if tty and i > first_step else "") + f"compiled train step for {what} in {dt:.1f}s "
-                        f"({len(step_shapes)} shape(s) so far)")
                 dev_sum = dev_sum + jnp.stack([m[k] for k in task.loss_names])
                 size = batch_image_shape(batch)[0]
                 n_images += size
                 last = m
                 fire("on_train_batch_end", step=epoch * nb + i, batch=batch, batch_metrics=m,
-                     step_shapes=tuple(step_shapes), compile_seconds=compile_seconds)
+                     step_shapes=tuple(compiles.shapes), compile_seconds=compiles.seconds)
                 done = i + 1 == nb
                 current = (dev_sum, m.get("instances", size), i + 1 - first_step)
                 if tty or (done and is_main):
                     # The line shows the previous step's sums: reading them back waits for that step only, while
                     # this one is already queued, so the device never idles on a progress line. The epoch's last
                     # line is exact.
-                    sums, instances, count = current if done or shown is None else shown
-                    means = (progress.loss_sum + np.asarray(sums)) / (progress.loss_count + count)
-                    line = format_progress(epoch, epochs, _mem_gb(), means, int(instances), int(config.imgsz))
-                    print(("\r" if tty else "") + line + f" {i + 1}/{nb}", end="\n" if done else "", flush=True)
+                    _print_progress(progress, current if done or shown is None else shown, epochs, i + 1, nb,
+                                    int(config.imgsz), tty)
                 shown = current
                 if config.time and time.time() - t_start > float(config.time) * 3600:
                     stop = True  # the time budget is spent: validate and save this epoch, then end
@@ -169,51 +142,33 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
             with timer.phase("report"):
                 fire("on_train_epoch_end", images_per_second=n_images / max(time.time() - t_epoch, 1e-9))
             final_epoch = epoch + 1 >= epochs or stop
-            means = progress.loss_sum / max(progress.loss_count, 1)
-            row = {"epoch": epoch + 1, **{f"train/{k}": round(float(v), 5) for k, v in zip(task.loss_names, means)},
-                   **{k: float(last[k]) for k in LR_KEYS}}
-            fitness = None
+            row, fitness = _train_row(task, progress, last), None
             if config.val or final_epoch or progress.stopper.possible_stop(epoch):
-                val = validator(val_vars(state.ema_variables))
-                for k, v in val.phases.items():
-                    timer.add(k, v)
+                val = _validate(validator, val_vars(state.ema_variables), timer)
                 event = dataclasses.replace(event, val=val)
-                for line in val.table[:2]:
-                    log(line)
                 row.update(task.val_row(val))
                 fitness = task.fitness(val, config)
             row["time"] = round(elapsed_before + time.time() - t_start, 3)  # seconds since training started
             event = dataclasses.replace(event, row=row)
-            is_best = fitness is not None and (progress.best_fitness is None or progress.best_fitness < fitness
-                                               or (config.compat == "v8" and progress.best_fitness == 0))
-            if is_best:
-                progress.best_fitness = fitness
+            is_best = progress.record_fitness(fitness)
             stop = progress.stopper(epoch + 1, fitness) or stop or final_epoch
             if config.time:
-                stop = stop or time.time() - t_start > float(config.time) * 3600
                 # Re-plan the run to the epochs that fit the budget at the mean epoch time so far: the lr schedule and
                 # close_mosaic follow the new end. Before the checkpoint, which a resumed run then continues exactly.
+                stop = stop or time.time() - t_start > float(config.time) * 3600
                 epochs = replan_epochs(float(config.time), time.time() - t_start, epoch + 1 - start_epoch)
                 config = progress.config = cfgmod.apply_overrides(config, {"epochs": epochs}, source="re-plan")
                 event = dataclasses.replace(event, config=config, epochs=epochs)
                 state = state.replace(schedule=jax.device_put(replanned_schedule(
                     state.schedule, epochs, nb, float(config.warmup_epochs), config.compat), repl))
                 stop = stop or epoch >= epochs
-                if not stop:
-                    feed = _replan_mosaic(task, loader, progress, feed, config, epoch, epochs, put)
+                feed = feed if stop else _replan_mosaic(task, loader, progress, feed, config, epoch, epochs, put)
             results.append(row)
             progress.results = results.rows
             final_epoch = final_epoch or stop
             if config.save or final_epoch:
                 progress.finished = final_epoch
-                with timer.phase("checkpoint"):
-                    _save(ckpt, state, progress)
-                if is_main:
-                    files = ["last.npz"] + (["best.npz"] if is_best else [])
-                    if int(config.save_period) > 0 and epoch % int(config.save_period) == 0:
-                        files.append(f"epoch{epoch}.npz")
-                    with timer.phase("export"):  # the copy off the device; the files are written in the background
-                        writer.submit(state.ema_variables, [weights_dir / f for f in files])
+                _save_epoch(ckpt, writer, state, progress, is_best, weights_dir, timer)
                 with timer.phase("report"):
                     fire("on_model_save")
             with timer.phase("report"):
@@ -225,9 +180,7 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
                     log(line)
             timer.end_epoch()
             if stop:
-                if progress.stopper.stopped_early(epoch):
-                    log(f"Stopping training early as no improvement observed in last {progress.stopper.patience} "
-                        f"epochs. Best results observed at epoch {progress.stopper.best_epoch}.")
+                _log_early_stop(progress)
                 break
             progress.next_epoch()
     finally:  # also on an error or an interrupt: stop the prefetch thread and the worker processes, finish the writes
@@ -243,13 +196,60 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
     log(summary_line(timer.totals(), wall))
     run.val_loader.close()
     ckpt.close()
-    out = dict(event.metrics)
-    if final is not None:  # the final weights' metrics; the val losses stay the last epoch's
-        out.update({k: v for k, v in task.val_row(final).items() if not k.startswith("val/")})
-        out["fitness"] = task.fitness(final, config)
-    out["save_dir"] = str(save_dir)
     fire("on_train_end", final=final, wall_seconds=wall)
-    return out
+    return _final_metrics(task, event.metrics, final, config, save_dir)
+
+
+def _initial_state(run: Run, ckpt: Checkpointer | None, results: ResultsLog):
+    """(replicated TrainState, Progress) of a new run, or of the run ``ckpt`` holds (resumed: its results rows
+    rewritten, the loader's mosaic plan as the run had it - a time budget re-plans it)."""
+    loader, repl = run.train_loader, replicated(run.mesh)
+    state = jax.device_put(create_train_state(run.model, run.variables, run.hyper), repl)
+    if ckpt is None:
+        return state, Progress.start(run.config, len(run.task.loss_names), loader.close_mosaic_epoch)
+    state, stored = ckpt.restore(state)
+    progress = Progress.from_meta(stored, run.config, loader.close_mosaic_epoch)
+    if progress.step_in_epoch >= loader.num_batches:
+        progress.next_epoch()
+    loader.close_mosaic_epoch = progress.close_mosaic_epoch
+    log(f"Resuming training {run.save_dir} from epoch {progress.epoch + 1} step {progress.step_in_epoch} of "
+        f"{run.config.epochs} epochs")
+    results.rows = progress.results
+    if jax.process_index() == 0:
+        results.write()
+    return jax.device_put(state, repl), progress
+
+
+def _print_progress(progress: Progress, shown, epochs: int, step: int, nb: int, size: int, tty: bool) -> None:
+    """The epoch's progress line from ``shown`` = (device loss sums, instances, steps) of this call's epoch."""
+    sums, instances, count = shown
+    means = (progress.loss_sum + np.asarray(sums)) / (progress.loss_count + count)
+    line = format_progress(progress.epoch, epochs, _mem_gb(), means, int(instances), size)
+    print(("\r" if tty else "") + line + f" {step}/{nb}", end="\n" if step == nb else "", flush=True)
+
+
+def _train_row(task: Task, progress: Progress, last: dict) -> dict:
+    """The epoch's results row so far: epoch, mean train losses, the last step's learning rates."""
+    means = progress.loss_sum / max(progress.loss_count, 1)
+    return {"epoch": progress.epoch + 1, **{f"train/{k}": round(float(v), 5) for k, v in zip(task.loss_names, means)},
+            **{k: float(last[k]) for k in LR_KEYS}}
+
+
+def _validate(validator, variables, timer: PhaseTimer):
+    """One validation of the EMA weights: its phases timed, its summary lines printed."""
+    val = validator(variables)
+    for k, v in val.phases.items():
+        timer.add(k, v)
+    for line in val.table[:2]:
+        log(line)
+    return val
+
+
+def _log_early_stop(progress: Progress) -> None:
+    stopper = progress.stopper
+    if stopper.stopped_early(progress.epoch):
+        log(f"Stopping training early as no improvement observed in last {stopper.patience} epochs. Best results "
+            f"observed at epoch {stopper.best_epoch}.")
 
 
 def _merged_callbacks(config, callbacks) -> dict[str, list[Callable]]:
@@ -310,6 +310,32 @@ def _replan_mosaic(task: Task, loader, progress: Progress, feed: "Feed", config,
         feed.close()
         return Feed(loader, epoch + 1, 0, epochs + 1, put)
     return feed
+
+
+class StepCompiles:
+    """The batch shapes the train step was compiled for, in order, and the seconds its compiles took."""
+
+    def __init__(self):
+        self.shapes: list[tuple] = []
+        self.seconds = 0.0
+
+    def step(self, step_fn, state, device_batch, shapes: dict[str, tuple], *, newline: bool = False):
+        """``step_fn(state, device_batch)`` -> (state, metrics, seconds of its compile or None). A new shape's first
+        call traces and compiles (or hits a cache); it is waited for, timed and logged."""
+        key = tuple(shapes.values())
+        if key in self.shapes:
+            return (*step_fn(state, device_batch), None)
+        what = ", ".join(f"{k} {v}" for k, v in shapes.items())
+        t0 = time.time()  # several processes: all have compiled it before its first collective
+        compile_everywhere(step_fn, state, device_batch, what=f"compiling the train step for {what}")
+        state, m = step_fn(state, device_batch)
+        jax.block_until_ready(m["loss"])
+        self.shapes.append(key)
+        dt = time.time() - t0
+        self.seconds += dt
+        log(("\n" if newline else "") + f"compiled train step for {what} in {dt:.1f}s ({len(self.shapes)} shape(s) "
+            f"so far)")
+        return state, m, dt
 
 
 class Feed:
@@ -398,6 +424,32 @@ def final_eval(validator, weights_dir: pathlib.Path, config, run: Run):
     log(speed_line(result.speed))
     log(f"Results saved to {weights_dir.parent}")
     return result
+
+
+def _save_epoch(ckpt: Checkpointer, writer: WeightWriter, state, progress: Progress, is_best: bool,
+                weights_dir: pathlib.Path, timer: PhaseTimer) -> None:
+    """The epoch's checkpoint and (process 0) its weight files: last.npz, best.npz when it is the best so far,
+    epochN.npz every ``save_period`` epochs."""
+    with timer.phase("checkpoint"):
+        _save(ckpt, state, progress)
+    if jax.process_index() != 0:
+        return
+    epoch, period = progress.epoch, int(progress.config.save_period)
+    files = ["last.npz"] + (["best.npz"] if is_best else []) + ([f"epoch{epoch}.npz"] if period > 0
+                                                                  and epoch % period == 0 else [])
+    with timer.phase("export"):  # the copy off the device; the files are written in the background
+        writer.submit(state.ema_variables, [weights_dir / f for f in files])
+
+
+def _final_metrics(task: Task, last: dict, final, config, save_dir: pathlib.Path) -> dict:
+    """What ``train`` returns: the last epoch's row and fitness, overridden by the final validation's metrics
+    (its losses are not: the val losses stay the last epoch's), and ``save_dir``."""
+    out = dict(last)
+    if final is not None:
+        out.update({k: v for k, v in task.val_row(final).items() if not k.startswith("val/")})
+        out["fitness"] = task.fitness(final, config)
+    out["save_dir"] = str(save_dir)
+    return out
 
 
 def _save(ckpt: Checkpointer, state, progress: Progress) -> None:

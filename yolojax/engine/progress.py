@@ -88,6 +88,15 @@ class Progress:
                    close_mosaic_epoch=meta.get("close_mosaic_epoch", close_mosaic_epoch),
                    finished=bool(meta.get("finished", False)))
 
+    def record_fitness(self, fitness: float | None) -> bool:
+        """Whether ``fitness`` (None: not validated) is the best so far (v8: also after a best of exactly 0);
+        if so it becomes ``best_fitness``."""
+        best = self.best_fitness
+        if fitness is None or not (best is None or best < fitness or (self.config.compat == "v8" and best == 0)):
+            return False
+        self.best_fitness = fitness
+        return True
+
     def next_epoch(self) -> None:
         """Move to the start of the next epoch: its loss sums start at zero."""
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
