@@ -118,8 +118,11 @@ class ToyTask:
     def auto_batch(self, config, devices, model, variables, train_dataset):
         return 8
 
-    def loaders(self, config, train_dataset, val_dataset, *, batch, val_batch, workers, platform):
-        return ToyLoader(train_dataset, batch), ToyLoader(val_dataset, 16)
+    def train_loader(self, config, dataset, *, batch, workers, platform):
+        return ToyLoader(dataset, batch)
+
+    def val_loader(self, config, dataset, *, batch, workers):
+        return ToyLoader(dataset, batch)
 
     def objective(self, config):
         return toy_objective

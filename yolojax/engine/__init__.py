@@ -1,4 +1,5 @@
-"""Training engine: the train state, the pure train/eval steps, optimizer and schedule, checkpoints, devices."""
+"""Training engine: the train state, the pure train/eval steps, optimizer and schedule, checkpoints, devices; the run
+builder (``builder.build_run``) and the loop (``loop.train``) that run a ``task.Task``."""
 from __future__ import annotations
 
 __all__ = ["TrainState", "TrainHyper", "Schedule", "create_train_state", "train_step", "eval_step"]

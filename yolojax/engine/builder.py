@@ -74,12 +74,12 @@ def build_run(config, workdir, task: Task) -> Run:
     mesh = make_mesh(devices)
     # multi-host: every process validates the whole set on its first local device (see yolojax.engine.loop)
     n_val_dev = n_dev if jax.process_count() == 1 else 1
-    probe_batch = int(batch)
-    train_loader, val_loader = task.loaders(config, train_ds, val_ds, batch=probe_batch,
-                                            val_batch=max(2 * probe_batch // n_val_dev * n_val_dev, n_val_dev),
-                                            workers=workers, platform=devices[0].platform)
+    train_loader = task.train_loader(config, train_ds, batch=int(batch), workers=workers,
+                                     platform=devices[0].platform)
     batch = train_loader.global_batch
     check_batch_divides(batch, n_dev)
+    val_loader = task.val_loader(config, val_ds, batch=max(2 * batch // n_val_dev * n_val_dev, n_val_dev),
+                                 workers=workers)
     config = cfgmod.apply_overrides(config, {"batch": batch}, source="resolved")
     hyper, line = _hyper(config, task, len(names), len(train_ds), batch, train_loader.num_batches, variables)
     return Run(config, save_dir, mesh, model, variables, names, train_loader, val_loader, hyper, line, task)

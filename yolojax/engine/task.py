@@ -54,9 +54,11 @@ class Task(Protocol):
     def auto_batch(self, config, devices, model, variables, train_dataset) -> int:
         """The global batch AutoBatch picks for ``batch=-1`` or a memory fraction."""
 
-    def loaders(self, config, train_dataset, val_dataset, *, batch: int, val_batch: int,
-                workers: int, platform: str) -> tuple[Any, Any]:
-        """(train loader, val loader) for the global ``batch`` (the val loader at ``val_batch``)."""
+    def train_loader(self, config, dataset, *, batch: int, workers: int, platform: str) -> Any:
+        """The train loader for the global ``batch`` (its ``global_batch`` is the batch the run trains with)."""
+
+    def val_loader(self, config, dataset, *, batch: int, workers: int) -> Any:
+        """The validation loader at ``batch`` images per batch."""
 
     def objective(self, config) -> Callable | None:
         """The train step's loss (``TrainHyper.objective``); None: the detection loss."""

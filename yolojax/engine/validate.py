@@ -1,6 +1,6 @@
 """The validator: jitted forward + decode + NMS (+ losses) on the device, matching and AP on the host.
 
-Used by the trainer every epoch (EMA weights, rectangular batches, val losses) and by ``yolojax.val``.
+Used by the detection task every epoch (EMA weights, rectangular batches, val losses) and by ``yolojax.evaluate``.
 Batches are dispatched one ahead of the host-side matching, so the device works while the host
 computes IoUs for the previous batch.
 """

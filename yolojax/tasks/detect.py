@@ -146,8 +146,8 @@ class DetectTask:
                           make_state=lambda: jax.eval_shape(lambda v: create_train_state(model, v, probe), variables),
                           max_boxes=lambda b: usual_box_bucket(counts, b, mosaic, mixup, int(config.seed)))
 
-    def loaders(self, config, train_dataset, val_dataset, *, batch, val_batch, workers, platform):
-        from yolojax.data import TrainLoader, ValLoader
+    def train_loader(self, config, dataset, *, batch, workers, platform):
+        from yolojax.data import TrainLoader
 
         epochs = int(config.epochs)
         close_at = (epochs - int(config.close_mosaic)) if int(config.close_mosaic) > 0 else None
@@ -160,11 +160,15 @@ class DetectTask:
                   warp_on_device=warp_on_device(config.get("warp_on_device", "auto"), platform))
         if config.rect:
             log("WARNING rect=True: training batches in aspect-ratio order (no shuffling), mosaic and mixup off")
-        train_loader = TrainLoader(train_dataset, **kw)
+        loader = TrainLoader(dataset, **kw)
         if jax.process_count() > 1:  # every host must pad to the same box count without communicating
-            train_loader = TrainLoader(train_dataset, **kw, buckets=(train_loader.max_boxes_bound(),))
-        val_loader = ValLoader(val_dataset, batch_size=val_batch, rect=True, workers=workers, compat=config.compat)
-        return train_loader, val_loader
+            loader = TrainLoader(dataset, **kw, buckets=(loader.max_boxes_bound(),))
+        return loader
+
+    def val_loader(self, config, dataset, *, batch, workers):
+        from yolojax.data import ValLoader
+
+        return ValLoader(dataset, batch_size=batch, rect=True, workers=workers, compat=config.compat)
 
     def objective(self, config):
         return None  # TrainHyper's default: the detection loss with the box, cls and dfl gains
