@@ -111,7 +111,7 @@ flags.FLAGS.mark_as_parsed()  # Grain workers read absl flags
 from yolojax.engine.devices import use_cpu_cores
 use_cpu_cores()  # as the entry points (YOLOJAX_CPU_DEVICES)
 import jax
-from yolojax.engine import config as cfgmod
+from yolojax import config as cfgmod
 from yolojax.train import train_and_evaluate
 compiles = []
 def on_duration(event, seconds, *args, **kwargs):
@@ -179,7 +179,7 @@ def model_yaml(args, root: Path) -> str:
 
 
 def run_yolojax(args, data: Path, model: str, workdir: Path) -> dict:
-    from yolojax.engine import config as cfgmod
+    from yolojax import config as cfgmod
     from yolojax.train import train_and_evaluate
 
     import jax
@@ -433,7 +433,7 @@ def main(argv=None) -> None:
     use_cpu_cores()  # as the yolojax entry points (YOLOJAX_CPU_DEVICES=N: N host devices)
     from yolojax.engine.devices import largest_divisor_at_most, select_devices
     from yolojax import hostenv
-    from yolojax.engine.trainer import hsv_on_device, warp_on_device
+    from yolojax.tasks.detect import hsv_on_device, warp_on_device
 
     chosen = select_devices(args.device)
     n_dev = len(chosen)

@@ -34,7 +34,7 @@ print("RESULT " + json.dumps({"map50": rd["metrics/mAP50(B)"], "map": rd["metric
 
 
 def run_yolojax(data: str, args, compat: str, workdir: pathlib.Path) -> dict:
-    from yolojax.engine.config import apply_overrides, default_config
+    from yolojax.config import apply_overrides, default_config
     from yolojax.train import train_and_evaluate
 
     cfg = apply_overrides(default_config(), dict(

@@ -100,7 +100,7 @@ def train_detector(args) -> Path:
     path = cache / f"shapes-yolov8n-e{args.train_epochs}-{args.train_imgsz}.npz"
     if path.is_file():
         return path
-    from yolojax.engine import config as cfgmod
+    from yolojax import config as cfgmod
     from yolojax.train import train_and_evaluate
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -204,7 +204,7 @@ def test_top_k_accuracy_hand_computed():
 def test_yolo_facade_builds_and_loads_classifiers(fixtures_dir, tmp_path, capsys):
     from yolojax import YOLO
     from yolojax.cli import main
-    from yolojax.engine.config import ConfigError
+    from yolojax.config import ConfigError
 
     built = YOLO("yolov8n-cls.yaml")
     assert built.task == "classify" and isinstance(built.model, YOLOv8Cls) and built.model.num_classes == 1000
@@ -244,8 +244,8 @@ def test_onnx_graph_of_the_classifier_matches_model_apply(dynamic, ref_model, fi
 def test_detection_training_refuses_a_classifier_in_one_line(model, fixtures_dir):
     """Until classification training exists, a classifier given to the detection trainer stops before any work
     with the reason, instead of failing later inside the detection loss."""
-    from yolojax.engine.config import ConfigError, apply_overrides, default_config
-    from yolojax.engine.trainer import build_model
+    from yolojax.config import ConfigError, apply_overrides, default_config
+    from yolojax.tasks.detect import build_model
 
     path = model if model.endswith(".yaml") else str(fixtures_dir / model)
     cfg = apply_overrides(default_config(), {"model": path})

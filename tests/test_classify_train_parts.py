@@ -232,8 +232,8 @@ def test_predict_is_the_centre_crop_through_the_eval_model(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------- config
 def test_classification_keys_have_ultralytics_defaults_rules_and_detection_warnings():
-    from yolojax.engine.config import ConfigError, default_config
-    from yolojax.engine.config_checks import check_values, inapplicable_warnings
+    from yolojax.config import ConfigError, default_config
+    from yolojax.config.checks import check_values, inapplicable_warnings
 
     c = default_config().to_dict()
     assert {k: c[k] for k in ("dropout", "auto_augment", "erasing", "crop_fraction")} == {
@@ -257,8 +257,8 @@ def test_dataset_configs_are_ultralytics_classification_runs(name):
     import importlib.util
     import pathlib
 
-    from yolojax.engine.config import default_config
-    from yolojax.engine.config_checks import check_values
+    from yolojax.config import default_config
+    from yolojax.config.checks import check_values
 
     path = pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"cfg_{name}", path)

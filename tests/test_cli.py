@@ -15,7 +15,8 @@ import jax
 import pytest
 
 from yolojax import cli
-from yolojax.cli import CLIError, main, merge_equals, parse_args, smart_value
+from yolojax.cli import main
+from yolojax.cli_args import CLIError, merge_equals, parse_args, smart_value
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -136,7 +137,7 @@ def test_devices_that_are_not_here_exit_2(capsys, tmp_path, monkeypatch):
 
 
 def test_cfg_prints_every_key_with_its_default(capsys):
-    from yolojax.engine.config import default_config
+    from yolojax.config import default_config
 
     assert main(["cfg"]) == 0
     printed = {}

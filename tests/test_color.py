@@ -100,8 +100,8 @@ def test_loader_keeps_the_jitter_on_the_host_when_there_is_none(shapes_small):
 
 
 def test_hsv_on_device_setting():
-    from yolojax.engine.config import ConfigError
-    from yolojax.engine.trainer import hsv_on_device
+    from yolojax.config import ConfigError
+    from yolojax.tasks.detect import hsv_on_device
 
     assert hsv_on_device("auto", "gpu") and hsv_on_device("auto", "tpu") and not hsv_on_device("auto", "cpu")
     assert hsv_on_device(True, "cpu") and hsv_on_device("True", "cpu") and not hsv_on_device("false", "gpu")

@@ -16,8 +16,8 @@ import sys
 import pytest
 
 from yolojax import cli
-from yolojax.engine.config import ConfigError, default_config, smart_value
-from yolojax.engine.config_checks import RULES, check_config, check_values, inapplicable_warnings
+from yolojax.config import ConfigError, check_config, default_config, smart_value
+from yolojax.config.checks import RULES, check_values, inapplicable_warnings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def test_readme_gives_every_argument_a_status():
     assert sorted(keys) == sorted(default_config().to_dict())  # each key once
     statuses = [status.strip() for *_, status in rows]
     assert all(s.startswith(("as Ultralytics", "yolojax:", "no effect:")) for s in statuses), statuses
-    from yolojax.engine.config_checks import INAPPLICABLE
+    from yolojax.config.checks import INAPPLICABLE
 
     no_effect = {k for (cell, *_), s in zip(rows, statuses) if s.startswith("no effect")
                  for k in re.findall(r"`(\w+)`", cell)}
@@ -125,7 +125,7 @@ def test_config_flags_get_the_same_checks_and_ultralytics_types(tmp_path):
 
 
 def test_config_flag_words_are_split_off_with_ultralytics_value_types():
-    from yolojax.engine.config import split_flag_overrides
+    from yolojax.config import split_flag_overrides
 
     argv = ["prog", "--config=configs/default.py", "--config.batch=0.5", "--config.mosaic", "2.5", "--config.rect",
             "--workdir=w", "--config.device=0,1", "--config.data=tfds:voc/2007", "--config.name", "none"]

@@ -122,7 +122,7 @@ def test_classes_filter_candidates_before_nms(yolov8n, fixtures_dir):
 
 
 def test_bad_predict_arguments(tiny):
-    from yolojax.engine.config import ConfigError
+    from yolojax.config import ConfigError
 
     model, variables = tiny
     img = np.zeros((64, 64, 3), np.uint8)

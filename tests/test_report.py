@@ -389,7 +389,7 @@ def test_phase_table_and_summary_line_account_for_the_wall_time():
 def short_run(tiny_model_yaml, tmp_path_factory):
     """2 epochs of the tiny model on 16 synthetic images (64 px, batch 8, close_mosaic 1), stdout captured."""
     from yolojax.data import make_shapes_dataset
-    from yolojax.engine.config import apply_overrides, default_config
+    from yolojax.config import apply_overrides, default_config
     from yolojax.train import train_and_evaluate
 
     root = tmp_path_factory.mktemp("report_run")

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from yolojax.engine.config import ConfigError, apply_overrides, default_config
+from yolojax.config import ConfigError, apply_overrides, default_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def test_unknown_config_key_names_the_closest():
 
 
 def test_run_dirs_increment_and_never_overwrite(tmp_path):
-    from yolojax.engine.config import run_dir
+    from yolojax.config import run_dir
 
     cfg = apply_overrides(default_config(), {"project": str(tmp_path), "name": "train"})
     first = run_dir(cfg)

@@ -12,8 +12,8 @@ import pytest
 
 from yolojax.data import DetectionDataset
 from yolojax.data.labels import select_classes
-from yolojax.engine.config import ConfigError, default_config
-from yolojax.engine.config_checks import check_config
+from yolojax.config import ConfigError, default_config
+from yolojax.config import check_config
 
 
 def test_select_classes_keeps_rows_and_images_then_merges():
@@ -33,7 +33,10 @@ def _class_rows(ds) -> dict[int, int]:
 
 
 def test_classes_filters_training_and_validation_labels(shapes_small, tiny_model_yaml, tmp_path):
-    from yolojax.engine.trainer import setup
+    from yolojax.engine.builder import build_run
+    from yolojax.tasks import get_task
+
+    setup = lambda config, workdir: build_run(config, workdir, get_task("detect"))  # noqa: E731
 
     full_train = DetectionDataset.from_config(str(shapes_small), "train", imgsz=64, verbose=False)
     full_val = DetectionDataset.from_config(str(shapes_small), "val", imgsz=64, verbose=False)
@@ -65,7 +68,7 @@ def test_classes_filters_training_and_validation_labels(shapes_small, tiny_model
 def test_amp_is_bfloat16_compute_on_accelerators(platform, amp, dtype, expected):
     import types
 
-    from yolojax.engine.trainer import _compute_dtype
+    from yolojax.engine.builder import compute_dtype as _compute_dtype
 
     config = check_config({**default_config().to_dict(), "amp": amp, "dtype": dtype})
     assert np.dtype(_compute_dtype(config, [types.SimpleNamespace(platform=platform)])) == np.dtype(expected)
@@ -106,7 +109,7 @@ def test_save_period_and_patience_end_to_end(tiny_model_yaml, tmp_path, capsys):
     patience=1: validation fitness stalls or dips (BatchNorm statistics still move), so the run stops early with
     Ultralytics' message, at the epoch the rule gives on its own results.csv."""
     from yolojax.data import make_shapes_dataset
-    from yolojax.engine.config import apply_overrides
+    from yolojax.config import apply_overrides
     from yolojax.train import train_and_evaluate
     from yolojax.weights import load
 

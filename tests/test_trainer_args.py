@@ -6,7 +6,7 @@ import time as _time
 
 import pytest
 
-from yolojax.engine.config import apply_overrides, default_config
+from yolojax.config import apply_overrides, default_config
 
 
 class _Clock:
@@ -28,19 +28,28 @@ def test_time_budget_replans_the_run_and_its_lr_schedule(tiny_model_yaml, shapes
     """32 images at batch 16 (2 batches per epoch), each batch taking 10 s on the mocked clock, a budget of 35 s:
     after the first epoch (20 s) Ultralytics re-plans to ceil(35 / 20) = 2 epochs, so the second epoch trains at
     lr0 * lf(1) of a 2-epoch linear schedule and close_mosaic=1 closes mosaic at epoch 1 (not 50 - 1)."""
+    import yolojax.engine.loop as loop
     import yolojax.train as tr
+    from yolojax import data
     from yolojax.engine.checkpoint import Checkpointer
     from yolojax.report.results import read_results_csv
 
     clock = _Clock()
-    monkeypatch.setattr(tr, "time", clock)
-    seen = []
+    monkeypatch.setattr(loop, "time", clock)
+    seen, loaders = [], []
+
+    class RecordedLoader(data.TrainLoader):  # the run's train loader, to read its mosaic plan
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            loaders.append(self)
+
+    monkeypatch.setattr(data, "TrainLoader", RecordedLoader)
 
     def tick(ctx):
         clock.now += 10.0
 
     def epoch_start(ctx):
-        seen.append((ctx.epoch, ctx.epochs, ctx.setup.train_loader.close_mosaic_epoch))
+        seen.append((ctx.epoch, ctx.epochs, loaders[-1].close_mosaic_epoch))
 
     cfg = apply_overrides(default_config(), dict(
         model=str(tiny_model_yaml), data=str(shapes_small), imgsz=64, batch=16, nbs=16, epochs=50, close_mosaic=1,
@@ -61,7 +70,7 @@ def test_time_budget_replans_the_run_and_its_lr_schedule(tiny_model_yaml, shapes
 
 
 def test_replan_arithmetic():
-    from yolojax.train import replan_close_mosaic, replan_epochs
+    from yolojax.engine.replan import replan_close_mosaic, replan_epochs
 
     assert replan_epochs(1.0, 600.0, 1) == 6
     assert replan_epochs(1.0, 700.0, 2) == 11  # 3600 / 350 = 10.3 -> 11
@@ -226,16 +235,24 @@ def test_rect_shape_count_bound():
 
 
 @pytest.mark.slow
-def test_rect_training_run_compiles_one_step_per_batch_shape(tiny_model_yaml, shapes_small, tmp_path):
+def test_rect_training_run_compiles_one_step_per_batch_shape(tiny_model_yaml, shapes_small, tmp_path, monkeypatch):
+    from yolojax import data
     from yolojax.train import train_and_evaluate
 
-    seen = {}
+    seen, loaders = {}, []
+
+    class RecordedLoader(data.TrainLoader):  # the run's train loader, to read its batch shapes
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            loaders.append(self)
+
+    monkeypatch.setattr(data, "TrainLoader", RecordedLoader)
     cfg = apply_overrides(default_config(), dict(
         model=str(tiny_model_yaml), data=str(shapes_small), imgsz=128, batch=8, nbs=8, epochs=1, workers=0, rect=True,
         optimizer="SGD", warmup_epochs=0.0, val=False, plots=False, tensorboard=False))
     train_and_evaluate(cfg, tmp_path / "run", callbacks={"on_train_end": [lambda ctx: seen.update(ctx=ctx)]})
     ctx = seen["ctx"]
-    shapes = {(8, int(h), int(w), 3) for h, w in ctx.setup.train_loader.batch_shapes}
+    shapes = {(8, int(h), int(w), 3) for h, w in loaders[-1].batch_shapes}
     assert len(shapes) > 1  # the shapes dataset mixes landscape, square and portrait images
     assert {key[0] for key in ctx.step_shapes} == shapes
     assert len(ctx.step_shapes) == len(set(ctx.step_shapes))  # each (images, boxes) shape compiled once
@@ -265,11 +282,12 @@ def test_autobatch_fit_on_synthetic_measurements():
 
 
 def test_autobatch_on_cpu_falls_back_to_16_with_a_warning(tiny_model_yaml, shapes_small, tmp_path, capsys):
-    from yolojax.engine.trainer import setup
+    from yolojax.engine.builder import build_run
+    from yolojax.tasks import get_task
 
     cfg = apply_overrides(default_config(), dict(model=str(tiny_model_yaml), data=str(shapes_small), imgsz=64,
                                                  batch=-1, workers=0, plots=False))
-    s = setup(cfg, tmp_path / "run")
+    s = build_run(cfg, tmp_path / "run", get_task("detect"))
     out = capsys.readouterr().out
     assert s.config.batch == 16 and s.train_loader.global_batch == 16
     assert "AutoBatch: WARNING" in out and "default batch size 16" in out
@@ -280,7 +298,8 @@ def test_autobatch_measures_the_compiled_train_step(tiny_model_yaml, shapes_smal
     """The whole measuring path on this CPU, told it has 1 GiB available: the compiled step's bytes at batch 1..16
     grow with the batch, and the batch taken is the fit of those measurements at the fraction asked for."""
     from yolojax.engine import autobatch
-    from yolojax.engine.trainer import setup
+    from yolojax.engine.builder import build_run
+    from yolojax.tasks import get_task
 
     measured = []
     real_measure = autobatch.measure
@@ -288,7 +307,7 @@ def test_autobatch_measures_the_compiled_train_step(tiny_model_yaml, shapes_smal
     monkeypatch.setattr(autobatch, "measure", lambda *a, **k: measured.extend(real_measure(*a, **k)) or measured)
     cfg = apply_overrides(default_config(), dict(model=str(tiny_model_yaml), data=str(shapes_small), imgsz=64,
                                                  batch=0.5, workers=0, plots=False))
-    s = setup(cfg, tmp_path / "run")
+    s = build_run(cfg, tmp_path / "run", get_task("detect"))
     assert len(measured) == len(autobatch.PROBE_SIZES) and None not in measured
     assert all(b > a for a, b in zip(measured, measured[1:]))
     expected, why = autobatch.fit_batch(autobatch.PROBE_SIZES, measured, float(1 << 30), 0.5)

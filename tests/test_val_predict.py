@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from yolojax.engine.config import ConfigError
+from yolojax.config import ConfigError
 from yolojax.ops.nms import scale_boxes
 from yolojax.predict import list_sources, predict
 from yolojax.val import main as val_main

@@ -164,8 +164,8 @@ def test_loader_keeps_the_warp_on_the_host_when_the_device_cannot_draw_it(shapes
 
 
 def test_warp_on_device_setting():
-    from yolojax.engine.config import ConfigError
-    from yolojax.engine.trainer import warp_on_device
+    from yolojax.config import ConfigError
+    from yolojax.tasks.detect import warp_on_device
 
     assert warp_on_device("auto", "gpu") and warp_on_device("auto", "tpu") and not warp_on_device("auto", "cpu")
     assert warp_on_device("True", "cpu") and not warp_on_device(False, "gpu")

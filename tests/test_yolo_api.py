@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from yolojax import YOLO
-from yolojax.engine.config import ConfigError
+from yolojax.config import ConfigError
 from yolojax.engine.devices import DeviceError
 
 from conftest import FIXTURES  # noqa: E402 - $YOLOJAX_FIXTURES, else ../shared/fixtures
@@ -164,7 +164,7 @@ YOLOJAX_DEFAULTS = {"model": "yolov8n.yaml", "data": "shapes"}
 
 
 def test_every_spec_train_argument_is_accepted_with_the_same_default():
-    from yolojax.engine.config import default_config
+    from yolojax.config import default_config
     from yolojax.model import train_config
 
     defaults = default_config().to_dict()

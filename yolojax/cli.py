@@ -14,118 +14,10 @@ file, an unknown key, a device that is not here) print one paragraph on stderr a
 """
 from __future__ import annotations
 
-import pathlib
 import sys
 from typing import Any
 
-from yolojax.engine.config import smart_value
-
-TASKS = ("detect", "segment", "classify", "pose", "obb")
-MODES = ("train", "val", "predict", "export", "track", "benchmark")
-SPECIAL = ("help", "cfg", "version", "copy-cfg", "settings", "checks")
-HELP = """yolojax: YOLOv8 detection training in JAX, with Ultralytics' command line.
-
-    yolojax [detect] MODE [key=value ...]
-
-    MODE      train | val | predict | export   (also: help, cfg, version)
-    key=value any Ultralytics argument, e.g. data=coco8.yaml model=yolov8n.pt epochs=100 imgsz=640 device=0
-
-Examples
-    yolojax detect train data=coco8.yaml model=yolov8n.yaml epochs=100 imgsz=640
-    yolojax detect train data=coco8.yaml model=yolov8n.pt epochs=100 imgsz=640 device=0,1
-    yolojax detect train data=coco8.yaml model=yolov8n.yaml pretrained=yolov8n.pt epochs=100 imgsz=640
-    yolojax train resume model=runs/detect/train/weights/last.npz
-    yolojax val model=runs/detect/train/weights/best.npz data=coco8.yaml imgsz=640
-    yolojax predict model=runs/detect/train/weights/best.npz source=path/to/images save=True
-    yolojax export model=runs/detect/train/weights/best.npz format=onnx imgsz=640 dynamic=True
-    yolojax cfg        (every train argument with its default)
-
-yolov8n.pt (and s/m/l/x) is downloaded into the working directory on first use (Ultralytics' weights, AGPL-3.0).
-Runs go to runs/detect/train, train2, ... with weights/best.npz and weights/last.npz.
-Python: from yolojax import YOLO; YOLO("yolov8n.yaml").train(data="coco8.yaml", epochs=3)
-"""
-
-
-class CLIError(ValueError):
-    """A malformed command line."""
-
-
-def merge_equals(args: list[str]) -> list[str]:
-    """Join ``key = value``, ``key= value`` and ``key =value`` into ``key=value`` (as Ultralytics does)."""
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "=" and out and i + 1 < len(args):
-            out[-1] += "=" + args[i + 1]
-            i += 2
-            continue
-        if a.endswith("=") and i + 1 < len(args) and "=" not in args[i + 1]:
-            out.append(a + args[i + 1])
-            i += 2
-            continue
-        if a.startswith("=") and out:
-            out[-1] += a
-            i += 1
-            continue
-        out.append(a)
-        i += 1
-    return out
-
-
-def parse_args(argv: list[str]) -> tuple[str | None, str | None, dict[str, Any]]:
-    """``(task, mode, overrides)`` from the command line words."""
-    from yolojax.engine.config import default_config
-
-    defaults = default_config().to_dict()
-    task = mode = None
-    overrides: dict[str, Any] = {}
-    for word in merge_equals(list(argv)):
-        if word.startswith("-"):
-            print(f"WARNING: argument '{word}' does not need leading dashes; using '{word.lstrip('-')}'.",
-                  file=sys.stderr)
-            word = word.lstrip("-")
-        if "=" in word:
-            key, _, value = word.partition("=")
-            if not key:
-                raise CLIError(f"'{word}' has no key before '='. Write key=value, e.g. epochs=10.")
-            overrides[key] = smart_value(value)
-        elif word in TASKS and task is None and mode is None:
-            task = word
-        elif word in MODES + SPECIAL and mode is None:
-            mode = word
-        elif word in defaults and isinstance(defaults[word], bool):
-            overrides[word] = True
-        elif word in defaults:
-            raise CLIError(f"'{word}' needs a value: write {word}=VALUE (default {defaults[word]!r}).")
-        else:
-            from yolojax.engine.config import closest_key
-
-            near = closest_key(word, list(defaults) + list(MODES) + list(SPECIAL))
-            raise CLIError(f"'{word}' is not a yolojax mode, task or argument." + (f" Did you mean '{near}'?" if near
-                                                                                  else "") + " Run 'yolojax help'.")
-    return task, mode, overrides
-
-
-def print_cfg() -> None:
-    """Every train argument with its default, in ``configs/default.py`` order, with its comment."""
-    import re
-
-    from yolojax.engine.config import REPO_CONFIGS, default_config
-
-    values = default_config().to_dict()
-    comments: dict[str, str] = {}
-    for path in (REPO_CONFIGS / "default.py", pathlib.Path(__file__).parent / "cfg" / "default.py"):
-        if path.is_file():
-            for m in re.finditer(r"^\s*c\.(\w+)\s*=.*?(?:#\s*(.*))?$", path.read_text(), re.M):
-                comments.setdefault(m.group(1), (m.group(2) or "").strip())
-            break
-    order = [k for k in comments if k in values] + sorted(k for k in values if k not in comments)
-    for key in order:
-        value = values[key]
-        text = "null" if value is None else str(value)
-        note = f"  # {comments[key]}" if comments.get(key) else ""
-        print(f"{key}: {text}{note}")
+from yolojax.cli_args import HELP, CLIError, parse_args, print_cfg
 
 
 def run(argv: list[str]) -> Any:
@@ -183,7 +75,7 @@ def run(argv: list[str]) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit code (0 ok, 2 user error)."""
-    from yolojax.engine.config import ConfigError
+    from yolojax.config import ConfigError
     from yolojax.startup import begin, exit_code
 
     begin(restart=argv is None)  # the `yolojax` command restarts once with glibc's huge-page malloc

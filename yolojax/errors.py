@@ -5,7 +5,7 @@ from __future__ import annotations
 def user_error_types() -> tuple[type, ...]:
     from yolojax.data.dataset_yaml import DatasetError
     from yolojax.engine.checkpoint import CheckpointMismatchError
-    from yolojax.engine.config import ConfigError
+    from yolojax.config import ConfigError
     from yolojax.engine.devices import DeviceError
     from yolojax.torch_pickle import CheckpointFormatError, UnsafeCheckpointError
 

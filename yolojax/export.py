@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from yolojax.engine.config import ConfigError, closest_key
+from yolojax.config import ConfigError, closest_key
 
 FORMATS = {"onnx": ".onnx", "saved_model": "_saved_model"}
 # Ultralytics formats that yolojax does not build: named in the error instead of a "did you mean".

@@ -97,11 +97,12 @@ def train_config(args: dict[str, Any]):
 
     Every key must be a config key (an unknown one raises ``ConfigError`` naming the closest); Ultralytics keys
     that have no effect on detection training are dropped with a warning. Every value is checked
-    (``yolojax.engine.config_checks``: a ``ConfigError`` names the key, the value and what is valid) and keeps its
+    (``yolojax.config.checks``: a ``ConfigError`` names the key, the value and what is valid) and keeps its
     given type where several are valid (``pretrained="w.pt"``, ``resume="runs/detect/train"``, ``cache="ram"``,
     ``device=[0, 1]``)."""
-    from yolojax.engine.config import ConfigError, closest_key, default_config
-    from yolojax.engine.config_checks import NO_EFFECT_KEYS, check_config
+    from yolojax.config import ConfigError, closest_key, default_config
+    from yolojax.config import check_config
+    from yolojax.config.checks import NO_EFFECT_KEYS
 
     base = default_config().to_dict()
     clean: dict[str, Any] = {}
@@ -133,7 +134,7 @@ class YOLO:
 
     def __init__(self, model: str | os.PathLike = "yolov8n.yaml", task: str | None = None, verbose: bool = False):
         if task not in (None, "detect", "classify"):
-            from yolojax.engine.config import ConfigError
+            from yolojax.config import ConfigError
 
             raise ConfigError(f"task={task!r}: yolojax implements detection (task='detect') and builds and loads "
                               f"classification models (task='classify').")
@@ -151,7 +152,7 @@ class YOLO:
         else:
             self._load(source)
         if task is not None and task != self.task:
-            from yolojax.engine.config import ConfigError
+            from yolojax.config import ConfigError
 
             raise ConfigError(f"task={task!r} does not fit {source}, which is a {self.task} model.")
 
@@ -191,7 +192,7 @@ class YOLO:
         return self
 
     def add_callback(self, event: str, fn: Callable) -> None:
-        """Call ``fn(ctx)`` (a :class:`yolojax.train.RunContext`) at ``event`` (Ultralytics' trainer event names)."""
+        """Call ``fn(event)`` at ``event`` (Ultralytics' trainer event names), ``event`` a ``TrainEvent``."""
         self.callbacks.setdefault(event, []).append(fn)
 
     # -- training ----------------------------------------------------------------------------------------------
@@ -199,7 +200,7 @@ class YOLO:
         if isinstance(resume, (str, os.PathLike)) and str(resume).lower() not in ("true", "1"):
             return str(resume)
         if self.ckpt_path is None:
-            from yolojax.engine.config import ConfigError
+            from yolojax.config import ConfigError
 
             raise ConfigError("resume=True resumes the run this model was loaded from, but this YOLO was built from "
                               f"{self.cfg}. Load the interrupted run's weights first: "
@@ -212,7 +213,7 @@ class YOLO:
         return str(p)
 
     def train(self, **kwargs) -> "Any":
-        """Train with Ultralytics' arguments; returns the final validation metrics (:class:`yolojax.val.ValMetrics`).
+        """Train with Ultralytics' arguments; returns the final validation metrics (a ``yolojax.evaluate.ValMetrics``).
 
         Merge order as Ultralytics: checkpoint overrides < {data, model, task} < ``kwargs`` < mode='train'."""
         from yolojax.engine.devices import use_cpu_cores
@@ -236,7 +237,7 @@ class YOLO:
             config.resume = self._resume_target(config.resume)
         if not config.resume and self._loaded:
             # the transferred weights are the starting point: keep them with the run, so resume can rebuild it
-            from yolojax.engine.config import run_dir
+            from yolojax.config import run_dir
 
             workdir = run_dir(config)
             start = workdir / "weights" / "start.npz"
@@ -252,7 +253,7 @@ class YOLO:
                 self._load(str(save_dir / "weights" / name))
                 self._loaded = False
                 break
-        from yolojax.val import ValMetrics
+        from yolojax.evaluate import ValMetrics
 
         final = captured.get("final")
         self.metrics = ValMetrics.from_result(final, self.names, save_dir, config.compat) if final is not None else None
@@ -262,7 +263,7 @@ class YOLO:
     def val(self, **kwargs):
         """Validate on ``data`` (default: the dataset the weights were trained on); returns ``ValMetrics``."""
         from yolojax.engine.devices import use_cpu_cores
-        from yolojax.val import validate
+        from yolojax.evaluate import validate
 
         self._require_detect("validation")
         use_cpu_cores()  # YOLOJAX_CPU_DEVICES=N splits the CPU, if JAX has not run anything yet in this process
@@ -299,7 +300,7 @@ class YOLO:
 
     def _require_detect(self, action: str) -> None:
         if self.task != "detect":
-            from yolojax.engine.config import ConfigError
+            from yolojax.config import ConfigError
 
             raise ConfigError(
                 f"{action} of classification models is coming to yolojax but not there yet: this YOLO holds a "

@@ -174,7 +174,7 @@ def original_boxes(boxes: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[
 def predict_imgsz(imgsz, stride: int = 32) -> tuple[int, int]:
     """``imgsz`` as (h, w), each side rounded up to a multiple of ``stride``: an int is a square, a sequence is
     ``(h, w)`` (one number: a square), as Ultralytics' predictor takes it."""
-    from yolojax.engine.config import ConfigError, check_imgsz
+    from yolojax.config import ConfigError, check_imgsz
 
     sides = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz]
     if len(sides) not in (1, 2):
@@ -195,7 +195,7 @@ def predict(model, variables, source, *, imgsz: int | Sequence[int] = 640, conf:
     import jax
 
     from yolojax.augment.host import letterbox
-    from yolojax.engine.config import ConfigError, closest_key, increment_path
+    from yolojax.config import ConfigError, closest_key, increment_path
     from yolojax.engine.devices import select_devices
     from yolojax.compat import check_compat
 

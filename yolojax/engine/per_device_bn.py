@@ -109,8 +109,9 @@ def make_train_step_per_device_bn(mesh: Mesh, *, running_stats: str = "mean", ax
         model = state.model
         new_state, metrics = train_step(state.replace(model=PerDeviceModel(model, axis, running_stats)), batch)
         metrics = dict(metrics)
-        for key in ("loss", "instances"):
-            metrics[key] = jax.lax.psum(metrics[key], axis)
+        for key in ("loss", "instances"):  # instances: a detection item
+            if key in metrics:
+                metrics[key] = jax.lax.psum(metrics[key], axis)
         for key in ("box_loss", "cls_loss", "dfl_loss"):
             if key in metrics:
                 metrics[key] = jax.lax.pmean(metrics[key], axis)

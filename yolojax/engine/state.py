@@ -15,7 +15,7 @@ No host synchronisation: the schedule is computed on the device from the iterati
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import flax.linen as nn
@@ -47,6 +47,10 @@ class TrainHyper:
     frozen_layers: tuple[int, ...] = ()
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
+    # The task's loss: ``objective(outputs, batch, model) -> (total, items)`` with ``outputs`` the train-mode forward
+    # of ``batch``'s images, ``total`` the scalar to differentiate, ``items`` scalars reported beside it. Static and
+    # hashable (a module-level function): part of the compiled program. None: the detection loss from box, cls, dfl.
+    objective: Callable | None = None
     # Set by create_train_state: the schedule makes every iteration an optimizer step (batch >= nbs), so the step
     # needs neither the accumulator (a read, add and zeroing of every gradient) nor a branch (a lax.cond, which
     # XLA:GPU runs either as a CUDA-graph conditional or by reading the predicate back on the host).
@@ -112,18 +116,31 @@ def preprocess(images):
     return images.astype(jnp.float32) / 255.0
 
 
+def _detection_objective(h: TrainHyper):
+    """The default objective: the v8 detection loss with ``h``'s gains; items add ``instances`` (boxes in the batch)."""
+
+    def objective(levels, batch, model):
+        targets = {"boxes": batch["boxes"], "classes": batch["classes"], "mask": batch["mask"]}
+        total, items = detection_loss(levels, targets, num_classes=model.num_classes, box=h.box, cls=h.cls,
+                                      dfl=h.dfl, compat=h.compat)
+        return total, {**items, "instances": jnp.sum(batch["mask"])}
+
+    return objective
+
+
 def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
-    """One iteration: loss + grad on ``batch``, accumulate, and step the optimizer when due."""
+    """One iteration: loss + grad on ``batch``, accumulate, and step the optimizer when due.
+
+    ``metrics``: the objective's items, ``loss`` (the total unless the items name their own), ``optimizer_step``,
+    ``grad_norm`` and the three groups' learning rates ``lr/pg0..2``."""
     h = state.hyper
-    targets = {"boxes": batch["boxes"], "classes": batch["classes"], "mask": batch["mask"]}
+    objective = h.objective or _detection_objective(h)
     images = resize_batch(preprocess(batch_images(batch)), batch)  # multi-scale: the [0, 1] batch resized
-    nc = state.model.num_classes
 
     def loss_fn(params):
-        levels, updates = state.model.apply({"params": params, "batch_stats": state.batch_stats}, images,
-                                            train=True, mutable=["batch_stats"])
-        total, items = detection_loss(levels, targets, num_classes=nc, box=h.box, cls=h.cls, dfl=h.dfl,
-                                      compat=h.compat)
+        outputs, updates = state.model.apply({"params": params, "batch_stats": state.batch_stats}, images,
+                                             train=True, mutable=["batch_stats"])
+        total, items = objective(outputs, batch, state.model)
         return total, (items, updates["batch_stats"])
 
     (total, (items, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -159,7 +176,7 @@ def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
     new_state = state.replace(step=ni + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
                               grad_accum=grad_accum, last_opt_step=last, ema_params=ema_p, ema_batch_stats=ema_bs,
                               ema_updates=ema_updates)
-    metrics = {**items, "loss": total, "instances": jnp.sum(batch["mask"]), "optimizer_step": due,
+    metrics = {"loss": total, **items, "optimizer_step": due,
                "grad_norm": grad_norm, "lr/pg0": lrs["bias"] if h.compat == "v8" else lrs["weight"],
                "lr/pg1": lrs["weight"] if h.compat == "v8" else lrs["bn"],
                "lr/pg2": lrs["bn"] if h.compat == "v8" else lrs["bias"]}

@@ -1,6 +1,6 @@
 """The validator: jitted forward + decode + NMS (+ losses) on the device, matching and AP on the host.
 
-Used by the trainer every epoch (EMA weights, rectangular batches, val losses) and by ``yolojax.val``.
+Used by the detection task every epoch (EMA weights, rectangular batches, val losses) and by ``yolojax.evaluate``.
 Batches are dispatched one ahead of the host-side matching, so the device works while the host
 computes IoUs for the previous batch.
 """
@@ -32,6 +32,12 @@ class ValResult:
     # seconds of the pass: val_data (waiting for batches), val_forward (dispatching forward + NMS and reading the
     # results back), val_matching (per-image matching on the host), val_metrics (AP, P/R and the table)
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def speed_line(speed: Mapping[str, float]) -> str:
+    """Ultralytics' ``Speed:`` line of a validation (ms per image)."""
+    return (f"Speed: {speed['preprocess']:.1f}ms preprocess, {speed['inference']:.1f}ms inference, "
+            f"{speed.get('loss', 0.0):.1f}ms loss, {speed['postprocess']:.1f}ms postprocess per image")
 
 
 @functools.lru_cache(maxsize=8)

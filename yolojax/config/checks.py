@@ -17,7 +17,7 @@ import math
 import os
 from typing import Any, Callable, Mapping
 
-from yolojax.engine.config import ConfigError
+from yolojax.config.errors import ConfigError
 
 Rule = Callable[[Any], Any]  # value -> normalised value; raises _Invalid(what is valid) otherwise
 
@@ -400,16 +400,3 @@ def inapplicable_warnings(values: Mapping[str, Any]) -> list[str]:
                   if key in values and values[key] != default]
     return lines
 
-
-def check_config(config):
-    """``config`` (a ConfigDict or mapping) with its ``cfg=`` YAML applied and every value checked and normalised:
-    a new, not type-locked ConfigDict. Raises ConfigError naming the key, the value given and what is valid."""
-    import ml_collections
-
-    from yolojax.engine.config import load_cfg_file
-
-    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    if "cfg" in values:
-        values["cfg"] = check_value("cfg", values["cfg"])
-    values = load_cfg_file(ml_collections.ConfigDict(values, type_safe=False)).to_dict()
-    return ml_collections.ConfigDict(check_values(values), type_safe=False)

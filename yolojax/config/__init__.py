@@ -1,4 +1,5 @@
-"""Config helpers: defaults, overrides with closest-key errors, run directories, value normalisation."""
+"""The run's configuration: defaults (``configs/default.py``), the one merge of overrides (``apply_overrides``,
+``check_config``), run directories, value normalisation. The value rules are in ``yolojax.config.checks``."""
 from __future__ import annotations
 
 import ast
@@ -10,11 +11,10 @@ from typing import Any, Mapping
 import ml_collections
 import yaml
 
+from yolojax.config.checks import check_value, check_values
+from yolojax.config.errors import ConfigError
+
 REPO_CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
-
-
-class ConfigError(ValueError):
-    """An unknown or malformed configuration key/value."""
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -97,8 +97,6 @@ def load_cfg_file(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of train arguments.")
     data.pop("cfg", None)
-    from yolojax.engine.config_checks import check_values
-
     config = apply_overrides(config, data, source=f"key in {path}")
     check_values(data, where=f" in {path}")  # a bad value is named with its file
     return config
@@ -148,3 +146,13 @@ def save_args_yaml(config, path: pathlib.Path) -> None:
 def to_plain(config) -> dict:
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def check_config(config):
+    """``config`` (a ConfigDict or mapping) with its ``cfg=`` YAML applied and every value checked and normalised:
+    a new, not type-locked ConfigDict. Raises ConfigError naming the key, the value given and what is valid."""
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    if "cfg" in values:
+        values["cfg"] = check_value("cfg", values["cfg"])
+    values = load_cfg_file(ml_collections.ConfigDict(values, type_safe=False)).to_dict()
+    return ml_collections.ConfigDict(check_values(values), type_safe=False)
