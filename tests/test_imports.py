@@ -96,8 +96,9 @@ def _in(mod: str, area: str) -> bool:
 def test_graph_reader_sees_both_import_levels():
     graph = import_graph()
     assert "yolojax.ops.boxes" in graph["yolojax.ops.nms"]  # module level: from yolojax.ops.boxes import ...
-    assert "yolojax.engine.metal" in graph["yolojax.engine.devices"]  # inside select_devices
-    assert "yolojax.data.tfds_builder" in graph["yolojax.data.dataset_yaml"]  # inside check_dataset
+    assert "yolojax.engine.metal" in graph["yolojax.engine.devices"]  # module level
+    assert "yolojax.data.tfds_builder" in graph["yolojax.data.dataset_yaml"]  # module level
+    assert "yolojax.engine.devices" in graph["yolojax.errors"]  # function level: inside user_error_types
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 

@@ -38,9 +38,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from yolojax.data.classify_tfds import check_tfds_cls_dataset
 from yolojax.data.dataset_yaml import DatasetError, datasets_dir, img_formats
 from yolojax.data.download import ASSETS_URL, download_zip, safe_extract
 from yolojax.data.labels import MAX_PRINTED_MSGS, check_image, stat_fingerprint
+from yolojax.data.synthetic import shapes_cls_dir
 
 CACHE_VERSION = "yolojax-cls-1"
 ASSETS_TAG = "v0.0.0"  # the release Ultralytics downloads classification sets from
@@ -95,8 +97,6 @@ def _resolve_root(data: str, autodownload: bool) -> pathlib.Path:
     """The dataset folder that ``data`` names, downloading or extracting it when needed."""
     s = data.strip()
     if s.lower() == "shapes":
-        from yolojax.data.synthetic import shapes_cls_dir
-
         return shapes_cls_dir()
     if s.lower().startswith(("http://", "https://")):
         name = pathlib.PurePosixPath(s.split("?")[0]).name
@@ -138,8 +138,6 @@ def check_cls_dataset(data: str | os.PathLike | Mapping, *, autodownload: bool =
     if isinstance(data, Mapping):
         return dict(data)
     if isinstance(data, str) and data.strip().startswith("tfds:"):
-        from yolojax.data.classify_tfds import check_tfds_cls_dataset
-
         return check_tfds_cls_dataset(data.strip(), autodownload=autodownload)
     root = _resolve_root(os.fspath(data), autodownload)
     train = root / "train"

@@ -35,6 +35,7 @@ import io
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from yolojax.data.errors import DatasetError
 # The data-string and builder half lives in tfds_builder (check_dataset imports it without the record reading);
@@ -50,7 +51,6 @@ def _image_hw(image) -> tuple[int, int]:
     """(h, w) of an encoded image from its header (PIL reads no pixels), or of an already decoded array."""
     if isinstance(image, np.ndarray) and image.ndim >= 2 and image.dtype != object:
         return int(image.shape[0]), int(image.shape[1])
-    from PIL import Image
 
     with Image.open(io.BytesIO(bytes(image))) as im:
         w, h = im.size

@@ -27,11 +27,15 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import re
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import yolojax
+from yolojax.engine.metal import metal_devices, missing_plugin_message
 
 DATA_AXIS = "data"
 WORDS = ("cpu", "mps", "tpu", "all", "gpu")
@@ -161,10 +165,6 @@ def use_deterministic_ops(enabled: bool) -> bool:
 def environment_line(devices) -> str:
     """Ultralytics' first line, for yolojax: ``yolojax 0.1.0 🚀 Python-3.11.7 jax-0.10.2 CPU x2`` /
     ``... GPU:0,1 (NVIDIA H100 80GB HBM3)``."""
-    import platform
-
-    import yolojax
-
     d0 = devices[0]
     if d0.platform == "cpu":
         where = "CPU" + (f" x{len(devices)}" if len(devices) > 1 else "")
@@ -261,8 +261,6 @@ def select_devices(device=None) -> list:
     if spec == "cpu":
         return _by_process(jax.devices("cpu"))
     if spec == "mps":
-        from yolojax.engine.metal import metal_devices, missing_plugin_message
-
         found = metal_devices()
         if not found:
             raise DeviceError(missing_plugin_message())

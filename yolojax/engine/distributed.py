@@ -36,6 +36,7 @@ import os
 
 import jax
 import numpy as np
+from jax._src import distributed as _d  # its client: barriers, and whether this process joined on older jax
 
 DEFAULT_INIT_TIMEOUT = 300
 DEFAULT_HEARTBEAT_TIMEOUT = 100
@@ -161,7 +162,6 @@ def _is_initialized() -> bool:
     fn = getattr(jax.distributed, "is_initialized", None)
     if fn is not None:
         return bool(fn())
-    from jax._src import distributed as _d  # jax versions without the public query
 
     return getattr(_d.global_state, "client", None) is not None
 
@@ -186,7 +186,6 @@ def wait_for_peers(what: str, timeout_s: float | None = None) -> None:
     or when a peer died meanwhile."""
     if jax.process_count() == 1:
         return
-    from jax._src import distributed as _d  # the client JAX's own multi-process tests use for barriers
 
     if timeout_s is None:
         timeout_s = float(os.environ.get("YOLOJAX_DIST_COMPILE_TIMEOUT", DEFAULT_COMPILE_TIMEOUT))
