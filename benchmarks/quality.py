@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 import time
 
+from bench_common import append_results
+
 HERE = pathlib.Path(__file__).resolve().parent
 
 ULTRALYTICS_SNIPPET = r"""
@@ -91,10 +93,9 @@ def main() -> None:
         machine = f"{platform.machine()} {os.cpu_count()} cpu, load {os.getloadavg()[0]:.1f}"
         setting = (f"yolov8n from scratch, shapes dataset (256 train / 64 val), {args.epochs} epochs, imgsz "
                    f"{args.imgsz}, batch {args.batch}, nbs {args.nbs}, close_mosaic {args.close_mosaic}, seed 0")
-        with open(HERE / "RESULTS.md", "a") as f:
-            for r in rows:
-                f.write(f"| {time.strftime('%Y-%m-%d')} | {machine} | {r['versions']} | quality {r['trainer']} | "
-                        f"mAP50 {r['map50']:.4f}, mAP50-95 {r['map']:.4f} | {setting}; {r['seconds']:.0f} s |\n")
+        append_results([f"| {time.strftime('%Y-%m-%d')} | {machine} | {r['versions']} | quality {r['trainer']} | "
+                        f"mAP50 {r['map50']:.4f}, mAP50-95 {r['map']:.4f} | {setting}; {r['seconds']:.0f} s |"
+                        for r in rows])
 
 
 if __name__ == "__main__":
