@@ -77,8 +77,7 @@ COMPILE_CACHE_ENV = "YOLOJAX_COMPILE_CACHE"
 
 def enable_compile_cache(setting: str | None = "auto") -> str | None:
     """Turn on JAX's persistent compilation cache, so a run that compiles what an earlier run compiled (same model,
-    shapes, devices, versions) loads it from disk: the yolov8n train step took 60 s to compile on an H200 and 3 s
-    from the cache.
+    shapes, devices, versions) loads it from disk instead of compiling it again.
 
     ``setting``: "auto" (``$YOLOJAX_COMPILE_CACHE`` if set, else ``~/.cache/yolojax/jax``), a directory, or "" /
     "off" / None for no cache (``YOLOJAX_COMPILE_CACHE=off`` too). A ``jax_compilation_cache_dir`` the user set

@@ -256,8 +256,8 @@ def layer_table(model: YOLOv8) -> list[dict]:
 
 
 def init_variables(model: YOLOv8, seed: int = 0):
-    """Ultralytics' initialisation, drawn with NumPy on the host (seconds instead of the minute a jitted
-    ``model.init`` takes to compile on a small CPU); ``model.init`` gives the same distributions.
+    """Ultralytics' initialisation, drawn with NumPy on the host so that no ``model.init`` is compiled (only its
+    shapes are traced); ``model.init`` gives the same distributions.
 
     Conv and Linear weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's default), so are the Classify Linear
     biases; BN scale 1 / bias 0, running mean 0 and variance ``model.init_bn_var()``; Detect biases per
