@@ -25,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench_common import append_results
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -117,8 +119,7 @@ def main(argv=None) -> None:
                f"{batch_diff} pixels differ from OpenCV in 4 images; warp_tiles (mosaic + affine + flip) "
                f"{warp['warp_ms']:.2f} ms, {warp['warp_first4_pixels_differing']} of {4 * args.imgsz ** 2} pixels "
                f"differ from cv2.warpAffine (max {warp['warp_max_level_difference']} level) |")
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(row + "\n")
+        append_results([row])
 
 
 if __name__ == "__main__":

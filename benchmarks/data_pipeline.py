@@ -26,11 +26,12 @@ import tempfile
 import time
 
 import cv2
-import numpy as np
+
+from bench_common import write_yolo_split
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from yolojax.data.synthetic import NAMES, make_image  # noqa: E402
+from yolojax.data.synthetic import NAMES  # noqa: E402
 
 _UL_SCRIPT = r"""
 import json, sys, time
@@ -56,13 +57,7 @@ print("RESULT", json.dumps({"images": n, "seconds": dt, "first_epoch_s": first})
 
 
 def make_jpeg_dataset(root: pathlib.Path, n: int, h: int = 480, w: int = 640) -> None:
-    (root / "images" / "train").mkdir(parents=True)
-    (root / "labels" / "train").mkdir(parents=True)
-    for i in range(n):
-        img, rows = make_image(np.random.default_rng([42, i]), h, w)
-        cv2.imwrite(str(root / "images" / "train" / f"{i:04d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        (root / "labels" / "train" / f"{i:04d}.txt").write_text(
-            "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows))
+    write_yolo_split(root, "train", n, seed=42, h=h, w=w, digits=4)
 
 
 def bench_yolojax(root: pathlib.Path, imgsz: int, batch: int, workers: int, epochs: int,

@@ -47,6 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import append_results, write_yolo_split
+
 REPO = Path(__file__).resolve().parents[1]
 
 _UL_SCRIPT = r"""
@@ -140,19 +142,10 @@ PRESETS = {  # the settings of each whole-run configuration (flags given on the 
 
 def make_dataset(root: Path, n_train: int, n_val: int = 8, h: int = 480, w: int = 640) -> Path:
     """JPEG images + YOLO label files under root/images/{train,val}; returns the data YAML path."""
-    import cv2
-    import numpy as np
-
-    from yolojax.data.synthetic import NAMES, make_image
+    from yolojax.data.synthetic import NAMES
 
     for split, n, offset in (("train", n_train, 0), ("val", n_val, 10**6)):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for i in range(n):
-            img, rows = make_image(np.random.default_rng([7, offset + i]), h, w)
-            cv2.imwrite(str(root / "images" / split / f"{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            (root / "labels" / split / f"{i:05d}.txt").write_text(
-                "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows))
+        write_yolo_split(root, split, n, seed=7, offset=offset, h=h, w=w)
     names = "".join(f"  {i}: {n}\n" for i, n in enumerate(NAMES))
     yaml_path = root / "data.yaml"
     yaml_path.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}")
@@ -379,8 +372,7 @@ def whole_runs(args) -> None:
            + ", ".join(f"{r['map50_95']:.3f}" for r in ours)
            + (", Ultralytics " + ", ".join(f"{r['map50_95']:.3f}" for r in theirs) if theirs else "")
            + f"; yolojax's last run by phase (s): {phases}" + (f"; {args.note}" if args.note else "") + " |")
-    with open(REPO / "benchmarks" / "RESULTS.md", "a") as f:
-        f.write(row + "\n")
+    append_results([row])
 
 
 def main(argv=None) -> None:
@@ -484,9 +476,7 @@ def main(argv=None) -> None:
                             f"ultralytics model.train 1 epoch | {ul_ips:.1f} img/s | {setting}; first batch excluded; "
                             f"wall {ul['wall_s']:.0f} s; yolojax/ultralytics = {ips / ul_ips:.2f}x |")
     if not args.no_record:
-        path = REPO / "benchmarks" / "RESULTS.md"
-        with open(path, "a") as f:
-            f.write("".join(r + "\n" for r in rows))
+        append_results(rows)
 
 
 if __name__ == "__main__":

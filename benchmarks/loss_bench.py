@@ -20,7 +20,6 @@ import json
 import os
 import pathlib
 import platform
-import statistics
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench_common import append_results, median_time
 
 REPO = Path(__file__).resolve().parents[1]
 STRIDES = (8, 16, 32)
@@ -60,17 +61,6 @@ def make_inputs(batch: int, imgsz: int, max_boxes: int, num_classes: int, seed: 
     }
 
 
-def _median_time(fn, warmup: int, runs: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def time_yolojax(inputs: dict, args) -> dict:
     import jax
 
@@ -91,7 +81,7 @@ def time_yolojax(inputs: dict, args) -> dict:
     start = time.perf_counter()
     compiled = step.lower(*device_args).compile()
     compile_s = time.perf_counter() - start
-    median_s = _median_time(lambda: jax.block_until_ready(compiled(*device_args)), args.warmup, args.runs)
+    median_s = median_time(lambda: jax.block_until_ready(compiled(*device_args)), args.warmup, args.runs)[0]
     (total, items), _ = compiled(*device_args)
     # The same inputs under compat="current" (Ultralytics 8.4 assigner), for a value check against Ultralytics.
     (total_current, _), _ = make_step("current")(*device_args)
@@ -130,7 +120,7 @@ def time_ultralytics_here(inputs_path: str, warmup: int, runs: int) -> dict:
         total.backward()
         result["total"] = float(total)
 
-    median_s = _median_time(step, warmup, runs)
+    median_s = median_time(step, warmup, runs)[0]
     return {"median_s": median_s, "total": result["total"], "ultralytics": ultralytics.__version__,
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
@@ -147,14 +137,6 @@ def time_ultralytics(inputs: dict, args) -> dict | None:
         print(f"Ultralytics half failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
         return None
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def append_results(rows: list[str]) -> None:
-    path = REPO / "benchmarks" / "RESULTS.md"
-    if not path.exists():
-        path.write_text("| date | machine | versions | benchmark | result | notes |\n|---|---|---|---|---|---|\n")
-    with open(path, "a") as f:
-        f.write("".join(row + "\n" for row in rows))
 
 
 def main() -> None:

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_common import append_results
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -151,14 +153,6 @@ def time_torch(preds: np.ndarray, which: str, repeats: int, python: str, timeout
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["warnings"] = "its NMS time limit was exceeded" if "time limit" in proc.stderr + proc.stdout else ""
     return result
-
-
-def append_results(rows: list[str]) -> None:
-    path = REPO / "benchmarks" / "RESULTS.md"
-    if not path.exists():
-        path.write_text("| date | machine | versions | benchmark | result | notes |\n|---|---|---|---|---|---|\n")
-    with open(path, "a") as f:
-        f.writelines(r + "\n" for r in rows)
 
 
 def main() -> None:

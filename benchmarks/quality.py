@@ -23,6 +23,8 @@ import subprocess
 import tempfile
 import time
 
+from bench_common import append_results
+
 HERE = pathlib.Path(__file__).resolve().parent
 METRICS = {"detect": {"map50": "metrics/mAP50(B)", "map": "metrics/mAP50-95(B)"},
            "classify": {"top1": "metrics/accuracy_top1", "top5": "metrics/accuracy_top5"}}
@@ -135,17 +137,17 @@ def main() -> None:
         else:
             setting = "yolov8n-cls from scratch, shapes-cls dataset (6 classes, 240 train / 60 val)"
         setting += f", {args.epochs} epochs, imgsz {args.imgsz}, batch {args.batch}, nbs {args.nbs}"
-        with open(HERE / "RESULTS.md", "a") as f:
-            for trainer, rows in results.items():
-                for r in rows:
-                    vals = ", ".join(f"{k} {r[k]:.4f}" for k in METRICS[args.task])
-                    f.write(f"| {time.strftime('%Y-%m-%d')} | {machine} | {r['versions']} | quality {trainer} | "
-                            f"{vals} | {setting}, seed {r['seed']}; {r['seconds']:.0f} s |\n")
-                if len(rows) > 1:
-                    f.write(f"| {time.strftime('%Y-%m-%d')} | {machine} | {rows[0]['versions']} | quality {trainer} "
-                            f"seeds {','.join(str(r['seed']) for r in rows)} | "
-                            f"{'; '.join(spread(rows, k) for k in METRICS[args.task])} | {setting} |\n")
-
+        lines = []
+        for trainer, rows in results.items():
+            for r in rows:
+                vals = ", ".join(f"{k} {r[k]:.4f}" for k in METRICS[args.task])
+                lines.append(f"| {time.strftime('%Y-%m-%d')} | {machine} | {r['versions']} | quality {trainer} | "
+                             f"{vals} | {setting}, seed {r['seed']}; {r['seconds']:.0f} s |")
+            if len(rows) > 1:
+                lines.append(f"| {time.strftime('%Y-%m-%d')} | {machine} | {rows[0]['versions']} | quality {trainer} "
+                             f"seeds {','.join(str(r['seed']) for r in rows)} | "
+                             f"{'; '.join(spread(rows, k) for k in METRICS[args.task])} | {setting} |")
+        append_results(lines)
 
 if __name__ == "__main__":
     main()

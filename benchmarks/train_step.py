@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_common import append_results, median_time
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Dense peak TFLOP/s by device kind substring: (bfloat16 tensor cores, TF32 tensor cores). XLA on GPU runs
@@ -90,17 +92,6 @@ def add_warp_plans(batch_np: dict, seed: int = 1, layouts: list | None = None) -
     out.update(sources=images, warp_tiles=np.asarray(tiles, np.int32), warp_cols=np.stack(cols),
                warp_rows=np.stack(rows), hsv_to_rgb=np.ones(n, bool))
     return out
-
-
-def _median_time(fn, warmup: int, runs: int) -> tuple[float, list[float]]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
 
 
 def build_model(args):
@@ -165,7 +156,7 @@ def time_yolojax(batch_np: dict, args) -> dict:
         holder.setdefault("first_loss", float(m["loss"]))  # the loss of the initial weights
         return m
 
-    median_s, times = _median_time(one, max(args.warmup, 1), args.steps)
+    median_s, times = median_time(one, max(args.warmup, 1), args.steps)
     t0 = time.perf_counter()
     for _ in range(args.steps):
         holder["state"], m = compiled(holder["state"], batch)
@@ -174,7 +165,7 @@ def time_yolojax(batch_np: dict, args) -> dict:
     loss = holder["first_loss"]
 
     def run_steps(k: int) -> list[float]:  # for --interleave: k synchronised steps, their times
-        return _median_time(one, 0, k)[1]
+        return median_time(one, 0, k)[1]
 
     out = {"compile_s": compile_s, "median_s": median_s, "min_s": min(times), "pipelined_s": pipelined_s,
            "run_steps": run_steps, "loss": loss, "jax": jax.__version__, "xla_options": opts,
@@ -188,7 +179,7 @@ def time_yolojax(batch_np: dict, args) -> dict:
 
     if "warp_tiles" in batch or "hsv_tables" in batch:  # what composing + jittering the images costs alone
         fn = jax.jit(batch_images, compiler_options=opts).lower(batch).compile()
-        med, _ = _median_time(lambda: jax.block_until_ready(fn(batch)), 1, max(3, args.steps // 2))
+        med, _ = median_time(lambda: jax.block_until_ready(fn(batch)), 1, max(3, args.steps // 2))
         out["augment_ms"] = round(1000 * med, 2)
     if args.breakdown:
         targets = {k: batch[k] for k in ("boxes", "classes", "mask")}
@@ -213,7 +204,7 @@ def time_yolojax(batch_np: dict, args) -> dict:
         out["breakdown_ms"] = {}
         for name, (fn, fargs) in parts.items():
             fn = fn.lower(*fargs).compile()
-            med, _ = _median_time(lambda: jax.block_until_ready(fn(*fargs)), 1, max(3, args.steps // 2))
+            med, _ = median_time(lambda: jax.block_until_ready(fn(*fargs)), 1, max(3, args.steps // 2))
             out["breakdown_ms"][name] = round(1000 * med, 1)
         out["breakdown_ms"]["full_step"] = round(1000 * median_s, 1)
     return out
@@ -284,7 +275,7 @@ def ultralytics_step(inputs_path: str, args):
 
 def time_ultralytics_here(inputs_path: str, args) -> dict:
     one, sync, info = ultralytics_step(inputs_path, args)
-    median_s, times = _median_time(one, max(args.warmup, 1), args.steps)
+    median_s, times = median_time(one, max(args.warmup, 1), args.steps)
     t0 = time.perf_counter()  # back to back, one sync at the end (GradScaler.step still reads found_inf each step)
     for _ in range(args.steps):
         one(wait=False)
@@ -301,7 +292,7 @@ def serve_ultralytics_here(inputs_path: str, args) -> None:
         one()
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
-        print(json.dumps(_median_time(one, 0, int(line))[1]), flush=True)
+        print(json.dumps(median_time(one, 0, int(line))[1]), flush=True)
     print(json.dumps(info()), flush=True)
 
 
@@ -389,14 +380,6 @@ def detect_peak_tflops(device_kind: str, dtype: str) -> float | None:
         if key.lower() in device_kind.lower():
             return bf16 if dtype == "bfloat16" else tf32
     return None
-
-
-def append_results(rows: list[str]) -> None:
-    path = REPO / "benchmarks" / "RESULTS.md"
-    if not path.exists():
-        path.write_text("| date | machine | versions | benchmark | result | notes |\n|---|---|---|---|---|---|\n")
-    with open(path, "a") as f:
-        f.write("".join(row + "\n" for row in rows))
 
 
 def machine_line(device_kind: str = "") -> str:

@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import append_results, write_yolo_split
+
 REPO = Path(__file__).resolve().parents[1]
 
 _UL_SCRIPT = r"""
@@ -75,18 +77,7 @@ print("RESULT " + json.dumps(out))
 
 
 def make_val_dataset(root: Path, n: int, names: dict[int, str], h: int = 480, w: int = 640) -> Path:
-    import cv2
-    import numpy as np
-
-    from yolojax.data.synthetic import make_image
-
-    (root / "images" / "val").mkdir(parents=True)
-    (root / "labels" / "val").mkdir(parents=True)
-    for i in range(n):
-        img, rows = make_image(np.random.default_rng([11, i]), h, w)
-        cv2.imwrite(str(root / "images" / "val" / f"{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        (root / "labels" / "val" / f"{i:05d}.txt").write_text(
-            "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows))
+    write_yolo_split(root, "val", n, seed=11, h=h, w=w)
     lines = "".join(f"  {k}: {json.dumps(v)}\n" for k, v in sorted(names.items()))
     path = root / "data.yaml"
     path.write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames:\n{lines}")
@@ -233,8 +224,7 @@ def main(argv=None) -> None:
                             f"ultralytics model.val | {ul_ips:.1f} img/s | {setting}; warm pass; mAP50-95 "
                             f"{ul['map50_95']:.4f}; yolojax/ultralytics = {ips / ul_ips:.2f}x |")
     if not args.no_record:
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write("".join(r + "\n" for r in rows))
+        append_results(rows)
 
 
 if __name__ == "__main__":

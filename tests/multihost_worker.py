@@ -90,7 +90,7 @@ def run_steps(devices, steps: int, *, per_device_bn: bool = False, accumulate: i
     import jax
 
     from yolojax.engine.devices import data_sharding, make_mesh, replicated
-    from yolojax.engine.distributed import collective_failure_guard, compile_everywhere, global_batch, process_rows
+    from yolojax.engine.distributed import collective_failure_guard, compile_everywhere
     from yolojax.engine.per_device_bn import make_train_step_per_device_bn
     from yolojax.engine.state import create_train_state, train_step
 
@@ -104,10 +104,11 @@ def run_steps(devices, steps: int, *, per_device_bn: bool = False, accumulate: i
     step_fn = _STEP_FNS[key]
     state = jax.device_put(create_train_state(model, variables, hyper), repl)
     metrics = None
-    for i in range(steps):
-        local = jax.tree.map(lambda x: x[process_rows(x.shape[0])], batch_fn(i))
+    me, n = jax.process_index(), jax.process_count()
+    for i in range(steps):  # this process's rows of the global batch, as TrainLoader(process_index=...) splits them
+        local = jax.tree.map(lambda x: x[me * x.shape[0] // n:(me + 1) * x.shape[0] // n], batch_fn(i))
         with collective_failure_guard():
-            batch = global_batch(local, data)
+            batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(data, x), local)
             if i == 0:
                 compile_everywhere(step_fn, state, batch, what="compiling the train step")
             state, metrics = step_fn(state, batch)

@@ -25,8 +25,8 @@ from yolojax import augment  # noqa: E402
 from yolojax.augment import augment_hyp, train_sample  # noqa: E402
 from yolojax.data.dataset import DetectionDataset, val_sample  # noqa: E402
 from yolojax.data.dataset_yaml import DatasetError, check_dataset  # noqa: E402
-from yolojax.data.tfds import (TfdsDetectionDataset, example_labels, import_tfds, parse_spec,  # noqa: E402
-                               TfdsSpec)
+from yolojax.data.dataset import TfdsDetectionDataset  # noqa: E402
+from yolojax.data.tfds import TfdsSpec, example_labels, import_tfds, parse_spec  # noqa: E402
 
 COCO_NAMES = [f"coco_class_{i}" for i in range(80)]
 

@@ -18,7 +18,7 @@ from yolojax.engine import devices as devmod
 from yolojax.engine.devices import (DeviceError, check_batch_divides, data_sharding, make_mesh, parse_device_ids,
                                     replicated, select_devices)
 from yolojax.engine.distributed import (DistributedError, collective_failure_guard,
-                                        distributed_settings, maybe_initialize, process_rows)
+                                        distributed_settings, maybe_initialize)
 
 
 def fake_gpus(n, processes=1):
@@ -328,15 +328,6 @@ def test_initialize_failure_is_a_clear_error(monkeypatch):
     assert calls == {**cfg, "initialization_timeout": 7, "heartbeat_timeout_seconds": 9}
 
 
-def test_process_rows_split_the_global_batch():
-    rows = [process_rows(8, p, 2) for p in range(2)]
-    assert rows == [slice(0, 4), slice(4, 8)]
-    assert np.arange(8)[rows[1]].tolist() == [4, 5, 6, 7]
-    assert process_rows(8) == slice(0, 8)
-    with pytest.raises(DistributedError, match="does not divide over 3 processes"):
-        process_rows(8, 0, 3)
-
-
 def test_collective_failure_guard(monkeypatch):
     with pytest.raises(ValueError, match="gloo"):  # single process: errors pass through unchanged
         with collective_failure_guard():
@@ -348,6 +339,25 @@ def test_collective_failure_guard(monkeypatch):
     with pytest.raises(KeyError):  # unrelated errors are not rewritten
         with collective_failure_guard():
             raise KeyError("boxes")
+
+
+def test_trainer_turns_a_dead_peer_into_a_one_line_error(monkeypatch, capsys):
+    """``train_and_evaluate`` runs the loop under ``collective_failure_guard``: in a multi-process run a collective
+    whose peer died ends the entry point with exit status 2 and one ``ERROR:`` paragraph, not a traceback."""
+    from yolojax import config as cfgmod
+    from yolojax.engine import loop
+    from yolojax.startup import exit_code
+    from yolojax.train import train_and_evaluate
+
+    def peer_died(*args, **kwargs):
+        raise RuntimeError("UNKNOWN: Gloo all-reduce failed: Read error: Connection reset by peer")
+
+    monkeypatch.setattr(loop, "train", peer_died)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    assert exit_code(lambda: train_and_evaluate(cfgmod.default_config())) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ERROR: Process 0 of 2 stopped training: a collective with the other processes failed")
+    assert "Another process most likely died" in err and "Traceback" not in err
 
 
 def test_compiler_options_keep_cpu_convolutions_off_ynnpack(monkeypatch):

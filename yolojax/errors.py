@@ -7,7 +7,8 @@ def user_error_types() -> tuple[type, ...]:
     from yolojax.engine.checkpoint import CheckpointMismatchError
     from yolojax.config import ConfigError
     from yolojax.engine.devices import DeviceError
+    from yolojax.engine.distributed import DistributedError
     from yolojax.torch_pickle import CheckpointFormatError, UnsafeCheckpointError
 
     return (DatasetError, ConfigError, DeviceError, CheckpointFormatError, UnsafeCheckpointError,
-            CheckpointMismatchError, FileNotFoundError)
+            CheckpointMismatchError, DistributedError, FileNotFoundError)

@@ -6,7 +6,7 @@ afterwards; glibc maps such a block fresh each time, so every step pays a page f
 benchmarks/RESULTS.md).
 
 glibc reads tunables only when a process starts, so the entry points (the ``yolojax`` command and
-``python -m yolojax.train``) restart themselves once with the tunable added, before JAX loads (~0.1 s). Nothing
+``python -m yolojax.train``) restart themselves once with the tunable added, before JAX loads. Nothing
 happens when ``GLIBC_TUNABLES`` already sets ``glibc.malloc.hugetlb``, off Linux, or with ``YOLOJAX_HUGEPAGES=0``.
 In your own process (``YOLO(...).train()``, ``train_and_evaluate``) set ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``
 yourself before starting Python. This module imports nothing heavy.

@@ -11,14 +11,15 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
+from yolojax.errors import user_error_types
+from yolojax.hostenv import restart_with_hugepages
+
 
 def begin(*, restart: bool) -> None:
     """With ``restart``, replace the process once by itself with glibc's huge-page malloc tunable (a no-op when it
     is set, off Linux or with ``YOLOJAX_HUGEPAGES=0``); then mark absl's flags parsed, since Grain worker
     processes read them and the entry points parse their own arguments."""
     if restart:
-        from yolojax.hostenv import restart_with_hugepages
-
         restart_with_hugepages()
     try:
         from absl import flags
@@ -48,8 +49,6 @@ def exit_code(run: Callable[[], object], *, extra_user_errors: tuple[type, ...] 
         run()
     except Exception as e:  # noqa: BLE001 - user errors become one paragraph, the rest propagate
         if not isinstance(e, extra_user_errors):
-            from yolojax.errors import user_error_types
-
             if not isinstance(e, user_error_types()):
                 raise
         print(f"ERROR: {e}", file=sys.stderr)

@@ -9,12 +9,14 @@ before anything is called.
 """
 from __future__ import annotations
 
+import codecs
 import collections
 import pathlib
 import pickle
 import zipfile
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 
@@ -47,8 +49,6 @@ class TorchObject:
 
 
 def _storage_dtypes():
-    import ml_dtypes
-
     return {
         "HalfStorage": np.float16, "FloatStorage": np.float32, "DoubleStorage": np.float64,
         "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
@@ -102,8 +102,6 @@ _FUNCTIONS = {
 
 def _numpy_globals():
     """NumPy scalar/array reconstruction that Ultralytics metrics dicts may contain (data only)."""
-    import codecs
-
     try:
         from numpy._core import multiarray as ma
     except ImportError:  # numpy < 2

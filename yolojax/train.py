@@ -21,11 +21,13 @@ from yolojax.startup import exit_code, prepare_jax  # noqa: E402
 
 def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callable]] | None = None) -> dict:
     """Train per ``config`` into ``workdir`` (default runs/<task>/trainN); returns the final metrics dict."""
+    from yolojax.engine.distributed import collective_failure_guard
     from yolojax.engine.loop import train
     from yolojax.tasks import task_for
 
     config = cfgmod.check_config(config)  # every value, before anything heavy: a ConfigError names key, value, valid
-    return train(config, workdir, task_for(config), callbacks=callbacks)
+    with collective_failure_guard("training"):  # multi-host: a dead peer ends the run with a DistributedError
+        return train(config, workdir, task_for(config), callbacks=callbacks)
 
 
 def main(argv=None) -> None:

@@ -36,8 +36,10 @@ import tempfile
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from yolojax.data.download import ASSETS_URL, DownloadError, assets_url, fetch_file
 from yolojax.nn import YOLOv8, YOLOv8Cls, model_class
 from yolojax.torch_pickle import CheckpointFormatError, UnsafeCheckpointError, load_pt, module_state_dict
 
@@ -156,15 +158,11 @@ def _model_for_state_dict(sd: dict[str, np.ndarray], yaml_cfg: dict | None) -> Y
 
 
 def _variables_template(model: YOLOv8):
-    import jax.numpy as jnp
-
     return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32)))
 
 
 def release_url(name: str) -> str:
     """Where Ultralytics publishes the weights file ``name`` (before any ``$YOLOJAX_ASSETS_URL`` mirror)."""
-    from yolojax.data.download import ASSETS_URL
-
     return f"{ASSETS_URL}/{WEIGHTS_RELEASE}/{name}"
 
 
@@ -195,7 +193,6 @@ def attempt_download(path: str | os.PathLike, *, timeout: float = 30.0) -> pathl
         return p
     if not OFFICIAL_WEIGHTS.fullmatch(p.name):
         raise FileNotFoundError(missing_weights_message(path))
-    from yolojax.data.download import DownloadError, assets_url, fetch_file
 
     url = assets_url(release_url(p.name))
     print(f"Downloading {url} to '{p}': Ultralytics' YOLOv8 weights, licensed under AGPL-3.0 "

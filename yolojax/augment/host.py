@@ -48,7 +48,7 @@ def letterbox(img: np.ndarray, boxes: np.ndarray | None, new_shape: tuple[int, i
 def draw_mosaic(images, rects, s: int, out: np.ndarray | None = None, alpha: bool = False) -> np.ndarray:
     """The mosaic canvas (2s, 2s, 3 or 4) filled with 114 with ``images[k]``'s rectangle b of ``rects[k]``
     (``mosaic_layout``) in its rectangle a. ``out``: a canvas to draw on (reused when its shape fits). ``alpha``: a
-    4-channel canvas (BGR + a padding channel): OpenCV's bilinear warp runs ~2× faster on 4 channels than on 3 and
+    4-channel canvas (BGR + a padding channel): OpenCV's bilinear warp runs faster on 4 channels than on 3 and
     gives the same first three, so the loader warps this one and drops the 4th channel after."""
     shape = (2 * s, 2 * s, 4 if alpha else images[0].shape[2])
     if out is not None and out.shape == shape and out.dtype == np.uint8:
@@ -72,7 +72,7 @@ def mosaic4(tiles, s: int, rng: np.random.Generator, out: np.ndarray | None = No
 
     ``tiles``: 4 × (img (h, w, 3) uint8, boxes (n, 4) pixel xyxy of that img, classes (n,)). Returns the canvas and
     the boxes/classes on it, clipped to [0, 2s] with zero-area boxes removed. ``out``, ``alpha``: see
-    ``draw_mosaic`` (a loader reuses one canvas instead of allocating 4.9 MB per sample).
+    ``draw_mosaic`` (a loader reuses one canvas instead of allocating one per sample).
     """
     rects = mosaic_layout([t[0].shape[:2] for t in tiles], s, rng)
     canvas = draw_mosaic([t[0] for t in tiles], rects, s, out, alpha)

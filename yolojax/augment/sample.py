@@ -104,7 +104,7 @@ def _layout(ds, index: int, rng: np.random.Generator, hyp: dict, mosaic: bool, c
 
 
 def _render(lay: _Layout, s: int, perspective: bool) -> np.ndarray:
-    """The host's pixels of a layout: the mosaic drawn on a 4-channel canvas (OpenCV's bilinear warp runs ~2×
+    """The host's pixels of a layout: the mosaic drawn on a 4-channel canvas (OpenCV's bilinear warp runs
     faster on 4 channels, same first three) or the letterboxed image, then OpenCV's warp; BGR (h, w, 3), ``lay.out``."""
     if lay.kind == "mosaic":
         # one canvas per thread, reused (the warp below copies out of it); 4 channels: a faster warp

@@ -3,7 +3,7 @@
 A training sample is four tiles (or one, without mosaic) placed on a canvas filled with 114, warped by the random
 affine ``M`` into the S×S output with OpenCV's bilinear ``warpAffine``, then maybe flipped. In the loader's workers
 the warp is the largest piece of host time after JPEG decoding. With ``TrainLoader(warp_on_device=True)`` the worker
-draws every random number as before and computes the boxes as before, but ships the batch's own decoded images
+draws every random number and computes the boxes exactly as the host path does, but ships the batch's own decoded images
 (``sources``: the mosaic partners come from the batch) and a small plan per sample instead of the picture:
 
 - ``tiles`` (T, 7) int32 ``(source, x1, y1, x2, y2, dx, dy)``: canvas pixels ``x1 <= x < x2, y1 <= y < y2`` show

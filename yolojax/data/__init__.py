@@ -17,7 +17,7 @@ _EXPORTS = {
     "DetectionDataset": "dataset", "val_sample": "dataset",
     "TrainLoader": "loader", "ValLoader": "loader", "BatchIterator": "loader", "pad_boxes": "batching",
     "make_shapes_dataset": "synthetic", "shapes_yaml": "synthetic",
-    "TfdsDetectionDataset": "tfds", "check_tfds_dataset": "tfds",
+    "TfdsDetectionDataset": "dataset", "check_tfds_dataset": "tfds",
     "check_cls_dataset": "classify", "cls_index": "classify", "ClassificationIndex": "classify",
     "shapes_cls_dir": "synthetic",
     "ClassifyDataset": "classify_loader", "ClassifyTrainLoader": "classify_loader",

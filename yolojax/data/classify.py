@@ -32,15 +32,15 @@ import dataclasses
 import os
 import pathlib
 import re
-import tempfile
-import warnings
 from typing import Any, Mapping
 
 import numpy as np
 
+from yolojax.data.classify_tfds import check_tfds_cls_dataset
 from yolojax.data.dataset_yaml import DatasetError, datasets_dir, img_formats
 from yolojax.data.download import ASSETS_URL, download_zip, safe_extract
-from yolojax.data.labels import MAX_PRINTED_MSGS, check_image, stat_fingerprint
+from yolojax.data.labels import MAX_PRINTED_MSGS, check_image, read_npz_cache, stat_fingerprint, write_npz_cache
+from yolojax.data.synthetic import shapes_cls_dir
 
 CACHE_VERSION = "yolojax-cls-1"
 ASSETS_TAG = "v0.0.0"  # the release Ultralytics downloads classification sets from
@@ -95,8 +95,6 @@ def _resolve_root(data: str, autodownload: bool) -> pathlib.Path:
     """The dataset folder that ``data`` names, downloading or extracting it when needed."""
     s = data.strip()
     if s.lower() == "shapes":
-        from yolojax.data.synthetic import shapes_cls_dir
-
         return shapes_cls_dir()
     if s.lower().startswith(("http://", "https://")):
         name = pathlib.PurePosixPath(s.split("?")[0]).name
@@ -138,8 +136,6 @@ def check_cls_dataset(data: str | os.PathLike | Mapping, *, autodownload: bool =
     if isinstance(data, Mapping):
         return dict(data)
     if isinstance(data, str) and data.strip().startswith("tfds:"):
-        from yolojax.data.classify_tfds import check_tfds_cls_dataset
-
         return check_tfds_cls_dataset(data.strip(), autodownload=autodownload)
     root = _resolve_root(os.fspath(data), autodownload)
     train = root / "train"
@@ -181,30 +177,13 @@ def _cache_key(files: list[str], compat: str) -> str:
 
 def _read_cache(path: pathlib.Path, key: str) -> list[str | None] | None:
     """The cached verdicts (None = good image, else the message) if ``path`` holds them for ``key``."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["version"]) != CACHE_VERSION or str(z["hash"]) != key:
-                return None
-            return [str(m) or None for m in z["verdicts"]]
-    except Exception:  # missing, unreadable, truncated or another program's file: verify again
-        return None
+    z = read_npz_cache(path, CACHE_VERSION, key)
+    return None if z is None else [str(m) or None for m in z["verdicts"]]
 
 
 def _write_cache(path: pathlib.Path, key: str, verdicts: list[str | None]) -> None:
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        warnings.warn(f"Image cache not written: {path.parent} is not writable ({e}); images are verified again on "
-                      "each run.", stacklevel=3)
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, version=np.array(CACHE_VERSION), hash=np.array(key),
-                     verdicts=np.array([v or "" for v in verdicts], dtype=str))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_npz_cache(path, CACHE_VERSION, key, {"verdicts": np.array([v or "" for v in verdicts], dtype=str)},
+                    what="Image cache", without="images are verified again on each run")
 
 
 def cls_index(split_dir: str | os.PathLike, names: Mapping[int, str], *, compat: str = "v8",

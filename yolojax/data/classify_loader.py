@@ -36,6 +36,7 @@ import numpy as np
 
 from yolojax.data.classify import ClassificationIndex, cls_index
 from yolojax.data.classify_augment import classify_train, classify_val, train_kwargs
+from yolojax.data.classify_tfds import TfdsClassifyDataset
 from yolojax.data.errors import DatasetError
 from yolojax.data.batching import epoch_order
 from yolojax.data.loader import BatchIterator, ValLoader
@@ -82,8 +83,6 @@ def open_cls_split(info: Mapping[str, Any], split: str, *, imgsz: int, fraction:
     """The ``split`` role (train / val / test) of a checked classification dataset (``check_cls_dataset``'s dict):
     a ``ClassifyDataset`` of the verified folder images, or a ``TfdsClassifyDataset`` for ``tfds:`` data."""
     if "tfds" in info:
-        from yolojax.data.classify_tfds import TfdsClassifyDataset
-
         return TfdsClassifyDataset.from_checked(dict(info), split, imgsz=imgsz, fraction=fraction)
     if not info.get(split):
         raise DatasetError(f"{info.get('path')}: the classification dataset has no '{split}' split folder.")

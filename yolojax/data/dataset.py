@@ -3,7 +3,8 @@
 ``DetectionDataset.from_config(data, split="train", imgsz=640, ...)`` lists the split's images, verifies them and their
 labels (cached), and exposes ``len``, ``load(i) -> (img BGR (h, w, 3) long side = imgsz, boxes (n, 4) pixel xyxy,
 classes (n,), (h0, w0))`` and optionally keeps resized images in RAM (``cache="ram"``) or decoded images on disk beside
-them (``cache="disk"``, ``yolojax.data.npy_cache``).
+them (``cache="disk"``, ``yolojax.data.npy_cache``). For ``tfds:`` data it returns a ``TfdsDetectionDataset``, whose
+images are records of a TensorFlow Datasets split (``yolojax.data.tfds`` reads them).
 
 ``val_sample(ds, index, shape, compat)`` is the validation letterbox of one image; the training pipeline of one
 sample is ``yolojax.augment.train_sample``.
@@ -12,14 +13,16 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from typing import Any
 
 import cv2
 import numpy as np
 
 from yolojax.augment import host
 from yolojax.data.dataset_yaml import DatasetError, check_dataset, list_images
-from yolojax.data.labels import LabelSet, load_labels
+from yolojax.data.labels import LabelSet, load_labels, select_classes
 from yolojax.data.npy_cache import disk_cache_possible, read_cached, write_disk_cache
+from yolojax.data.tfds import decode_image, open_split_source, scan_records
 
 
 @dataclasses.dataclass
@@ -63,7 +66,6 @@ class DetectionDataset:
         ``classes`` (ids) keeps only those classes' labels (``labels.select_classes``)."""
         info = data if isinstance(data, dict) and "nc" in data and "yaml_file" in data else check_dataset(data)
         if info.get("tfds"):  # records of a TensorFlow Datasets split, decoded on demand
-            from yolojax.data.tfds import TfdsDetectionDataset
             return TfdsDetectionDataset.from_checked(info, split, imgsz=imgsz, single_cls=single_cls,
                                                      fraction=fraction, cache=cache, verbose=verbose, classes=classes)
         if not info.get(split):
@@ -113,6 +115,51 @@ class DetectionDataset:
         xy, wh = lb[:, 1:3], lb[:, 3:5]
         boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1) * np.array([w, h, w, h], np.float32)
         return img, boxes.astype(np.float32), lb[:, 0].astype(np.int32), tuple(int(v) for v in self.shapes[i])
+
+
+@dataclasses.dataclass
+class TfdsDetectionDataset(DetectionDataset):
+    """A ``DetectionDataset`` whose images are records of a tfds split, decoded on demand (``yolojax.data.tfds``).
+
+    ``im_files[i]`` is the record's ``image/filename`` (COCO: ``000000397133.jpg``, so the stem is the image id),
+    ``record_ids[i]`` its index in ``source`` (records that fail verification are left out).
+    """
+
+    source: Any = None
+    record_ids: np.ndarray | None = None
+
+    @classmethod
+    def from_checked(cls, info: dict, split: str = "train", *, imgsz: int = 640, single_cls: bool = False,
+                     fraction: float = 1.0, cache=None, verbose: bool = True,
+                     classes=None) -> "TfdsDetectionDataset":
+        """Build from ``check_tfds_dataset``'s dict (what ``DetectionDataset.from_config`` routes here)."""
+        source, where = open_split_source(info, split)
+        return cls.from_source(source, info["names"], where=where, imgsz=imgsz, single_cls=single_cls,
+                               fraction=fraction if split == "train" else 1.0, cache=cache,
+                               prefix=f"{split}: ", verbose=verbose, classes=classes)
+
+    @classmethod
+    def from_source(cls, source, names: dict[int, str], *, where: str, imgsz: int = 640, single_cls: bool = False,
+                    fraction: float = 1.0, cache=None, prefix: str = "", verbose: bool = True, classes=None):
+        """Read every record's labels and image size once from a random-access tfds source (image not decoded);
+        ``classes`` and ``single_cls`` select and merge classes as for label files (``labels.select_classes``)."""
+        files, shapes, labels, ids = scan_records(source, len(names), where=where, fraction=fraction, prefix=prefix,
+                                                  verbose=verbose)
+        ds = cls(files, shapes, select_classes(labels, classes, single_cls), dict(names), int(imgsz),
+                 source=source, record_ids=ids)
+        if cache in (True, "ram"):
+            ds.ram_cache = [ds._read(i) for i in range(len(ds))]
+        elif cache not in (None, False, "", "False"):
+            raise DatasetError(f"cache={cache!r} is not supported: use cache='ram' or no cache.")
+        return ds
+
+    def _read(self, i: int) -> np.ndarray:
+        """Decode record ``i`` to BGR uint8 (h, w, 3), long side resized to ``imgsz`` (as ``DetectionDataset``)."""
+        img = decode_image(self.source[int(self.record_ids[i])]["image"])
+        if img is None:
+            raise DatasetError(f"{self.im_files[i]} (tfds record {int(self.record_ids[i])}): OpenCV could not decode "
+                               "this image. Re-prepare the dataset (tfds build --overwrite).")
+        return host.resize_long_side(img, self.imgsz)
 
 
 def val_sample(ds: DetectionDataset, index: int, shape: tuple[int, int], *, compat: str = "v8"):

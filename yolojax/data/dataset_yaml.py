@@ -25,7 +25,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from yolojax.data.download import PROGRESS_FILE, download_unfinished, run_download
 from yolojax.data.errors import DatasetError
+from yolojax.data.synthetic import shapes_yaml
+from yolojax.data.tfds_builder import check_tfds_dataset
 
 CFG_DIR = pathlib.Path(__file__).resolve().parents[1] / "cfg" / "datasets"
 
@@ -124,12 +127,10 @@ def check_dataset(data: str | os.PathLike | Mapping, *, autodownload: bool = Tru
     else:
         s = os.fspath(data)
         if s.startswith("tfds:"):  # TensorFlow Datasets (optional extra): see yolojax/data/tfds_builder.py
-            from yolojax.data.tfds_builder import check_tfds_dataset
             return check_tfds_dataset(s, autodownload=autodownload)
         p = pathlib.Path(s).expanduser()
         if not p.exists():
             if s.lower().removesuffix(".yaml") == "shapes":
-                from yolojax.data.synthetic import shapes_yaml
                 p = shapes_yaml()
             else:
                 bundled = _resolve_bundled(s) if os.sep not in s else None
@@ -163,8 +164,6 @@ def check_dataset(data: str | os.PathLike | Mapping, *, autodownload: bool = Tru
                            "download": d.get("download")}
     for key in ("train", "val", "test"):
         out[key] = _resolve_split(root, d[key]) if d.get(key) else None
-
-    from yolojax.data.download import PROGRESS_FILE, download_unfinished, run_download
 
     missing = [p for p in out["val"] if not p.exists()]
     dl = d.get("download")

@@ -34,6 +34,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from yolojax.data.errors import DatasetError
+from yolojax.data.voc import convert_voc
 
 _CHUNK = 1 << 16
 ASSETS_URL = "https://github.com/ultralytics/assets/releases/download"  # + /<tag>/<file>
@@ -149,8 +150,6 @@ def download_zip(url: str, dest_dir: str | os.PathLike, *, timeout: float = 30.0
 def _converter(name: Any, where: str) -> Callable[[pathlib.Path, dict[int, str]], Any]:
     """The converter named by a YAML's ``convert`` key: our own code, chosen from a fixed list."""
     if name == "voc":
-        from yolojax.data.voc import convert_voc
-
         return convert_voc
     raise DatasetError(f"{where}: key 'convert' is {name!r}; the only converter is 'voc' (Pascal VOC XML to YOLO "
                        "labels). Remove the key, or convert the dataset by hand.")

@@ -182,44 +182,60 @@ def cache_path_for(image_files: Sequence[str | os.PathLike]) -> pathlib.Path:
     return img2label_path(image_files[0]).parent.with_suffix(".cache")
 
 
-def _read_cache(path: pathlib.Path, key: str) -> LabelSet | None:
+def read_npz_cache(path: pathlib.Path, version: str, key: str) -> dict[str, np.ndarray] | None:
+    """The arrays ``write_npz_cache`` stored in ``path`` for ``version`` and ``key``; None when the file is missing,
+    stale, unreadable, truncated or another program's (the caller rebuilds what it caches)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            if str(z["version"]) != CACHE_VERSION or str(z["hash"]) != key:
+            if str(z["version"]) != version or str(z["hash"]) != key:
                 return None
-            offsets = z["offsets"]
-            rows = z["rows"]
-            labels = [rows[offsets[i]:offsets[i + 1]].copy() for i in range(len(offsets) - 1)]
-            counts = dict(zip(("found", "missing", "empty", "corrupt", "total"), map(int, z["counts"])))
-            return LabelSet([str(s) for s in z["im_files"]], z["shapes"].astype(np.int64), labels,
-                            [str(s) for s in z["msgs"]], counts, path)
-    except Exception:  # unreadable, truncated, or another program's file: rebuild
+            return {k: z[k] for k in z.files}
+    except Exception:  # noqa: BLE001 - any unreadable file is a cache miss
         return None
+
+
+def write_npz_cache(path: pathlib.Path, version: str, key: str, arrays: dict[str, np.ndarray], *, what: str,
+                    without: str) -> bool:
+    """Store ``arrays`` (no object arrays) with ``version`` and ``key`` in ``path`` atomically (temp file, then
+    rename); True when written. When the folder or file is not writable: a warning naming ``what`` and saying what
+    running ``without`` it costs, and False."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        warnings.warn(f"{what} not written: {path.parent} is not writable ({e}); {without}.", stacklevel=4)
+        return False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, version=np.array(version), hash=np.array(key), **arrays)
+        os.replace(tmp, path)
+        return True
+    except OSError as e:
+        warnings.warn(f"{what} not written to {path} ({e}); {without}.", stacklevel=4)
+        return False
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read_cache(path: pathlib.Path, key: str) -> LabelSet | None:
+    z = read_npz_cache(path, CACHE_VERSION, key)
+    if z is None:
+        return None
+    offsets, rows = z["offsets"], z["rows"]
+    labels = [rows[offsets[i]:offsets[i + 1]].copy() for i in range(len(offsets) - 1)]
+    counts = dict(zip(("found", "missing", "empty", "corrupt", "total"), map(int, z["counts"])))
+    return LabelSet([str(s) for s in z["im_files"]], z["shapes"].astype(np.int64), labels, [str(s) for s in z["msgs"]],
+                    counts, path)
 
 
 def _write_cache(path: pathlib.Path, key: str, ls: LabelSet) -> bool:
     offsets = np.cumsum([0] + [len(lb) for lb in ls.labels]).astype(np.int64)
     rows = np.concatenate(ls.labels, 0) if ls.labels else np.zeros((0, 5), np.float32)
     counts = np.array([ls.counts[k] for k in ("found", "missing", "empty", "corrupt", "total")], np.int64)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        warnings.warn(f"Label cache not written: {path.parent} is not writable ({e}). Labels are re-scanned on each "
-                      "run; nothing else is affected.", stacklevel=3)
-        return False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, version=np.array(CACHE_VERSION), hash=np.array(key),
-                     im_files=np.array(ls.im_files, dtype=str), shapes=ls.shapes.astype(np.int64), rows=rows,
-                     offsets=offsets, msgs=np.array(ls.msgs, dtype=str), counts=counts)
-        os.replace(tmp, path)
-        return True
-    except OSError as e:
-        warnings.warn(f"Label cache not written to {path} ({e}); continuing without it.", stacklevel=3)
-        return False
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    arrays = {"im_files": np.array(ls.im_files, dtype=str), "shapes": ls.shapes.astype(np.int64), "rows": rows,
+              "offsets": offsets, "msgs": np.array(ls.msgs, dtype=str), "counts": counts}
+    return write_npz_cache(path, CACHE_VERSION, key, arrays, what="Label cache",
+                           without="labels are re-scanned on each run, nothing else is affected")
 
 
 def scan(image_files: Sequence[str | os.PathLike], nc: int, *, compat: str = "v8",

@@ -1,7 +1,7 @@
 """TensorFlow Datasets as detection datasets: ``data="tfds:coco/2017"``, ``"tfds:voc/2007"``.
 
     check_dataset("tfds:voc/2007")            # -> the usual checked dict, plus "tfds": {"name", "data_dir"}
-    DetectionDataset.from_config("tfds:coco/2017", "val", imgsz=640)   # -> TfdsDetectionDataset
+    DetectionDataset.from_config("tfds:coco/2017", "val", imgsz=640)   # -> yolojax.data.dataset.TfdsDetectionDataset
 
 Data string: ``tfds:NAME[/CONFIG][:VERSION][:TRAIN[,VAL]]`` where TRAIN/VAL are tfds split expressions (``train``,
 ``train+validation``, ``train[:10%]``...). Default splits (what the trainer's ``train``/``val`` roles read):
@@ -17,9 +17,10 @@ labels. Objects flagged ``is_crowd`` (COCO) or ``is_difficult`` (VOC) are droppe
 converters do. Class names come from the ``objects/label`` ``ClassLabel`` feature.
 
 Random access: the split is read through ``builder.as_data_source`` (ArrayRecord; no TensorFlow needed to *read*)
-with the image left encoded; the metadata pass reads every record once (labels + image size from the header), and
-``_read`` decodes one image on demand with OpenCV into BGR uint8 resized like ``DetectionDataset._read``, so the
-same augmentation and validation pipelines apply. EXIF orientation is ignored on decode because the boxes refer to
+with the image left encoded; the metadata pass (``scan_records``) reads every record once (labels + image size from
+the header), and ``decode_image`` decodes one image on demand with OpenCV into BGR uint8, which
+``TfdsDetectionDataset`` resizes like any ``DetectionDataset`` image, so the same augmentation and validation
+pipelines apply. EXIF orientation is ignored on decode because the boxes refer to
 the stored pixel grid. The data source pickles (reopens its files) for Grain worker processes.
 
 Preparing: a dataset not yet prepared in the tfds data dir (``$TFDS_DATA_DIR``, default ``~/tensorflow_datasets``)
@@ -30,18 +31,14 @@ files (``tfds.builder_from_directory``).
 """
 from __future__ import annotations
 
-import dataclasses
 import io
-from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
-from yolojax.augment import host
-from yolojax.data.dataset import DetectionDataset
 from yolojax.data.errors import DatasetError
-from yolojax.data.labels import select_classes
-# The data-string and builder half lives in tfds_builder (check_dataset imports it without this dataset class);
+# The data-string and builder half lives in tfds_builder (check_dataset imports it without the record reading);
 # its public names stay importable from here.
 from yolojax.data.tfds_builder import (INSTALL_HINT, PREFIX, TfdsSpec, check_tfds_dataset,  # noqa: F401
                                        default_splits, import_tfds, open_builder, parse_spec)
@@ -54,7 +51,6 @@ def _image_hw(image) -> tuple[int, int]:
     """(h, w) of an encoded image from its header (PIL reads no pixels), or of an already decoded array."""
     if isinstance(image, np.ndarray) and image.ndim >= 2 and image.dtype != object:
         return int(image.shape[0]), int(image.shape[1])
-    from PIL import Image
 
     with Image.open(io.BytesIO(bytes(image))) as im:
         w, h = im.size
@@ -93,93 +89,67 @@ def _text(v) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
-@dataclasses.dataclass
-class TfdsDetectionDataset(DetectionDataset):
-    """A ``DetectionDataset`` whose images are records of a tfds split (decoded on demand).
+def open_split_source(info: dict, split: str):
+    """(random-access source, its name for messages) of the ``split`` role (train / val / test) of
+    ``check_tfds_dataset``'s dict; images are left encoded. DatasetError for a missing split or a dataset prepared
+    as TFRecord only."""
+    if not info.get(split):
+        raise DatasetError(f"data='tfds:{info['tfds']['name']}' has no '{split}' split.")
+    name, expr = info["tfds"]["name"], info[split][0]
+    tfds = import_tfds()
+    builder = open_builder(name, data_dir=info["tfds"]["data_dir"], autodownload=False)
+    where = f"tfds:{name} split '{expr}'"
+    try:
+        source = builder.as_data_source(expr, decoders={"image": tfds.decode.SkipDecoding()})
+    except NotImplementedError as e:  # prepared as TFRecord only
+        raise DatasetError(f"{where}: random access needs the ArrayRecord format but {builder.data_dir} holds "
+                           f"{builder.info.file_format} files. Convert it once with `tfds convert_format "
+                           f"--dataset_dir={builder.data_dir} --out_file_format=array_record` (or rebuild with "
+                           f"`tfds build {name} --file_format=array_record`).") from e
+    except (ValueError, KeyError) as e:
+        raise DatasetError(f"{where}: {e}. Available splits: {', '.join(builder.info.splits)}.") from e
+    return source, where
 
-    ``im_files[i]`` is the record's ``image/filename`` (COCO: ``000000397133.jpg``, so the stem is the image id),
-    ``record_ids[i]`` its index in ``source`` (records that fail verification are left out).
-    """
 
-    source: Any = None
-    record_ids: np.ndarray | None = None
-
-    @classmethod
-    def from_checked(cls, info: dict, split: str = "train", *, imgsz: int = 640, single_cls: bool = False,
-                     fraction: float = 1.0, cache=None, verbose: bool = True,
-                     classes=None) -> "TfdsDetectionDataset":
-        """Build from ``check_tfds_dataset``'s dict (what ``DetectionDataset.from_config`` routes here)."""
-        if not info.get(split):
-            raise DatasetError(f"data='tfds:{info['tfds']['name']}' has no '{split}' split.")
-        name, expr = info["tfds"]["name"], info[split][0]
-        tfds = import_tfds()
-        builder = open_builder(name, data_dir=info["tfds"]["data_dir"], autodownload=False)
-        where = f"tfds:{name} split '{expr}'"
+def scan_records(source, nc: int, *, where: str, fraction: float = 1.0, prefix: str = "", verbose: bool = True):
+    """Every record's labels and image size, read once (image not decoded): (file names, shapes (N, 2) int64 (h, w),
+    labels [(n, 5) float32 ``class, x, y, w, h``], record ids (N,) int64). ``fraction`` < 1 reads the first part;
+    corrupt records are reported and left out, duplicate label rows removed; DatasetError when none is valid."""
+    n = len(source)
+    if fraction < 1.0:
+        n = max(1, round(n * fraction))
+    files, shapes, labels, ids, msgs = [], [], [], [], []
+    backgrounds = corrupt = 0
+    for i in range(n):
+        ex = source[i]
+        fname = _text(ex.get("image/filename", f"{where}[{i}]"))
         try:
-            source = builder.as_data_source(expr, decoders={"image": tfds.decode.SkipDecoding()})
-        except NotImplementedError as e:  # prepared as TFRecord only
-            raise DatasetError(f"{where}: random access needs the ArrayRecord format but {builder.data_dir} holds "
-                               f"{builder.info.file_format} files. Convert it once with `tfds convert_format "
-                               f"--dataset_dir={builder.data_dir} --out_file_format=array_record` (or rebuild with "
-                               f"`tfds build {name} --file_format=array_record`).") from e
-        except (ValueError, KeyError) as e:
-            raise DatasetError(f"{where}: {e}. Available splits: {', '.join(builder.info.splits)}.") from e
-        return cls.from_source(source, info["names"], where=where, imgsz=imgsz, single_cls=single_cls,
-                               fraction=fraction if split == "train" else 1.0, cache=cache,
-                               prefix=f"{split}: ", verbose=verbose, classes=classes)
-
-    @classmethod
-    def from_source(cls, source, names: dict[int, str], *, where: str, imgsz: int = 640, single_cls: bool = False,
-                    fraction: float = 1.0, cache=None, prefix: str = "", verbose: bool = True, classes=None):
-        """Read every record's labels and image size once from a random-access tfds source (image not decoded);
-        ``classes`` and ``single_cls`` select and merge classes as for label files (``labels.select_classes``)."""
-        n = len(source)
-        if fraction < 1.0:
-            n = max(1, round(n * fraction))
-        files, shapes, labels, ids, msgs = [], [], [], [], []
-        backgrounds = corrupt = 0
-        for i in range(n):
-            ex = source[i]
-            fname = _text(ex.get("image/filename", f"{where}[{i}]"))
-            try:
-                lb = example_labels(ex.get("objects", {}), len(names))
-                h, w = _image_hw(ex["image"])
-            except Exception as e:  # noqa: BLE001 - any unreadable record is reported and skipped
-                msgs.append(f"{where} record {i} ({fname}): ignoring corrupt example: {e}")
-                corrupt += 1
-                continue
-            if len(lb):
-                uniq = np.unique(lb, axis=0)
-                if len(uniq) < len(lb):
-                    msgs.append(f"{where} record {i} ({fname}): {len(lb) - len(uniq)} duplicate labels removed")
-                    lb = uniq
-            else:
-                backgrounds += 1
-            files.append(fname), shapes.append((h, w)), labels.append(lb), ids.append(i)
-        if verbose:
-            print(f"{prefix}Reading {where}... {n} images, {backgrounds} backgrounds, {corrupt} corrupt")
-            for m in msgs[:20]:
-                print(f"{prefix}WARNING {m}")
-        if not files:
-            raise DatasetError(f"{where}: no valid examples among {n}: {'; '.join(msgs[:3]) or 'empty split'}.")
-        labels = select_classes(labels, classes, single_cls)
-        ds = cls(files, np.asarray(shapes, np.int64).reshape(-1, 2), labels, dict(names), int(imgsz),
-                 source=source, record_ids=np.asarray(ids, np.int64))
-        if cache in (True, "ram"):
-            ds.ram_cache = [ds._read(i) for i in range(len(ds))]
-        elif cache not in (None, False, "", "False"):
-            raise DatasetError(f"cache={cache!r} is not supported: use cache='ram' or no cache.")
-        return ds
-
-    def _read(self, i: int) -> np.ndarray:
-        """Decode record ``i`` to BGR uint8 (h, w, 3), long side resized to ``imgsz`` (as ``DetectionDataset``)."""
-        image = self.source[int(self.record_ids[i])]["image"]
-        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:  # already decoded RGB
-            img = np.ascontiguousarray(image[..., ::-1])
+            lb = example_labels(ex.get("objects", {}), nc)
+            h, w = _image_hw(ex["image"])
+        except Exception as e:  # noqa: BLE001 - any unreadable record is reported and skipped
+            msgs.append(f"{where} record {i} ({fname}): ignoring corrupt example: {e}")
+            corrupt += 1
+            continue
+        if len(lb):
+            uniq = np.unique(lb, axis=0)
+            if len(uniq) < len(lb):
+                msgs.append(f"{where} record {i} ({fname}): {len(lb) - len(uniq)} duplicate labels removed")
+                lb = uniq
         else:
-            buf = np.frombuffer(bytes(image), np.uint8)
-            img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-        if img is None:
-            raise DatasetError(f"{self.im_files[i]} (tfds record {int(self.record_ids[i])}): OpenCV could not decode "
-                               "this image. Re-prepare the dataset (tfds build --overwrite).")
-        return host.resize_long_side(img, self.imgsz)
+            backgrounds += 1
+        files.append(fname), shapes.append((h, w)), labels.append(lb), ids.append(i)
+    if verbose:
+        print(f"{prefix}Reading {where}... {n} images, {backgrounds} backgrounds, {corrupt} corrupt")
+        for m in msgs[:20]:
+            print(f"{prefix}WARNING {m}")
+    if not files:
+        raise DatasetError(f"{where}: no valid examples among {n}: {'; '.join(msgs[:3]) or 'empty split'}.")
+    return files, np.asarray(shapes, np.int64).reshape(-1, 2), labels, np.asarray(ids, np.int64)
+
+
+def decode_image(image) -> np.ndarray | None:
+    """A record's image (encoded bytes, or an already decoded RGB array) -> BGR uint8 (h, w, 3) in its stored pixel
+    grid (EXIF orientation ignored: the boxes refer to that grid); None when OpenCV cannot decode it."""
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:
+        return np.ascontiguousarray(image[..., ::-1])
+    return cv2.imdecode(np.frombuffer(bytes(image), np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)

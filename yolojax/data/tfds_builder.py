@@ -1,6 +1,6 @@
 """TensorFlow Datasets data strings: ``tfds:NAME[/CONFIG][:VERSION][:TRAIN[,VAL]]`` parsed, its builder opened
 (prepared on demand) and checked into the dict ``check_dataset`` returns. The dataset class over a split is
-``yolojax.data.tfds.TfdsDetectionDataset``; this module needs neither it nor the loader, so ``check_dataset`` can
+``yolojax.data.dataset.TfdsDetectionDataset``; this module needs neither it nor the loader, so ``check_dataset`` can
 route ``tfds:`` strings here without importing them. The defaults and preparation rules are described in
 ``yolojax/data/tfds.py``.
 """

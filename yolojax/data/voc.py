@@ -22,6 +22,7 @@ import pathlib
 import tempfile
 import xml.etree.ElementTree as ET
 
+from PIL import Image
 from tqdm import tqdm
 
 from yolojax.data.errors import DatasetError
@@ -38,7 +39,6 @@ def _size(root: ET.Element, image: pathlib.Path) -> tuple[int, int]:
             return w, h
     except (AttributeError, TypeError, ValueError):
         pass
-    from PIL import Image
 
     with Image.open(image) as im:
         return im.size

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from yolojax import config as cfgmod
 from yolojax.engine.autobatch import wants_autobatch
 from yolojax.engine.devices import check_batch_divides, largest_divisor_at_most, make_mesh, select_devices
+from yolojax.engine.metal import is_metal
 from yolojax.engine.optim import (MOMENTUM_OPTIMIZERS, OPTIMIZERS, Schedule, accumulate_steps, auto_optimizer,
                                   param_group_labels, scaled_weight_decay, warmup_iterations)
 from yolojax.engine.state import TrainHyper
@@ -41,8 +42,6 @@ class Run:
 
 def compute_dtype(config, devices):
     """The model's compute dtype: ``config.dtype``, or with "auto" bfloat16 under ``amp`` on an accelerator."""
-    from yolojax.engine.metal import is_metal
-
     if is_metal(devices[0]):
         return jnp.float32  # the Metal plugins compute in float32 only
     name = str(config.get("dtype", "auto"))

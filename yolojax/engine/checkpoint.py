@@ -7,10 +7,10 @@ resolved config and the data iterator's state. Orbax writes into a temporary dir
 complete, so a process killed while saving leaves the previous checkpoint as the latest good one.
 
 The arrays are packed: one flat vector per dtype (``state/float32``, ``state/int32``), the leaves concatenated
-in the state's flattening order, and ``layout`` lists each leaf's path, dtype, shape and offset. Orbax spends
-1-3 ms per array whatever its size, and a YOLOv8 train state has ~1,000 of them (3-4 s per save on a CPU);
-two vectors save in milliseconds. ``read_arrays`` unpacks a checkpoint without a template (one dict of numpy
-arrays by path); checkpoints written before the packing (one Orbax array per leaf) still restore.
+in the state's flattening order, and ``layout`` lists each leaf's path, dtype, shape and offset. Orbax's cost is
+per array whatever its size, and a YOLOv8 train state has about a thousand leaves, so a few vectors keep each save
+short (benchmarks/RESULTS.md). ``read_arrays`` unpacks a checkpoint without a template (one dict of numpy arrays by
+path); checkpoints in the unpacked layout (one Orbax array per leaf) restore too.
 
 ``Checkpointer(..., asynchronous=True)`` (the trainer's) returns from ``save`` once the packed vectors are made
 (fresh arrays, so the next train step may donate the state) and writes them on Orbax's background thread; the next

@@ -17,7 +17,8 @@ Timeouts (bounded, so nothing waits forever): joining the group ``YOLOJAX_DIST_I
 and JAX's coordination service terminates every other process with "Terminating process because the JAX
 distributed service detected fatal errors. This most likely indicates that another task died". A collective
 whose peer vanished fails at once on CPU (gloo "Connection reset by peer"); ``collective_failure_guard``
-turns that into a ``DistributedError`` naming what happened.
+(around the whole run in ``yolojax.train.train_and_evaluate``) turns that into a ``DistributedError`` naming what
+happened, which the entry points print as one ``ERROR:`` paragraph.
 
 A program's first collective also waits for its peers, but gloo (CPU) gives up after a fixed 30 s, and compile
 times of the same program differ between processes (load, a warm or cold compile cache) by more than that.
@@ -35,6 +36,7 @@ import os
 
 import jax
 import numpy as np
+from jax._src import distributed as _d  # its client: barriers, and whether this process joined on older jax
 
 DEFAULT_INIT_TIMEOUT = 300
 DEFAULT_HEARTBEAT_TIMEOUT = 100
@@ -160,26 +162,8 @@ def _is_initialized() -> bool:
     fn = getattr(jax.distributed, "is_initialized", None)
     if fn is not None:
         return bool(fn())
-    from jax._src import distributed as _d  # jax versions without the public query
 
     return getattr(_d.global_state, "client", None) is not None
-
-
-def process_rows(global_batch: int, process_index: int | None = None, process_count: int | None = None):
-    """The slice of rows of every global batch this process feeds (as ``TrainLoader`` splits them)."""
-    p = jax.process_index() if process_index is None else process_index
-    n = jax.process_count() if process_count is None else process_count
-    if global_batch % n:
-        raise DistributedError(f"batch={global_batch} does not divide over {n} processes.")
-    per = global_batch // n
-    return slice(p * per, (p + 1) * per)
-
-
-def global_batch(local_batch, sharding):
-    """Process-local batch (pytree of host arrays, this process's rows) -> global jax.Arrays with ``sharding``.
-
-    Every process must call it with the same structure and shapes (same padded box count M on all hosts)."""
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
 
 
 def local_value(tree):
@@ -202,7 +186,6 @@ def wait_for_peers(what: str, timeout_s: float | None = None) -> None:
     or when a peer died meanwhile."""
     if jax.process_count() == 1:
         return
-    from jax._src import distributed as _d  # the client JAX's own multi-process tests use for barriers
 
     if timeout_s is None:
         timeout_s = float(os.environ.get("YOLOJAX_DIST_COMPILE_TIMEOUT", DEFAULT_COMPILE_TIMEOUT))

@@ -17,6 +17,7 @@ import numpy as np
 from yolojax.engine.devices import compiler_options
 from yolojax.engine.state import eval_step
 from yolojax.metrics import ConfusionMatrix, DetectionStatsAccumulator, DetMetrics
+from yolojax.ops.nms import scale_boxes
 
 
 @dataclasses.dataclass
@@ -133,8 +134,6 @@ class Validator:
 
     @staticmethod
     def _accumulate(acc: DetectionStatsAccumulator, batch: dict, host: dict, preds: list | None = None) -> int:
-        from yolojax.ops.nms import scale_boxes
-
         seen = 0
         for i in range(batch["images"].shape[0]):
             if not batch["image_valid"][i]:

@@ -77,7 +77,7 @@ class PointwiseConv(nn.Conv):
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         # One contracting dimension: on a (pixels, Cin) view the kernel gradient is pixels^T . dy with no copy;
-        # contracting (N, H, W) instead made XLA write every dy transposed first (~7% of a yolov8n CPU step).
+        # contracting (N, H, W) instead makes XLA write every dy transposed first.
         y = jnp.dot(x.reshape(-1, cin), kernel.reshape(cin, self.features), precision=self.precision)
         y = y.reshape(*x.shape[:-1], self.features)
         return y + bias if bias is not None else y
@@ -151,7 +151,7 @@ def max_pool_same(x, k: int):
     """Stride-1 k x k max pool with k//2 padding of -inf on each side (padding never wins the max).
 
     Computed as two separable 1-D passes (along H, then W) of k-1 elementwise selections: the same values as
-    ``lax.reduce_window``, whose forward and gradient XLA:CPU runs ~5x / ~2.4x slower (SPPF of yolov8n @320).
+    ``lax.reduce_window``, whose forward and gradient XLA:CPU runs several times slower (benchmarks/RESULTS.md).
     The gradient goes to one element per window, the first maximum along each pass, as PyTorch's max pool
     sends it to one element (``jnp.maximum`` would split it between ties)."""
     p = k // 2

@@ -20,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import yaml
 
 from yolojax.nn.blocks import Conv, Dtype, torch_conv_init
 from yolojax.nn.yolo import YOLOV8_LAYERS, YOLOV8_SCALES, YOLOv8
@@ -104,7 +105,6 @@ def model_class(cfg) -> type[YOLOv8]:
         path = pathlib.Path(cfg)
         if not path.is_file():
             return YOLOv8Cls if re.fullmatch(YOLOv8Cls.BUILTIN_YAML, path.name) else YOLOv8
-        import yaml
 
         cfg = yaml.safe_load(path.read_text())
     rows = (list(cfg.get("backbone") or []) + list(cfg.get("head") or [])) if isinstance(cfg, dict) else []

@@ -20,9 +20,12 @@ import re
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
+import yaml
 
-from yolojax.nn.blocks import C2f, SPPF, Concat, Conv, Detect, Upsample
+from yolojax.nn.blocks import C2f, SPPF, Concat, Conv, Detect, Upsample, head_bias
 
 # The yolov8.yaml layer table: (from, repeats, module, args), args before width scaling.
 YOLOV8_LAYERS: tuple = (
@@ -201,8 +204,6 @@ class YOLOv8(nn.Module):
 
         A file name such as ``yolov8s.yaml`` (``yolov8s-cls.yaml`` for classification) that does not exist on
         disk builds the bundled table at scale ``s`` (as Ultralytics maps it to its single yolov8.yaml)."""
-        import yaml
-
         name = None
         if isinstance(cfg, (str, pathlib.Path)):
             name = str(cfg)
@@ -255,17 +256,12 @@ def layer_table(model: YOLOv8) -> list[dict]:
 
 
 def init_variables(model: YOLOv8, seed: int = 0):
-    """Ultralytics' initialisation, drawn with NumPy on the host (seconds instead of the minute a jitted
-    ``model.init`` takes to compile on a small CPU); ``model.init`` gives the same distributions.
+    """Ultralytics' initialisation, drawn with NumPy on the host so that no ``model.init`` is compiled (only its
+    shapes are traced); ``model.init`` gives the same distributions.
 
     Conv and Linear weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's default), so are the Classify Linear
     biases; BN scale 1 / bias 0, running mean 0 and variance ``model.init_bn_var()``; Detect biases per
     :func:`yolojax.nn.blocks.head_bias`."""
-    import jax
-    import numpy as np
-
-    from yolojax.nn.blocks import head_bias
-
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32)))
     rng = np.random.default_rng(seed)
     bn_var = model.init_bn_var()

@@ -20,6 +20,9 @@ from typing import Callable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from yolojax.augment.batch import host_images
+from yolojax.metrics import ap_per_class, smooth
+
 DPI = 150
 PRED_CONF = 0.25  # predictions drawn on val_batch*_pred.jpg (those a user would keep)
 
@@ -153,8 +156,6 @@ def plot_batch(path, images, boxes, classes, mask, names=None, *, scores=None, *
 def plot_train_batch(path, batch: Mapping[str, np.ndarray], names: Mapping[int, str]) -> np.ndarray:
     """train_batchN.jpg: the images of a host train batch (``yolojax.augment.batch.host_images``: the train step's
     pixels drawn with OpenCV, no JAX) with their labels; returns the mosaic."""
-    from yolojax.augment.batch import host_images
-
     return plot_batch(path, host_images(batch), batch["boxes"], batch["classes"], batch["mask"], names)
 
 
@@ -293,8 +294,6 @@ def plot_metric_curve(path, conf: np.ndarray, values: np.ndarray, labels: Sequen
                       ylabel: str) -> pathlib.Path:
     """F1_curve.png / P_curve.png / R_curve.png: ``values`` (K, 1000) per class against confidence ``conf``
     (1000,); the thick line is the class mean, labelled with its (smoothed) best value and confidence."""
-    from yolojax.metrics import smooth
-
     values = np.asarray(values, float).reshape(-1, len(conf))
     fig, ax = _new_figure(9, 6)
     a = ax[0, 0]
@@ -324,8 +323,6 @@ def detection_curves(metrics, stats: Mapping[str, np.ndarray] | None, names: Map
     Returns ``{"x" (1000,), "p", "r", "f1" (C, 1000), "class_ids" (C,), "prec" (K, 1000), "prec_ids" (K,),
     "ap50" (C,)}``: C classes with labels, the K <= C of them that have detections (PR rows).
     """
-    from yolojax.metrics import ap_per_class
-
     curves = dict(getattr(metrics, "curves", {}) or {})
     class_ids = np.asarray(getattr(metrics, "ap_class_index", np.zeros(0, int)), int)
     ap = np.asarray(getattr(metrics, "all_ap", np.zeros((0, 10))))

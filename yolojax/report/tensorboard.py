@@ -12,6 +12,7 @@ import pathlib
 import struct
 from typing import Iterator, Mapping
 
+import cv2
 import numpy as np
 
 
@@ -119,8 +120,6 @@ def read_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
 
 def read_images(log_dir) -> dict[str, list[tuple[int, np.ndarray]]]:
     """``{tag: [(step, RGB uint8 (H, W, 3)), ...]}`` decoded from the stored PNGs."""
-    import cv2
-
     out: dict[str, list[tuple[int, np.ndarray]]] = {}
     for ev in read_events(log_dir):
         for v in ev.summary.value:

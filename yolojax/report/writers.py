@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence, TextIO
 import numpy as np
 
 from yolojax.report.results import DETECT_LOSS_NAMES, CsvWriter, format_epoch_header, format_progress
+from yolojax.report.tensorboard import TensorBoardLogger
 
 __all__ = ["MetricWriter", "CsvWriter", "ConsoleWriter", "TensorBoardWriter", "AsyncWriter", "MultiWriter"]
 
@@ -83,8 +84,6 @@ class TensorBoardWriter:
     Not thread-safe: give it to one thread (an ``AsyncWriter``)."""
 
     def __init__(self, log_dir, *, flush_secs: int = 30):
-        from yolojax.report.tensorboard import TensorBoardLogger  # needs tensorboardX: ImportError when missing
-
         self.logger = TensorBoardLogger(log_dir, flush_secs=flush_secs)
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
