@@ -116,7 +116,7 @@ def test_user_errors_exit_2_with_one_paragraph(capsys, tmp_path, monkeypatch):
     assert "github.com/ultralytics/assets" in err and "yolov8n.yaml" in err
     err = _user_error(capsys, ["train", "model=yolov8n.yaml", "epoch=3"])
     assert "Did you mean 'epochs'" in err
-    assert "detection only" in _user_error(capsys, ["segment", "train", "model=yolov8n.yaml"])
+    assert "runs detect and classify" in _user_error(capsys, ["segment", "train", "model=yolov8n.yaml"])
     assert "track" in _user_error(capsys, ["track", "model=yolov8n.pt"])
     assert "resume needs" in _user_error(capsys, ["train", "resume"])
     assert "source=" in _user_error(capsys, ["predict", "model=yolov8n.yaml"])
