@@ -152,7 +152,7 @@ def test_cfg_prints_every_key_with_its_default(capsys):
 
 def test_help_in_process_and_as_python_m_yolojax(capsys):
     assert main(["help"]) == 0 and "yolojax detect train" in capsys.readouterr().out
-    assert main([]) == 0 and "yolojax [detect] MODE" in capsys.readouterr().out
+    assert main([]) == 0 and "yolojax [detect | classify] MODE" in capsys.readouterr().out
     proc = subprocess.run([sys.executable, "-m", "yolojax", "help"], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
     assert proc.returncode == 0 and "yolojax detect train" in proc.stdout, proc.stderr
