@@ -22,10 +22,11 @@ from yolojax.startup import exit_code, prepare_jax  # noqa: E402
 def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callable]] | None = None) -> dict:
     """Train per ``config`` into ``workdir`` (default runs/<task>/trainN); returns the final metrics dict."""
     from yolojax.engine.loop import train
-    from yolojax.tasks import task_for
+    from yolojax.tasks import configure
 
     config = cfgmod.check_config(config)  # every value, before anything heavy: a ConfigError names key, value, valid
-    return train(config, workdir, task_for(config), callbacks=callbacks)
+    config, task = configure(config)  # the task (from task= or the model) and its default image size
+    return train(config, workdir, task, callbacks=callbacks)
 
 
 def main(argv=None) -> None:
