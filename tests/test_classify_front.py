@@ -73,6 +73,24 @@ def test_task_comes_from_the_word_the_argument_or_the_model_yaml():
         resolve_task("pose", {})
 
 
+def test_train_lines_pick_the_classifier_with_or_without_the_task_word(monkeypatch, tmp_path):
+    from yolojax.model import YOLO, train_config
+
+    calls = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(YOLO, "train", lambda self, **kw: calls.append((self.task, self.cfg, kw)))
+    for argv in (["classify", "train", "data=shapes-cls", "model=yolov8n-cls.yaml", "epochs=3"],
+                 ["train", "model=yolov8n-cls.yaml", "data=shapes-cls", "epochs=3"],
+                 ["train", "task=classify", "model=yolov8n-cls.yaml", "data=shapes-cls", "epochs=3"]):
+        assert main(argv) == 0, argv
+        assert calls.pop() == ("classify", "yolov8n-cls.yaml", {"data": "shapes-cls", "epochs": 3}), argv
+    assert main(["classify", "train", "data=shapes-cls"]) == 0  # the task's default model
+    assert calls.pop()[:2] == ("classify", "yolov8n-cls.yaml")
+    # as Ultralytics' classification trainer: 224 px unless imgsz is given
+    assert train_config({"task": "classify"}).imgsz == 224 and train_config({}).imgsz == 640
+    assert train_config({"task": "classify", "imgsz": 96}).imgsz == 96
+
+
 def test_bad_classify_command_lines_exit_2_with_one_line(capsys, tmp_path, monkeypatch, ckpt, ten):
     monkeypatch.chdir(tmp_path)
     err = _user_error(capsys, ["classify", "train", "model=yolov8n.yaml"])
