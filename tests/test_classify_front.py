@@ -91,6 +91,21 @@ def test_train_lines_pick_the_classifier_with_or_without_the_task_word(monkeypat
     assert train_config({"task": "classify", "imgsz": 96}).imgsz == 96
 
 
+@pytest.mark.parametrize("name, data", [("imagenet", "imagenet"), ("imagenette", "imagenette")])
+def test_classification_configs_check_and_pick_the_classify_task(name, data):
+    import importlib.util
+
+    from yolojax.config import check_config
+    from yolojax.tasks import configure
+
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config, task = configure(check_config(module.get_config()))
+    assert task.name == "classify" and config.task == "classify" and config.data == data
+    assert config.model == "yolov8n-cls.yaml" and config.imgsz == 224 and config.epochs == 100
+
+
 def test_bad_classify_command_lines_exit_2_with_one_line(capsys, tmp_path, monkeypatch, ckpt, ten):
     monkeypatch.chdir(tmp_path)
     err = _user_error(capsys, ["classify", "train", "model=yolov8n.yaml"])
