@@ -240,8 +240,8 @@ def test_onnx_graph_of_the_classifier_matches_model_apply(dynamic, ref_model, fi
 
 @pytest.mark.parametrize("model", ["yolov8n-cls.yaml", "cls/model_n_cls_state_dict.npz"])
 def test_detection_training_refuses_a_classifier_in_one_line(model, fixtures_dir):
-    """Until classification training exists, a classifier given to the detection trainer stops before any work
-    with the reason, instead of failing later inside the detection loss."""
+    """A classifier given to the detection task stops before any work with the reason, instead of failing later
+    inside the detection loss."""
     from yolojax.config import ConfigError, apply_overrides, default_config
     from yolojax.tasks.detect import build_model
 
