@@ -108,9 +108,9 @@ def model_task(model: str | None) -> str | None:
     is known once they are loaded."""
     if model is None or not str(model).endswith((".yaml", ".yml")):
         return None
-    from yolojax.nn.classify import YOLOv8Cls, model_class
+    from yolojax.tasks import model_task as task_of_model
 
-    return "classify" if model_class(str(model)) is YOLOv8Cls else "detect"
+    return task_of_model(model)
 
 
 def resolve_task(task: str | None, overrides: dict[str, Any]) -> str | None:
