@@ -249,7 +249,9 @@ def test_kill_9_resume_with_dropout_on_two_devices_is_bit_identical_and_one_devi
     one = subprocess.run(_train_cmd(single, cls_dir), env=_env(1), capture_output=True, text=True, timeout=900)
     assert one.returncode == 0, one.stderr[-3000:]
     _, c = _final_state(single)
+    # the same run on one device: the sums differ in order only; AdamW's normalised steps can flip a weight whose
+    # gradient is ~0, so each tensor agrees as a whole (relative L2), not necessarily element by element
     for k in a:
         if "params" in k or "batch_stats" in k:
-            np.testing.assert_allclose(np.asarray(a[k], np.float64), np.asarray(c[k], np.float64), rtol=1e-3,
-                                       atol=2e-4, err_msg=k)
+            x, y = np.asarray(a[k], np.float64), np.asarray(c[k], np.float64)
+            assert np.linalg.norm(x - y) <= 1e-3 * np.linalg.norm(y) + 1e-6, k
