@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py --model=yolov8n --batch=64 --imgsz=640 [--devices N] [--dtype bfloat16]
         [--steps K] [--vs-ultralytics] [--breakdown] [--peak-tflops T] [--width 0.0625]
+    python benchmarks/train_step.py --model=yolov8n-cls --batch=64 --imgsz=224 --num-classes=1000 --vs-ultralytics
 
 One synthetic batch (uint8 images + up to ``--max-boxes`` boxes per image, fixed seed) goes through the real
 ``yolojax.engine.state.train_step`` (forward in train mode, TaskAligned assignment, loss, gradient, grad-norm clip
@@ -12,7 +13,11 @@ peak device memory (``device.memory_stats()``, GPU only) and the FLOP utilisatio
 3 x model GFLOPs (``yolojax.nn.summary.model_info`` at ``--imgsz``; forward + backward) x images/s over the
 device peak (``--peak-tflops``, or a table of known GPUs: bf16 dense tensor peak for bfloat16, TF32 for float32).
 
-``--breakdown`` also times the forward alone, forward + loss, and forward + loss + gradient, to see where
+A ``-cls`` model (yolov8n-cls ... yolov8x-cls) times the classification step instead: noise images with one class
+label each, the same ``train_step`` with the classification objective (cross-entropy; no boxes), beside
+Ultralytics' ``ClassificationModel`` with the same optimizer, clipping and EMA.
+
+``--breakdown`` (detection) also times the forward alone, forward + loss, and forward + loss + gradient, to see where
 the step's time goes. ``--vs-ultralytics`` runs the same images and boxes through Ultralytics' ``DetectionModel``
 in a subprocess (``--ultralytics-python``): ``model.loss(batch)`` + backward + ``clip_grad_norm_(10)`` + SGD
 (Nesterov, momentum 0.937) + ``ModelEMA.update`` - under AMP autocast + GradScaler on CUDA only, as its trainer
@@ -67,6 +72,18 @@ def make_batch(batch: int, imgsz: int, max_boxes: int, num_classes: int, seed: i
     return {"images": images, "boxes": boxes, "classes": classes, "mask": mask}
 
 
+def is_classifier(args) -> bool:
+    """A ``yolov8<s>-cls`` model: the classification step is timed."""
+    return args.model.endswith("-cls")
+
+
+def make_cls_batch(batch: int, imgsz: int, num_classes: int, seed: int = 0) -> dict:
+    """A synthetic classification batch: noise images and one class id per image."""
+    rng = np.random.default_rng(seed)
+    return {"images": rng.integers(0, 256, (batch, imgsz, imgsz, 3), dtype=np.uint8),
+            "labels": rng.integers(0, num_classes, batch).astype(np.int32)}
+
+
 def add_warp_plans(batch_np: dict, seed: int = 1, layouts: list | None = None) -> dict:
     """The yolojax batch as ``TrainLoader(warp_on_device=True)`` ships it: the images become the mosaic ``sources``
     and every sample gets a mosaic of 4 of them + the default random affine + a random left-right flip
@@ -97,15 +114,17 @@ def add_warp_plans(batch_np: dict, seed: int = 1, layouts: list | None = None) -
 def build_model(args):
     import jax.numpy as jnp
 
+    from yolojax.nn.classify import YOLOV8_CLS_SCALES, YOLOv8Cls
     from yolojax.nn.yolo import YOLOV8_SCALES, YOLOv8
 
     scale = args.model.replace("yolov8", "")[:1] or "n"
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
+    family, scales = (YOLOv8Cls, YOLOV8_CLS_SCALES) if is_classifier(args) else (YOLOv8, YOLOV8_SCALES)
     multiples = None
     if args.width is not None:
-        depth, _, max_ch = YOLOV8_SCALES[scale]
+        depth, _, max_ch = scales[scale]
         multiples = (depth, args.width, max_ch)
-    return YOLOv8(scale=scale, num_classes=args.num_classes, dtype=dtype, multiples=multiples)
+    return family(scale=scale, num_classes=args.num_classes, dtype=dtype, multiples=multiples)
 
 
 def ultralytics_model_dict(model) -> dict:
@@ -138,7 +157,12 @@ def time_yolojax(batch_np: dict, args) -> dict:
     # Every step is an optimizer step (accumulate 1, no warmup), as in the Ultralytics half.
     schedule = Schedule(lr0=0.01, lrf=0.01, epochs=100, nb=1000, nw=-1, momentum=0.937, warmup_momentum=0.8,
                         warmup_bias_lr=0.1, accumulate=1, nbs_over_batch=1.0)
-    hyper = TrainHyper(schedule=schedule, optimizer="SGD", weight_decay=0.0005 * args.batch / 64)
+    objective = None
+    if is_classifier(args):
+        from yolojax.loss import ClassificationObjective
+
+        objective = ClassificationObjective()
+    hyper = TrainHyper(schedule=schedule, optimizer="SGD", weight_decay=0.0005 * args.batch / 64, objective=objective)
     state = jax.device_put(create_train_state(model, variables, hyper), repl)
     batch = jax.device_put(batch_np, data)
     opts = compiler_options(mesh.devices.flat[0].platform) if args.xla_options else None
@@ -181,7 +205,7 @@ def time_yolojax(batch_np: dict, args) -> dict:
         fn = jax.jit(batch_images, compiler_options=opts).lower(batch).compile()
         med, _ = median_time(lambda: jax.block_until_ready(fn(batch)), 1, max(3, args.steps // 2))
         out["augment_ms"] = round(1000 * med, 2)
-    if args.breakdown:
+    if args.breakdown and not is_classifier(args):
         targets = {k: batch[k] for k in ("boxes", "classes", "mask")}
         if "images" not in batch:
             batch = dict(batch, images=jax.jit(batch_images)(batch))
@@ -216,7 +240,7 @@ def ultralytics_step(inputs_path: str, args):
     import torch
     import ultralytics
     from ultralytics.cfg import get_cfg
-    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.nn.tasks import ClassificationModel, DetectionModel
     from ultralytics.utils.torch_utils import ModelEMA
 
     data = np.load(inputs_path)
@@ -225,17 +249,21 @@ def ultralytics_step(inputs_path: str, args):
     if not cuda:
         torch.set_num_threads(os.cpu_count() or 1)
     cfg = json.loads(args.model_yaml) if args.model_yaml else f"{args.model}.yaml"
-    model = DetectionModel(cfg, nc=args.num_classes, verbose=False).to(device)
+    family = ClassificationModel if is_classifier(args) else DetectionModel
+    model = family(cfg, nc=args.num_classes, verbose=False).to(device)
     model.args = get_cfg()
     model.train()
     images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).contiguous().to(device)  # uint8 BCHW
-    mask, boxes, classes = data["mask"], data["boxes"], data["classes"]
-    bi, ii = np.nonzero(mask)
-    xyxy = boxes[bi, ii] / args.imgsz
-    xywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1)
-    labels = {"batch_idx": torch.from_numpy(bi.astype(np.float32)).to(device),
-              "cls": torch.from_numpy(classes[bi, ii].astype(np.float32)[:, None]).to(device),
-              "bboxes": torch.from_numpy(xywh.astype(np.float32)).to(device)}
+    if is_classifier(args):
+        labels = {"cls": torch.from_numpy(data["labels"].astype(np.int64)).to(device)}
+    else:
+        mask, boxes, classes = data["mask"], data["boxes"], data["classes"]
+        bi, ii = np.nonzero(mask)
+        xyxy = boxes[bi, ii] / args.imgsz
+        xywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1)
+        labels = {"batch_idx": torch.from_numpy(bi.astype(np.float32)).to(device),
+                  "cls": torch.from_numpy(classes[bi, ii].astype(np.float32)[:, None]).to(device),
+                  "bboxes": torch.from_numpy(xywh.astype(np.float32)).to(device)}
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True,
                           weight_decay=0.0005 * args.batch / 64)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
@@ -389,7 +417,7 @@ def machine_line(device_kind: str = "") -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="yolov8n", help="yolov8n / yolov8s / yolov8m / yolov8l / yolov8x")
+    p.add_argument("--model", default="yolov8n", help="yolov8n ... yolov8x, or yolov8n-cls ... yolov8x-cls")
     p.add_argument("--width", type=float, default=None, help="override the width multiple (tiny test models)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--imgsz", type=int, default=640)
@@ -455,7 +483,12 @@ def main(argv=None) -> None:
         jax.config.update("jax_compilation_cache_dir", args.jax_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     date = datetime.date.today().isoformat()
-    batch_np = make_batch(args.batch, args.imgsz, args.max_boxes, args.num_classes)
+    classify = is_classifier(args)
+    if classify and (args.hsv_on_device or args.warp_on_device or args.breakdown):
+        raise SystemExit(f"--model {args.model}: --hsv-on-device, --warp-on-device and --breakdown are detection "
+                         "settings.")
+    batch_np = (make_cls_batch(args.batch, args.imgsz, args.num_classes) if classify
+                else make_batch(args.batch, args.imgsz, args.max_boxes, args.num_classes))
     if args.hsv_on_device:  # the trainer's GPU default: the step also applies the HSV jitter (Ultralytics' doesn't)
         from yolojax.augment import hsv_tables
 
@@ -466,7 +499,8 @@ def main(argv=None) -> None:
     if args.warp_on_device:
         yj_batch = add_warp_plans(batch_np)  # (with the jitter's tables when --hsv-on-device added them)
     what = (f"{args.model}{f' width {args.width}' if args.width else ''} b{args.batch} @{args.imgsz} "
-            f"{args.dtype}, {args.devices} device(s), M={args.max_boxes} ({int(batch_np['mask'].sum())} boxes)"
+            f"{args.dtype}, {args.devices} device(s), "
+            + (f"nc={args.num_classes}" if classify else f"M={args.max_boxes} ({int(batch_np['mask'].sum())} boxes)")
             + (", mosaic + warp + flips in the step" if args.warp_on_device else "")
             + (", HSV jitter in the step" if args.hsv_on_device else ""))
     rows = []

@@ -13,7 +13,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # --- what to train -------------------------------------------------------------------------------
-    c.task = "detect"  # task name (detection only)
+    c.task = "detect"  # detect or classify (a classification model, e.g. yolov8n-cls.yaml, trains as classify)
     c.mode = "train"  # mode name (train)
     c.model = "yolov8n.yaml"  # *.yaml to build from scratch, or *.pt / *.npz weights to start from
     c.data = "shapes"  # dataset YAML, a bundled name (coco128, coco, VOC, shapes) or tfds:NAME
@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.time = ml_collections.FieldReference(None, field_type=float)  # max training hours: after each epoch the run is re-planned to ceil(time*3600 / mean epoch time) epochs (lr schedule, close_mosaic follow) and it stops when time is up
     c.patience = 100  # early-stopping patience in epochs without fitness improvement; 0 disables
     c.batch = 16  # total (global) batch size over all devices; -1: AutoBatch for 60% of the accelerator memory, 0<batch<1: that fraction (per-device batch x devices; CPU: 16)
-    c.imgsz = 640  # square train/val image size, a multiple of 32 (rounded up otherwise)
+    c.imgsz = 640  # square train/val image size, a multiple of 32 (rounded up otherwise); None: the task's default (640 detect, 224 classify)
     c.save = True  # save checkpoints
     c.save_period = -1  # also keep a checkpoint every N epochs if > 0
     c.cache = ml_collections.FieldReference(False, field_type=object)  # cache decoded images: True/'ram' in memory, 'disk' as <image stem>.npy beside each image (reused by later runs)

@@ -7,7 +7,6 @@ by optimizer=auto, gradients accumulated to the nominal batch 64, val resize + c
 ImageNet is never downloaded (it needs an account): put it at ./datasets/imagenet/{train,val}/<wnid>/*.JPEG (the
 error of data=imagenet says how), or use --config.data=tfds:imagenet2012 with the archives in tfds' manual dir.
 Ultralytics publishes top-1 69.0 / top-5 88.3 for YOLOv8n-cls at 224; what yolojax reaches: not measured yet.
-Training classification is wired in with the task seam (task=classify is refused until then).
 """
 from __future__ import annotations
 

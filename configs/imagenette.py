@@ -5,8 +5,7 @@ Ultralytics' classification defaults: 224 px, random resized crop (scale 0.5), f
     python -m yolojax.train --config=configs/imagenette.py --config.device=0
 
 data=imagenette is downloaded by name on first use (Ultralytics' release asset, ~1.5 GB, into ./datasets); or use
---config.data=tfds:imagenette. Top-1 / top-5 that yolojax reaches: not measured yet. Training classification is
-wired in with the task seam (task=classify is refused until then).
+--config.data=tfds:imagenette. Top-1 / top-5 that yolojax reaches: not measured yet.
 """
 from __future__ import annotations
 

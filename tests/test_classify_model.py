@@ -210,19 +210,17 @@ def test_yolo_facade_builds_and_loads_classifiers(fixtures_dir, tmp_path, capsys
     assert built.task == "classify" and isinstance(built.model, YOLOv8Cls) and built.model.num_classes == 1000
     loaded = YOLO(str(fixtures_dir / "cls" / "ckpt_n_cls.pt"))
     assert loaded.task == "classify" and loaded.model.num_classes == 10
-    for call in (lambda: loaded.train(data="x"), lambda: loaded.val(), lambda: loaded.predict("x.jpg"),
-                 lambda: loaded.export()):
-        with pytest.raises(ConfigError, match="classification models is coming"):
-            call()
+    with pytest.raises(ConfigError, match="export of classification models is not part of yolojax"):
+        loaded.export()
     loaded.save(tmp_path / "w.npz")
     again = YOLO(str(tmp_path / "w.npz"))
     assert again.task == "classify" and again.model == loaded.model
     with pytest.raises(ConfigError, match="task='detect' does not fit"):
         YOLO("yolov8n-cls.yaml", task="detect")
     # the command line names it in one line (exit 2), as every user error
-    assert main(["predict", f"model={fixtures_dir / 'cls' / 'ckpt_n_cls.pt'}", "source=x.jpg"]) == 2
+    assert main(["export", f"model={fixtures_dir / 'cls' / 'ckpt_n_cls.pt'}"]) == 2
     err = capsys.readouterr().err
-    assert "prediction of classification models is coming" in err and err.count("\n") == 1
+    assert "export of classification models is not part of yolojax" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
@@ -242,8 +240,8 @@ def test_onnx_graph_of_the_classifier_matches_model_apply(dynamic, ref_model, fi
 
 @pytest.mark.parametrize("model", ["yolov8n-cls.yaml", "cls/model_n_cls_state_dict.npz"])
 def test_detection_training_refuses_a_classifier_in_one_line(model, fixtures_dir):
-    """Until classification training exists, a classifier given to the detection trainer stops before any work
-    with the reason, instead of failing later inside the detection loss."""
+    """A classifier given to the detection task stops before any work with the reason, instead of failing later
+    inside the detection loss."""
     from yolojax.config import ConfigError, apply_overrides, default_config
     from yolojax.tasks.detect import build_model
 

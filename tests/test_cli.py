@@ -116,7 +116,7 @@ def test_user_errors_exit_2_with_one_paragraph(capsys, tmp_path, monkeypatch):
     assert "github.com/ultralytics/assets" in err and "yolov8n.yaml" in err
     err = _user_error(capsys, ["train", "model=yolov8n.yaml", "epoch=3"])
     assert "Did you mean 'epochs'" in err
-    assert "detection only" in _user_error(capsys, ["segment", "train", "model=yolov8n.yaml"])
+    assert "runs detect and classify" in _user_error(capsys, ["segment", "train", "model=yolov8n.yaml"])
     assert "track" in _user_error(capsys, ["track", "model=yolov8n.pt"])
     assert "resume needs" in _user_error(capsys, ["train", "resume"])
     assert "source=" in _user_error(capsys, ["predict", "model=yolov8n.yaml"])
@@ -152,7 +152,7 @@ def test_cfg_prints_every_key_with_its_default(capsys):
 
 def test_help_in_process_and_as_python_m_yolojax(capsys):
     assert main(["help"]) == 0 and "yolojax detect train" in capsys.readouterr().out
-    assert main([]) == 0 and "yolojax [detect] MODE" in capsys.readouterr().out
+    assert main([]) == 0 and "yolojax [detect | classify] MODE" in capsys.readouterr().out
     proc = subprocess.run([sys.executable, "-m", "yolojax", "help"], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
     assert proc.returncode == 0 and "yolojax detect train" in proc.stdout, proc.stderr

@@ -1,7 +1,9 @@
 """The ``yolojax`` command: Ultralytics' ``yolo`` syntax.
 
-    yolojax [detect] MODE [key=value ...]      MODE: train, val, predict
+    yolojax [detect | classify] MODE [key=value ...]      MODE: train, val, predict
     yolojax detect train data=coco8.yaml model=yolov8n.pt epochs=100 imgsz=640 device=0,1
+    yolojax classify train data=imagenette model=yolov8n-cls.yaml epochs=100 imgsz=224
+    yolojax train model=yolov8n-cls.yaml data=shapes-cls      (the task word omitted: the model's task)
     yolojax train resume model=runs/detect/train/weights/last.npz
     yolojax val model=runs/detect/train/weights/best.npz data=coco8.yaml
     yolojax predict model=yolov8n.pt source=images/
@@ -17,7 +19,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from yolojax.cli_args import HELP, CLIError, parse_args, print_cfg
+from yolojax.cli_args import DEFAULT_MODEL, HELP, CLIError, parse_args, print_cfg, resolve_task
 
 
 def run(argv: list[str]) -> Any:
@@ -34,19 +36,17 @@ def run(argv: list[str]) -> Any:
     if mode == "cfg":
         print_cfg()
         return None
-    if task not in (None, "detect"):
-        raise CLIError(f"task '{task}': yolojax implements detection only (yolojax detect {mode} ...).")
+    task = resolve_task(task, overrides)
     if mode not in ("train", "val", "predict", "export"):
         raise CLIError(f"mode '{mode}' is not part of yolojax (train, val, predict and export are; tracking and "
                        f"benchmarks stay with Ultralytics).")
-    overrides.pop("task", None)
     overrides.pop("mode", None)
     from yolojax.model import YOLO, train_config
 
     deterministic = True
     if mode == "train":
         # every value is checked first: a mistake costs no JAX start-up and no model build
-        config = train_config(overrides)
+        config = train_config({**overrides, "task": task} if task else overrides)
         deterministic = bool(config.deterministic)
         overrides = {k: v for k, v in overrides.items() if k in config}  # the keys without effect are warned once
     from yolojax.startup import prepare_jax
@@ -57,12 +57,12 @@ def run(argv: list[str]) -> Any:
         if overrides.get("resume") and model_src is None:
             raise CLIError("resume needs the interrupted run's weights: yolojax train resume "
                            "model=runs/detect/train/weights/last.npz")
-        model = YOLO(model_src or "yolov8n.yaml")
+        model = YOLO(model_src or DEFAULT_MODEL[task or "detect"], task=task)
         return model.train(**overrides)
     model_src = overrides.pop("model", None)
     if model_src is None:
         raise CLIError(f"yolojax {mode} needs model=WEIGHTS (a .pt, .npz or run directory).")
-    model = YOLO(model_src)
+    model = YOLO(model_src, task=task)  # weights of another task: a ConfigError naming both
     if mode == "val":
         return model.val(**overrides)
     if mode == "export":

@@ -12,9 +12,9 @@ from yolojax.config import smart_value
 TASKS = ("detect", "segment", "classify", "pose", "obb")
 MODES = ("train", "val", "predict", "export", "track", "benchmark")
 SPECIAL = ("help", "cfg", "version", "copy-cfg", "settings", "checks")
-HELP = """yolojax: YOLOv8 detection training in JAX, with Ultralytics' command line.
+HELP = """yolojax: YOLOv8 detection and classification training in JAX, with Ultralytics' command line.
 
-    yolojax [detect] MODE [key=value ...]
+    yolojax [detect | classify] MODE [key=value ...]   (no task word: the model's task)
 
     MODE      train | val | predict | export   (also: help, cfg, version)
     key=value any Ultralytics argument, e.g. data=coco8.yaml model=yolov8n.pt epochs=100 imgsz=640 device=0
@@ -27,10 +27,13 @@ Examples
     yolojax val model=runs/detect/train/weights/best.npz data=coco8.yaml imgsz=640
     yolojax predict model=runs/detect/train/weights/best.npz source=path/to/images save=True
     yolojax export model=runs/detect/train/weights/best.npz format=onnx imgsz=640 dynamic=True
+    yolojax classify train data=shapes-cls model=yolov8n-cls.yaml epochs=10 imgsz=64
+    yolojax classify val model=runs/classify/train/weights/best.npz data=shapes-cls
+    yolojax classify predict model=runs/classify/train/weights/best.npz source=path/to/images
     yolojax cfg        (every train argument with its default)
 
 yolov8n.pt (and s/m/l/x) is downloaded into the working directory on first use (Ultralytics' weights, AGPL-3.0).
-Runs go to runs/detect/train, train2, ... with weights/best.npz and weights/last.npz.
+Runs go to runs/detect/train (runs/classify/train), train2, ... with weights/best.npz and weights/last.npz.
 Python: from yolojax import YOLO; YOLO("yolov8n.yaml").train(data="coco8.yaml", epochs=3)
 """
 
@@ -94,6 +97,39 @@ def parse_args(argv: list[str]) -> tuple[str | None, str | None, dict[str, Any]]
             raise CLIError(f"'{word}' is not a yolojax mode, task or argument." + (f" Did you mean '{near}'?" if near
                                                                                   else "") + " Run 'yolojax help'.")
     return task, mode, overrides
+
+
+# The model a task trains when model= is not given.
+DEFAULT_MODEL = {"detect": "yolov8n.yaml", "classify": "yolov8n-cls.yaml"}
+
+
+def model_task(model: str | None) -> str | None:
+    """The task of a model YAML (``classify`` for a Classify head, else ``detect``); None for weights, whose task
+    is known once they are loaded."""
+    if model is None or not str(model).endswith((".yaml", ".yml")):
+        return None
+    from yolojax.tasks import model_task as task_of_model
+
+    return task_of_model(model)
+
+
+def resolve_task(task: str | None, overrides: dict[str, Any]) -> str | None:
+    """The run's task from the task word, a ``task=`` argument and a model YAML (popping ``task`` from
+    ``overrides``); None when only loading the weights tells. A CLIError names a task yolojax does not run or a
+    task that does not fit the model."""
+    given = overrides.pop("task", None)
+    if task is not None and given is not None and given != task:
+        raise CLIError(f"the task word '{task}' and task={given} disagree; give one of them.")
+    task = task or given
+    if task is not None and task not in DEFAULT_MODEL:
+        raise CLIError(f"task '{task}': yolojax runs {' and '.join(DEFAULT_MODEL)} "
+                       f"(yolojax {' | '.join(DEFAULT_MODEL)} MODE ...); {task} stays with Ultralytics.")
+    model = overrides.get("model")
+    found = model_task(model)
+    if task is not None and found is not None and found != task:
+        raise CLIError(f"model={model} is a {found} model, but the task is {task}: use a {task} model (e.g. "
+                       f"model={DEFAULT_MODEL[task]}) or 'yolojax {found} ...'.")
+    return task or found
 
 
 def print_cfg() -> None:

@@ -80,6 +80,22 @@ class ValMetrics:
         return f"ValMetrics({self.results_dict})"
 
 
+def val_mesh(device, batch: int, verbose: bool = True):
+    """``(local devices, mesh, put)`` for validating ``batch`` images per batch on ``device``: as many of the
+    selected devices as divide ``batch`` evenly; ``put`` places a host batch split over them."""
+    import jax
+
+    from yolojax.engine.devices import (data_sharding, environment_line, largest_divisor_at_most, local_devices,
+                                        make_mesh, select_devices)
+
+    devices = local_devices(select_devices(device))
+    devices = devices[:largest_divisor_at_most(int(batch), len(devices))]  # each device gets batch / n images
+    mesh = make_mesh(devices)
+    if verbose:
+        print(environment_line(devices))
+    return devices, mesh, lambda b: jax.device_put(b, data_sharding(mesh))
+
+
 def validate(model, variables, *, data, names: dict[int, str] | None = None, imgsz: int = 640, batch: int = 16,
              conf: float | None = None, iou: float = 0.7, max_det: int = 300, split: str = "val",
              single_cls: bool = False, compat: str = "v8", device=None, workers: int | None = None,
@@ -90,8 +106,7 @@ def validate(model, variables, *, data, names: dict[int, str] | None = None, img
 
     from yolojax.data import DetectionDataset, ValLoader, check_dataset
     from yolojax.config import ConfigError, check_imgsz
-    from yolojax.engine.devices import (data_sharding, environment_line, host_cores, largest_divisor_at_most,
-                                        local_devices, make_mesh, replicated, select_devices)
+    from yolojax.engine.devices import host_cores, replicated
     from yolojax.engine.validate import Validator, speed_line
 
     for key in ignored:
@@ -110,17 +125,12 @@ def validate(model, variables, *, data, names: dict[int, str] | None = None, img
         raise ConfigError(f"The model predicts {model.num_classes} classes but dataset {info.get('yaml_file', data)} "
                           f"has {len(ds_names)} (names). Validate on the dataset the model was trained on, or train "
                           f"it on this one first.")
-    devices = local_devices(select_devices(device))
-    devices = devices[:largest_divisor_at_most(int(batch), len(devices))]  # each device gets batch / n images
-    mesh = make_mesh(devices)
-    if verbose:
-        print(environment_line(devices))
+    devices, mesh, put = val_mesh(device, batch, verbose)
     ds = DetectionDataset.from_config(info, split if info.get(split) else "val", imgsz=imgsz, single_cls=single_cls,
                                       compat=compat, verbose=False)
     if workers is None:
         workers = 0 if devices[0].platform == "cpu" else min(8, host_cores())
     loader = ValLoader(ds, batch_size=int(batch), rect=bool(rect), workers=int(workers), compat=compat)
-    put = lambda b: jax.device_put(b, data_sharding(mesh))  # noqa: E731
     validator = Validator(model, loader, ds_names, conf=conf, iou=iou, max_det=max_det, single_cls=single_cls,
                           compat=compat, compute_loss=False, put=put, keep_predictions=save_json)
     result = validator(jax.device_put(variables, replicated(mesh)))

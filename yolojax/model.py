@@ -6,6 +6,8 @@
     model = YOLO("yolov8n.yaml").load("yolov8n.pt")   # build, then transfer matching tensors
     metrics = model.train(data="coco8.yaml", epochs=100, imgsz=640, device=0)
     metrics.box.map, metrics.box.map50, metrics.results_dict
+    YOLO("yolov8n-cls.yaml").train(data="shapes-cls", epochs=10)   # a classifier: task == "classify", imgsz 224
+    metrics.top1, metrics.top5                        # its val metrics; predict(...)[0].probs.top1
     YOLO("runs/detect/train/weights/last.npz").train(resume=True)
     model.val(data=...), model.predict("bus.jpg"), model.info(), model.names
     model.export(format="onnx")                       # best.npz -> best.onnx beside it
@@ -99,7 +101,7 @@ def train_config(args: dict[str, Any]):
     that have no effect on detection training are dropped with a warning. Every value is checked
     (``yolojax.config.checks``: a ``ConfigError`` names the key, the value and what is valid) and keeps its
     given type where several are valid (``pretrained="w.pt"``, ``resume="runs/detect/train"``, ``cache="ram"``,
-    ``device=[0, 1]``)."""
+    ``device=[0, 1]``). ``task=classify`` without ``imgsz`` trains at 224, as Ultralytics' classification trainer."""
     from yolojax.config import ConfigError, closest_key, default_config
     from yolojax.config import check_config
     from yolojax.config.checks import NO_EFFECT_KEYS
@@ -117,15 +119,21 @@ def train_config(args: dict[str, Any]):
             hint = f" Did you mean '{near}'?" if near else ""
             raise ConfigError(f"'{key}' is not a valid yolojax/Ultralytics train argument.{hint} Run 'yolojax cfg' "
                               f"to list every key with its default.")
-    if clean.get("task", "detect") != "detect":
-        raise ConfigError(f"task={clean['task']!r}: yolojax trains detection models only (task=detect).")
+    from yolojax.tasks import TASKS
+
+    task = clean.get("task", "detect")
+    if task not in TASKS:
+        raise ConfigError(f"task={task!r}: yolojax trains {' and '.join(TASKS)} models (task={'|'.join(TASKS)}).")
+    if task == "classify" and "imgsz" not in clean:
+        clean["imgsz"] = 224
     return check_config({**base, **clean})
 
 
 class YOLO:
-    """A YOLOv8 detector with Ultralytics' methods: ``train``, ``val``, ``predict``, ``export``, ``load``, ``info``.
-    A YOLOv8-cls classifier (``task == "classify"``: a ``-cls`` YAML or checkpoint) builds, loads, ``load``s,
-    ``save``s and reports ``info``; its train/val/predict/export raise a ConfigError saying they are coming.
+    """A YOLOv8 detector or classifier with Ultralytics' methods: ``train``, ``val``, ``predict``, ``export``,
+    ``load``, ``info``. A YOLOv8-cls classifier (``task == "classify"``: a ``-cls`` YAML or checkpoint) trains,
+    validates (:class:`yolojax.classify_evaluate.ClassifyMetrics`) and predicts
+    (:class:`yolojax.classify_predict.ClassifyResult`); its ``export`` raises a ConfigError (detection only).
 
     Attributes: ``model`` (the :class:`yolojax.nn.YOLOv8` module), ``variables`` ({"params", "batch_stats"}),
     ``names`` ({id: name}), ``ckpt_path`` (the weights file it was loaded from, or None), ``cfg`` (the YAML it
@@ -213,13 +221,13 @@ class YOLO:
         return str(p)
 
     def train(self, **kwargs) -> "Any":
-        """Train with Ultralytics' arguments; returns the final validation metrics (a ``yolojax.evaluate.ValMetrics``).
+        """Train with Ultralytics' arguments; returns the final validation metrics (``yolojax.evaluate.ValMetrics``;
+        for a classifier ``yolojax.classify_evaluate.ClassifyMetrics``).
 
         Merge order as Ultralytics: checkpoint overrides < {data, model, task} < ``kwargs`` < mode='train'."""
         from yolojax.engine.devices import use_cpu_cores
         from yolojax.train import train_and_evaluate
 
-        self._require_detect("training")
         use_cpu_cores()  # YOLOJAX_CPU_DEVICES=N splits the CPU, if JAX has not run anything yet in this process
         kwargs = dict(kwargs)
         kwargs.pop("mode", None)
@@ -253,34 +261,54 @@ class YOLO:
                 self._load(str(save_dir / "weights" / name))
                 self._loaded = False
                 break
-        from yolojax.evaluate import ValMetrics
-
         final = captured.get("final")
-        self.metrics = ValMetrics.from_result(final, self.names, save_dir, config.compat) if final is not None else None
+        if final is None:
+            self.metrics = None
+        elif self.task == "classify":
+            from yolojax.classify_evaluate import ClassifyMetrics
+
+            self.metrics = ClassifyMetrics.from_result(final, self.names, save_dir)
+        else:
+            from yolojax.evaluate import ValMetrics
+
+            self.metrics = ValMetrics.from_result(final, self.names, save_dir, config.compat)
         return self.metrics
 
     # -- evaluation and inference ------------------------------------------------------------------------------
     def val(self, **kwargs):
-        """Validate on ``data`` (default: the dataset the weights were trained on); returns ``ValMetrics``."""
+        """Validate on ``data`` (default: the dataset the weights were trained on); returns ``ValMetrics``
+        (a classifier: ``ClassifyMetrics``, at imgsz 224 unless the weights or ``imgsz`` say otherwise)."""
         from yolojax.engine.devices import use_cpu_cores
-        from yolojax.evaluate import validate
 
-        self._require_detect("validation")
         use_cpu_cores()  # YOLOJAX_CPU_DEVICES=N splits the CPU, if JAX has not run anything yet in this process
         args = {k: v for k, v in self.overrides.items() if k in ("imgsz", "data", "single_cls")}
         args.update(kwargs)
-        self.metrics = validate(self.model, self.variables, names=self.names, **args)
+        if self.task == "classify":
+            from yolojax.classify_evaluate import validate_classifier
+
+            args.pop("single_cls", None)  # a checkpoint's train argument, without meaning for a classifier
+            self.metrics = validate_classifier(self.model, self.variables, names=self.names, **args)
+        else:
+            from yolojax.evaluate import validate
+
+            self.metrics = validate(self.model, self.variables, names=self.names, **args)
         return self.metrics
 
     def predict(self, source=None, **kwargs):
         """Detect objects in ``source`` (image path, directory, glob, list, or BGR uint8 array) as Ultralytics'
         predictor does; returns a list of :class:`yolojax.predict.Prediction` (boxes xyxy in original pixels,
-        scores, classes). Keywords: :func:`yolojax.predict.predict`'s (imgsz, conf, iou, classes, compat, ...)."""
-        from yolojax.predict import predict
-
-        self._require_detect("prediction")
+        scores, classes). Keywords: :func:`yolojax.predict.predict`'s (imgsz, conf, iou, classes, compat, ...).
+        A classifier returns :class:`yolojax.classify_predict.ClassifyResult` s (``.probs.top1``, ``.top5``,
+        ``.top1conf``, ``.top5conf``, ``.data``); keywords: :func:`yolojax.classify_predict.predict_classes`'s."""
         if source is None:
             raise ValueError("predict needs a source: an image path, a directory, a glob, a list or an array.")
+        if self.task == "classify":
+            from yolojax.classify_predict import predict_classes
+
+            kwargs.setdefault("imgsz", self.overrides.get("imgsz", 224))
+            return predict_classes(self.model, self.variables, source, names=self.names, **kwargs)
+        from yolojax.predict import predict
+
         kwargs.setdefault("imgsz", self.overrides.get("imgsz", 640))
         return predict(self.model, self.variables, source, names=self.names, **kwargs)
 
@@ -292,21 +320,17 @@ class YOLO:
         (:func:`yolojax.export.export`)."""
         from yolojax.export import check_args, export
 
-        self._require_detect("export")
+        if self.task != "detect":
+            from yolojax.config import ConfigError
+
+            raise ConfigError(f"export of classification models is not part of yolojax: this YOLO holds a YOLOv8-cls "
+                              f"classifier ({self.ckpt_path or self.cfg}); save its weights with .save('w.npz') or "
+                              f"run it as a Flax module (.model.apply(.variables, images)). Detection models export "
+                              f"to onnx and saved_model.")
         args = check_args(kwargs)
         args.setdefault("imgsz", self.overrides.get("imgsz", 640))
         return str(export(self.model, self.variables, names=self.names, source=self.ckpt_path or self.cfg,
                           format=format, data=self.overrides.get("data"), **args))
-
-    def _require_detect(self, action: str) -> None:
-        if self.task != "detect":
-            from yolojax.config import ConfigError
-
-            raise ConfigError(
-                f"{action} of classification models is coming to yolojax but not there yet: this YOLO holds a "
-                f"YOLOv8-cls classifier ({self.ckpt_path or self.cfg}), which yolojax can build, load, save "
-                f"(.save) and run as a Flax module (.model.apply(.variables, images)). Detection models "
-                f"(yolov8n.pt, yolov8n.yaml ...) support train, val, predict and export.")
 
     def info(self, detailed: bool = False, verbose: bool = True):
         """Print and return the model summary (layers, parameters, gradients, GFLOPs at 640)."""

@@ -23,11 +23,12 @@ def train_and_evaluate(config, workdir=None, *, callbacks: dict[str, list[Callab
     """Train per ``config`` into ``workdir`` (default runs/<task>/trainN); returns the final metrics dict."""
     from yolojax.engine.distributed import collective_failure_guard
     from yolojax.engine.loop import train
-    from yolojax.tasks import task_for
+    from yolojax.tasks import configure
 
     config = cfgmod.check_config(config)  # every value, before anything heavy: a ConfigError names key, value, valid
+    config, task = configure(config)  # the task (from task= or the model) and its default image size
     with collective_failure_guard("training"):  # multi-host: a dead peer ends the run with a DistributedError
-        return train(config, workdir, task_for(config), callbacks=callbacks)
+        return train(config, workdir, task, callbacks=callbacks)
 
 
 def main(argv=None) -> None:

@@ -135,7 +135,7 @@ def increment_path(path: pathlib.Path, exist_ok: bool = False) -> pathlib.Path:
 
 
 def run_dir(config) -> pathlib.Path:
-    project = pathlib.Path(config.get("project") or "runs/detect")
+    project = pathlib.Path(config.get("project") or f"runs/{config.get('task') or 'detect'}")
     return increment_path(project / (config.get("name") or "train"), bool(config.get("exist_ok")))
 
 

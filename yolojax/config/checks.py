@@ -253,7 +253,7 @@ OPTIMIZERS = ("SGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "au
 
 # key -> rule. The Ultralytics class of each key is the rule's kind (integer / number / fraction / boolean / choice).
 RULES: dict[str, Rule] = {
-    "task": choice("detect", case=True),
+    "task": choice("detect", "classify", case=True),
     "mode": choice("train", case=True),
     "model": or_default("yolov8n.yaml", text),
     "data": or_default("shapes", dataset),
@@ -261,7 +261,7 @@ RULES: dict[str, Rule] = {
     "time": optional(number(0, lo_open=True, note=" (hours)")),
     "patience": optional(integer(0, " (0 disables early stopping)")),
     "batch": batch,
-    "imgsz": imgsz,
+    "imgsz": optional(imgsz),  # None: the task's default (yolojax.tasks.configure)
     "save": boolean,
     "save_period": integer(note=" (<= 0: no epoch{N} files)"),
     "cache": cache,

@@ -9,7 +9,8 @@
 
 ``data`` may be a folder (``root/train/<class>/*``, ``root/val/<class>/*``, optional ``root/test/<class>/*``), a
 relative folder name under the datasets dir (``$YOLOJAX_DATASETS_DIR``, default ``./datasets``), an http(s) ``.zip``
-URL or a local ``.zip`` (extracted into the datasets dir), ``shapes`` (the synthetic set, generated on first use) or a
+URL or a local ``.zip`` (extracted into the datasets dir), ``shapes-cls`` (the synthetic set of six shape classes,
+generated on first use; ``shapes``, the default ``data``, names it too for a classification run) or a
 bare name that Ultralytics publishes in its release assets (``imagenette160``, ``mnist160``, ``cifar10`` ...): a name
 whose folder is missing is fetched from ``<assets>/v0.0.0/<name>.zip`` and extracted into the datasets dir (the
 archive holds ``<name>/train/...``). ``imagenet`` is never downloaded (it needs an account): the error says where to
@@ -94,7 +95,7 @@ def _download_by_name(name: str, dest: pathlib.Path) -> None:
 def _resolve_root(data: str, autodownload: bool) -> pathlib.Path:
     """The dataset folder that ``data`` names, downloading or extracting it when needed."""
     s = data.strip()
-    if s.lower() == "shapes":
+    if s.lower() in ("shapes", "shapes-cls"):  # the synthetic set: shapes-cls, or the default data=shapes
         return shapes_cls_dir()
     if s.lower().startswith(("http://", "https://")):
         name = pathlib.PurePosixPath(s.split("?")[0]).name

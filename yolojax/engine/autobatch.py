@@ -87,17 +87,19 @@ def train_batch_spec(batch: int, imgsz: int, max_boxes: int) -> dict:
             "classes": S((batch, max_boxes), jnp.int32), "mask": S((batch, max_boxes), bool)}
 
 
-def measure(step: Callable, state, sizes: Sequence[int], imgsz: int, max_boxes: Callable[[int], int],
-            device) -> list[float | None]:
+def measure(step: Callable, state, sizes: Sequence[int], imgsz: int, max_boxes: Callable[[int], int] | None,
+            device, *, batch_spec: Callable[[int], dict] | None = None) -> list[float | None]:
     """Bytes of ``step(state, batch)`` compiled for ``device`` at each batch size (None where compiling failed).
-    ``state``: the train state (arrays or ShapeDtypeStructs); ``max_boxes(b)``: the box padding at batch b."""
+    ``state``: the train state (arrays or ShapeDtypeStructs); ``batch_spec(b)``: the abstract batch of size b
+    (default: a detection batch of ``imgsz`` images with ``max_boxes(b)`` padded boxes)."""
+    spec = batch_spec or (lambda b: train_batch_spec(b, imgsz, max_boxes(b)))
     sharding = jax.sharding.SingleDeviceSharding(device)
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
     fn = jax.jit(step, donate_argnums=0)
 
     def one(b):
         batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                             train_batch_spec(b, imgsz, max_boxes(b)))
+                             spec(b))
         try:
             return float(step_bytes(fn.lower(state, batch).compile()))
         except Exception:  # noqa: BLE001 - a size that cannot be compiled caps the batch (fit_batch)
@@ -108,10 +110,12 @@ def measure(step: Callable, state, sizes: Sequence[int], imgsz: int, max_boxes: 
         return list(pool.map(one, sizes))
 
 
-def auto_batch(batch, devices, *, imgsz: int, make_state: Callable, step: Callable, max_boxes: Callable[[int], int],
-               log: Callable[[str], None] = print) -> int:
+def auto_batch(batch, devices, *, imgsz: int, make_state: Callable, step: Callable,
+               max_boxes: Callable[[int], int] | None = None, log: Callable[[str], None] = print,
+               batch_spec: Callable[[int], dict] | None = None) -> int:
     """The global batch for ``batch`` (-1 or a fraction) on ``devices``: per-device batch × device count.
-    ``make_state()``: a train state for the measurement (built only on an accelerator)."""
+    ``make_state()``: a train state for the measurement (built only on an accelerator); the probe batches are
+    ``batch_spec(b)`` (default: detection batches with ``max_boxes(b)`` boxes)."""
     fraction = memory_fraction(batch)
     device = devices[0]
     log(f"{PREFIX}Computing optimal batch size for imgsz={imgsz} at {fraction * 100:.1f}% of the accelerator memory.")
@@ -122,7 +126,7 @@ def auto_batch(batch, devices, *, imgsz: int, make_state: Callable, step: Callab
         return DEFAULT_BATCH
     gib = 1 << 30
     log(f"{PREFIX}{device} {available / gib:.2f}G available")
-    used = measure(step, make_state(), PROBE_SIZES, imgsz, max_boxes, device)
+    used = measure(step, make_state(), PROBE_SIZES, imgsz, max_boxes, device, batch_spec=batch_spec)
     b, why = fit_batch(PROBE_SIZES, used, available, fraction)
     if why:
         log(f"{PREFIX}WARNING {why}; using the default batch size {DEFAULT_BATCH}.")

@@ -109,7 +109,8 @@ def _hyper(config, task: Task, nc: int, n_images: int, batch: int, nb: int, vari
                         accumulate=accumulate_steps(nbs, batch), nbs_over_batch=nbs / batch, compat=config.compat)
     hyper = TrainHyper(schedule=schedule, optimizer=name, weight_decay=weight_decay, box=float(config.box),
                        cls=float(config.cls), dfl=float(config.dfl), compat=config.compat,
-                       frozen_layers=cfgmod.parse_freeze(config.freeze), objective=task.objective(config))
+                       frozen_layers=cfgmod.parse_freeze(config.freeze), objective=task.objective(config),
+                       seed=int(config.seed))
     mom_txt = f"momentum={momentum}" if name in MOMENTUM_OPTIMIZERS else f"betas=({momentum}, 0.999)"
     lines.append(f"optimizer: {name}(lr={lr0}, {mom_txt}) with parameter groups "
                  f"{_count_groups(variables['params'], weight_decay)}")

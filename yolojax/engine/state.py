@@ -51,6 +51,9 @@ class TrainHyper:
     # of ``batch``'s images, ``total`` the scalar to differentiate, ``items`` scalars reported beside it. Static and
     # hashable (a module-level function): part of the compiled program. None: the detection loss from box, cls, dfl.
     objective: Callable | None = None
+    # The run's seed: a model with dropout draws its masks from a key of (seed, iteration), so a resumed run draws
+    # exactly what it would have drawn. A model without dropout draws nothing (the step does not depend on it).
+    seed: int = 0
     # Set by create_train_state: the schedule makes every iteration an optimizer step (batch >= nbs), so the step
     # needs neither the accumulator (a read, add and zeroing of every gradient) nor a branch (a lax.cond, which
     # XLA:GPU runs either as a CUDA-graph conditional or by reading the predicate back on the host).
@@ -137,9 +140,13 @@ def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
     objective = h.objective or _detection_objective(h)
     images = resize_batch(preprocess(batch_images(batch)), batch)  # multi-scale: the [0, 1] batch resized
 
+    rngs = {}
+    if getattr(state.model, "dropout", 0.0) > 0:  # the classifier's head dropout
+        rngs = {"dropout": jax.random.fold_in(jax.random.key(h.seed), state.step)}
+
     def loss_fn(params):
         outputs, updates = state.model.apply({"params": params, "batch_stats": state.batch_stats}, images,
-                                             train=True, mutable=["batch_stats"])
+                                             train=True, mutable=["batch_stats"], rngs=rngs)
         total, items = objective(outputs, batch, state.model)
         return total, (items, updates["batch_stats"])
 

@@ -33,6 +33,7 @@ class Task(Protocol):
     loss_names: tuple[str, ...]  # the step's loss items of the progress line and the train/<name> columns
     columns: tuple[str, ...]  # results.csv columns, in order: epoch, time, train/..., metrics/..., val/..., lr/pg0..2
     closes_mosaic: bool  # the train loader closes mosaic at close_mosaic_epoch (a time budget re-plans it)
+    default_imgsz: int  # the image size of a run that gives none (imgsz=None): 640 detect, 224 classify
 
     def datasets(self, config) -> tuple[dict[int, str], Any, Any]:
         """(class names, train dataset, val dataset) of ``config.data`` (``single_cls``, ``classes`` applied)."""

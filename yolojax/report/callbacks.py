@@ -105,7 +105,7 @@ class RunReporter:
 
     def on_train_batch_end(self, event) -> None:
         step = int(event.step)
-        if self.plots and event.batch is not None and self._draws_batch(event):
+        if self.plots and event.task == "detect" and event.batch is not None and self._draws_batch(event):
             batch = {k: np.array(v) for k, v in event.batch.items()}
             self.queue.call(f"train_batch{step}.jpg", self._draw_train_batch, step, batch)
         m = event.batch_metrics
@@ -160,7 +160,7 @@ class RunReporter:
             self.queue.call("results.png", lambda: plots.plot_results(self.save_dir / "results.png",
                                                                       read_results_csv(csv)))
         val = event.final if event.final is not None else event.val
-        if val is None:
+        if val is None or event.task != "detect":  # the classification pictures: ClassificationTask's
             return
         last_epoch = int((event.row or {}).get("epoch", event.epochs))
         for k, fb in enumerate(val.first_batches):

@@ -370,16 +370,18 @@ def normalize_confusion(matrix: np.ndarray) -> np.ndarray:
     return m / (m.sum(0, keepdims=True) + 1e-9)
 
 
-def plot_confusion_matrix(path, matrix: np.ndarray, names: Mapping[int, str], *, normalize: bool) -> pathlib.Path:
+def plot_confusion_matrix(path, matrix: np.ndarray, names: Mapping[int, str], *, normalize: bool,
+                          background: bool = True) -> pathlib.Path:
     """confusion_matrix.png / confusion_matrix_normalized.png.
 
     Args:
-      matrix: (nc + 1, nc + 1) counts, rows = predicted class, columns = true class, index nc = background
-        (``yolojax.metrics.ConfusionMatrix.matrix``).
+      matrix: rows = predicted class, columns = true class. With ``background`` (detection) (nc + 1, nc + 1) counts
+        whose index nc is the background (``yolojax.metrics.ConfusionMatrix.matrix``); without (classification)
+        (nc, nc) counts (``yolojax.metrics.classify_confusion``).
     """
     m = normalize_confusion(matrix) if normalize else np.asarray(matrix, np.float64)
     n = m.shape[0]
-    ticks = [names.get(i, str(i)) for i in range(n - 1)] + ["background"]
+    ticks = [names.get(i, str(i)) for i in range(n - 1 if background else n)] + (["background"] if background else [])
     fig, ax = _new_figure(12, 9)
     a = ax[0, 0]
     shown = np.where(m < 0.005, np.nan, m)  # empty cells stay white

@@ -50,9 +50,9 @@ def build_model(config, nc: int, names: dict, dtype):
 
     src = str(config.model)
     compat = config.compat
-    not_detect = cfgmod.ConfigError(f"model={src!r} is a classification model; yolojax trains detection models "
-                                    "only so far (classification training is coming). Use a detection model such as "
-                                    "yolov8n.yaml or yolov8n.pt.")
+    not_detect = cfgmod.ConfigError(f"model={src!r} is a classification model, but task=detect trains detection "
+                                    "models: use one such as yolov8n.yaml or yolov8n.pt, or task=classify with a "
+                                    "classification dataset (class folders).")
     if src.endswith((".yaml", ".yml")):
         if model_class(src) is not YOLOv8:
             raise not_detect
@@ -83,6 +83,7 @@ class DetectTask:
     loss_names = ("box_loss", "cls_loss", "dfl_loss")
     columns = COLUMNS
     closes_mosaic = True
+    default_imgsz = 640
 
     def datasets(self, config):
         from yolojax.data import DetectionDataset, check_dataset
