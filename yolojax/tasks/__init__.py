@@ -5,8 +5,8 @@
 
 ``task_for(config)``: ``config.task`` when it is ``classify``; otherwise the model decides (a ``-cls`` YAML, a YAML
 ending in a Classify head, or a classification checkpoint trains with the classification task, as Ultralytics
-guesses the task from the model). A detection model with a classification dataset (a folder of class folders, a
-``tfds:`` name) or the other way round is refused in one line before anything is built.
+guesses the task from the model). A detection model with a classification dataset (a folder of class folders) or the
+other way round is refused in one line before anything is built.
 """
 from __future__ import annotations
 
@@ -49,10 +49,9 @@ def model_task(model) -> str:
 
 
 def _is_classification_data(data) -> bool:
-    """A ``tfds:`` name, or a folder that holds ``train/`` class folders (not a YOLO ``images/``/``labels/`` set)."""
+    """A folder that holds ``train/`` class folders (not a YOLO ``images/``/``labels/`` set). A ``tfds:`` name serves
+    either task (VOC detection, imagenette classification): the task's own dataset check names a mismatch."""
     s = str(data).strip()
-    if s.startswith("tfds:"):
-        return True
     root = pathlib.Path(s).expanduser()
     train = root / "train"
     return root.is_dir() and train.is_dir() and not (train / "images").is_dir() and not (root / "images").is_dir()
@@ -65,7 +64,7 @@ def task_for(config):
         name = model_task(config.model)
     data = config.get("data")
     if name == "detect" and data is not None and _is_classification_data(data):
-        raise ConfigError(f"data={data!r} is a classification dataset (class folders or tfds:), but model="
+        raise ConfigError(f"data={data!r} is a classification dataset (class folders), but model="
                           f"{config.model!r} is a detection model: train a classifier on it (model=yolov8n-cls.yaml, "
                           "task=classify) or give a detection dataset YAML.")
     if name == "classify" and isinstance(data, str) and data.endswith((".yaml", ".yml")):
