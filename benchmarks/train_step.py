@@ -383,7 +383,10 @@ def interleave_with_ultralytics(batch_np: dict, run_steps, args) -> dict | None:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                                     env=env, cwd=tmp)
         try:
-            if json.loads(proc.stdout.readline() or "{}").get("ready") is not True:
+            line = proc.stdout.readline()
+            while line and not line.startswith("{"):  # the library's own console lines before the handshake
+                line = proc.stdout.readline()
+            if json.loads(line or "{}").get("ready") is not True:
                 proc.kill()
                 print(f"Ultralytics half failed:\n{err_path.read_text()[-3000:]}", file=sys.stderr)
                 return None

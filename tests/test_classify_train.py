@@ -63,6 +63,15 @@ def test_the_model_or_task_key_picks_classification_and_its_image_size(cls_dir, 
     assert run_dir(configure(_config(cls_dir, project=None, name="x"))[0]) == pathlib.Path("runs/classify/x")
 
 
+def test_a_resumed_run_keeps_the_task_it_was_run_with(tmp_path):
+    from yolojax.tasks import task_for
+
+    (tmp_path / "weights" / "ckpt").mkdir(parents=True)
+    (tmp_path / "args.yaml").write_text("task: classify\nmodel: yolov8n-cls.yaml\n")
+    for where in (tmp_path, tmp_path / "weights" / "ckpt", tmp_path / "weights" / "last.npz"):
+        assert task_for(_config("shapes", model="yolov8n.yaml", resume=str(where))).name == "classify", where
+
+
 def test_a_model_and_dataset_of_different_tasks_are_refused_in_one_line(cls_dir):
     from yolojax.tasks import task_for
     from yolojax.tasks.classify import build_model

@@ -57,10 +57,26 @@ def _is_classification_data(data) -> bool:
     return root.is_dir() and train.is_dir() and not (train / "images").is_dir() and not (root / "images").is_dir()
 
 
+def _resumed_task(resume) -> str | None:
+    """The task in the args.yaml of the run a ``resume`` path names (the run, its weights/, ckpt/ or a weights file)."""
+    import yaml
+
+    if not isinstance(resume, str) or resume in ("True", "true", "1"):
+        return None
+    p = pathlib.Path(resume)
+    for run in (p, p.parent, p.parent.parent, p.parent.parent.parent):
+        args = run / "args.yaml"
+        if args.is_file():
+            return (yaml.safe_load(args.read_text()) or {}).get("task")
+    return None
+
+
 def task_for(config):
-    """The task a run's ``config`` asks for (see the module docstring)."""
+    """The task a run's ``config`` asks for (see the module docstring); a resumed run's is the one it was run with."""
     name = str(config.get("task") or "detect")
-    if name == "detect" and not config.get("resume"):
+    if name == "detect" and config.get("resume"):
+        name = _resumed_task(config.resume) or name
+    elif name == "detect":
         name = model_task(config.model)
     data = config.get("data")
     if name == "detect" and data is not None and _is_classification_data(data):
