@@ -278,8 +278,7 @@ def _fake_run(tmp_path, *, draw=True, log_every=10, epochs=2, nb=2):
         log.write_scalars(epoch + 1, row)
         board.write_scalars(epoch + 1, epoch_scalars(row, 100.0 + epoch))
     if pictures is not None:
-        pictures.results(log.path)
-        pictures.validation(_fake_val(), epochs)
+        pictures.final(log.path, _fake_val(), epochs)
     board.close()
     return board
 

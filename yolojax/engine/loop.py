@@ -222,10 +222,8 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
     run.val_loader.close()
     ckpt.close()
     if pictures is not None:
-        pictures.results(results.path)
-        val = final if final is not None else event.val
-        if val is not None:
-            pictures.validation(val, int(results.rows[-1]["epoch"]) if results.rows else epochs)
+        pictures.final(results.path, final if final is not None else event.val,
+                       int(results.rows[-1]["epoch"]) if results.rows else epochs)
     if board is not None:
         board.close()  # every picture and event is written when training returns
     fire("on_train_end", final=final, wall_seconds=wall)

@@ -55,17 +55,16 @@ class RunPictures:
         copy = {k: np.array(v) for k, v in batch.items()}
         self.board.call(f"train_batch{step}.jpg", self._draw_train_batch, step, copy)
 
-    def results(self, csv_path) -> None:
-        """results.png from results.csv at ``csv_path`` (nothing when the file does not exist). Queued after every
-        job before it, so the file is read as the loop last wrote it."""
+    def final(self, csv_path, result: Any, step: int) -> None:
+        """The run's last pictures: results.png from results.csv at ``csv_path`` (none when the file does not exist;
+        read on the writer's thread, after every job queued before), then the task's pictures of the validation
+        ``result`` (the final one; None: none), at epoch ``step`` in TensorBoard."""
         csv = pathlib.Path(csv_path)
         if csv.is_file():
             self.board.call("results.png", lambda: plots.plot_results(self.save_dir / "results.png",
                                                                       read_results_csv(csv)))
-
-    def validation(self, result: Any, step: int) -> None:
-        """The task's pictures of a validation ``result`` (the final one), at epoch ``step`` in TensorBoard."""
-        self.board.call("validation pictures", self._draw_validation, result, step)
+        if result is not None:
+            self.board.call("validation pictures", self._draw_validation, result, step)
 
     # ------------------------------------------------------------------------------- on the writer's thread
 
