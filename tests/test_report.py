@@ -1,12 +1,13 @@
 """Monitoring and pictures: plotting functions on hand-made inputs, the TensorBoard writer/reader round trip,
-the run callbacks on a fake run (wiring, plots=False, never blocking the loop), and one real short training
+the run's writers and pictures driven as the loop drives them on a fake run (wiring, plots=False, never blocking
+the loop), and one real short training
 whose run directory must hold every Ultralytics picture, results.csv and readable TensorBoard events."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import pathlib
+import sys
 import threading
 import time
 import types
@@ -16,11 +17,11 @@ import numpy as np
 import pytest
 
 from yolojax.report import plots
-from yolojax.report.callbacks import RunReporter, default_callbacks
-from yolojax.report.events import TrainEvent
 from yolojax.report.phases import PHASES, PhaseTimer, phase_table, summary_line
-from yolojax.report.results import COLUMNS, ResultsLog, read_results_csv
+from yolojax.report.results import COLUMNS, CsvWriter, read_results_csv
+from yolojax.report.run_pictures import RunPictures, draws_train_batch
 from yolojax.report.tensorboard import TensorBoardLogger, event_files, read_images, read_scalars
+from yolojax.report.writers import epoch_scalars, iteration_scalars, open_board
 
 NAMES = {0: "circle", 1: "square", 2: "star"}
 PICTURES = ("results.png", "labels.jpg", "train_batch0.jpg", "train_batch1.jpg", "train_batch2.jpg",
@@ -222,7 +223,7 @@ def test_event_reader_rejects_a_corrupted_file(tmp_path):
         read_scalars(tmp_path)
 
 
-# ----------------------------------------------------------------------------------------------- callbacks (fake run)
+# ------------------------------------------------------------------------------------- writers and pictures (fake run)
 
 
 def _fake_val(nc=3):
@@ -250,43 +251,41 @@ def _fake_val(nc=3):
     return ValResult(metrics, {}, {}, [], 2, acc, [{"batch": batch, "pred": pred}])
 
 
-def _fake_run(tmp_path, reporter: RunReporter, *, epochs=2, nb=2):
-    """Drive ``reporter`` through the trainer's events with hand-made data; returns the last event."""
+def _fake_run(tmp_path, *, draw=True, log_every=10, epochs=2, nb=2):
+    """Drive the run's writers and pictures as the training loop does on process 0, with hand-made data (mosaic
+    closes at the last epoch, as close_mosaic=1 has it); returns the run's background writer, closed."""
+    from yolojax.tasks.detect import DetectTask
+
     rng = np.random.default_rng(0)
     labels = [np.column_stack([rng.integers(0, 3, 4), rng.uniform(0.2, 0.6, (4, 4))]) for _ in range(6)]
-    ev = TrainEvent(name="on_pretrain_routine_end", task="detect", config={"close_mosaic": 1}, save_dir=tmp_path,
-                    names=NAMES, epochs=epochs, train_labels=labels)
-
-    def fire(name, **changes):
-        nonlocal ev
-        ev = dataclasses.replace(ev, name=name, **changes)
-        [cb(ev) for cb in reporter.callbacks().get(name, [])]
-
-    for event in ("on_pretrain_routine_end", "on_train_start"):
-        fire(event)
-    log = ResultsLog(tmp_path / "results.csv")
+    board, tensorboard = open_board(tmp_path, True)
+    pictures = RunPictures(board, DetectTask(), NAMES, tmp_path) if draw else None
+    if pictures is not None:
+        pictures.labels(labels)
+    log = CsvWriter(tmp_path / "results.csv")
     images, boxes, classes, mask = _gray_batch()
     for epoch in range(epochs):
         for i in range(nb):
             step = epoch * nb + i
-            fire("on_train_batch_end", epoch=epoch, step=step,
-                 batch={"images": images + step, "boxes": boxes, "classes": classes, "mask": mask},
-                 batch_metrics={"box_loss": np.float32(3.0 - step), "cls_loss": np.float32(2.0),
-                                "dfl_loss": np.float32(1.0), "lr/pg0": np.float32(0.01), "lr/pg1": np.float32(0.02),
-                                "lr/pg2": np.float32(0.03)})
-        fire("on_train_epoch_end", images_per_second=100.0 + epoch)
+            batch = {"images": images + step, "boxes": boxes, "classes": classes, "mask": mask}
+            metrics = {"box_loss": np.float32(3.0 - step), "cls_loss": np.float32(2.0), "dfl_loss": np.float32(1.0),
+                       "lr/pg0": np.float32(0.01), "lr/pg1": np.float32(0.02), "lr/pg2": np.float32(0.03)}
+            if pictures is not None and draws_train_batch(step, nb, epochs - 1):
+                pictures.train_batch(step, batch)
+            if tensorboard and step % log_every == 0:
+                board.write_scalars(step, iteration_scalars(metrics))
         row = {"epoch": epoch + 1, **{c: 0.1 * (epoch + 1) + 0.001 * k for k, c in enumerate(COLUMNS[1:])}}
-        log.append(row)
-        log.write()
-        fire("on_fit_epoch_end", row=row, val=_fake_val())
-    fire("on_train_end", final=_fake_val())
-    return ev
+        log.write_scalars(epoch + 1, row)
+        board.write_scalars(epoch + 1, epoch_scalars(row, 100.0 + epoch))
+    if pictures is not None:
+        pictures.final(log.path, _fake_val(), epochs)
+    board.close()
+    return board
 
 
-def test_callbacks_write_every_picture_and_the_epoch_scalars(tmp_path):
-    reporter = RunReporter(log_every=1)
-    _fake_run(tmp_path, reporter)
-    assert reporter.failures == []
+def test_run_writers_write_every_picture_and_the_epoch_scalars(tmp_path):
+    board = _fake_run(tmp_path, log_every=1)
+    assert board.failures == []
     # close_mosaic at epoch 1 of 2 with 2 batches per epoch: iterations 0, 1, 2 and again 2, 3 (spec §3.14)
     assert sorted(p.name for p in tmp_path.glob("train_batch*.jpg")) == [f"train_batch{k}.jpg" for k in range(4)]
     for name in PICTURES:
@@ -307,44 +306,55 @@ def test_callbacks_write_every_picture_and_the_epoch_scalars(tmp_path):
 
 
 def test_plots_false_writes_only_tensorboard(tmp_path):
-    _fake_run(tmp_path, RunReporter(plots=False))
+    _fake_run(tmp_path, draw=False)
     made = {p.name for p in tmp_path.iterdir() if not p.name.startswith("events.out.tfevents")}
     assert made == {"results.csv"}
     assert "train/box_loss" in read_scalars(tmp_path) and not read_images(tmp_path)
 
 
-def test_default_callbacks_follow_the_config():
-    cfg = {"plots": False, "log_every": 5}
-    cbs = default_callbacks(cfg)
-    assert set(cbs) == {"on_pretrain_routine_end", "on_train_batch_end", "on_train_epoch_end", "on_fit_epoch_end",
-                        "on_train_end"}
-    reporter = cbs["on_train_end"][0].__self__
-    assert (reporter.plots, reporter.want_tb, reporter.log_every) == (False, True, 5)
+def test_train_batch_pictures_follow_ultralytics_iterations():
+    """The first three iterations, and the first three of the epoch that closes mosaic: (epochs - close_mosaic) * nb
+    + {0, 1, 2}; 5 batches per epoch, mosaic closing at epoch 3 -> 15, 16, 17."""
+    assert [s for s in range(40) if draws_train_batch(s, 5, 3)] == [0, 1, 2, 15, 16, 17]
+    assert [s for s in range(40) if draws_train_batch(s, 5, None)] == [0, 1, 2]
+    assert [s for s in range(40) if draws_train_batch(s, 1, 1)] == [0, 1, 2, 3]  # one batch per epoch: overlap
+
+
+def test_open_board_follows_the_tensorboard_key_and_warns_once_without_tensorboardx(tmp_path, monkeypatch, capsys):
+    board, on = open_board(tmp_path / "off", False)
+    board.close()
+    assert not on and not event_files(tmp_path / "off")
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if it were not installed: importing it fails
+    board, on = open_board(tmp_path / "missing", True)
+    board.write_scalars(1, {"train/box_loss": 1.0})  # a writer without TensorBoard takes the calls
+    board.close()
+    err = capsys.readouterr().err
+    assert not on and board.failures == [] and not event_files(tmp_path / "missing")
+    assert err.count("WARNING: TensorBoard logging is off") == 1 and "tensorboardX" in err
 
 
 def test_drawing_never_blocks_the_loop_and_sees_a_copy_of_the_batch(tmp_path, monkeypatch):
     seen, release = [], threading.Event()
 
-    def slow_plot(path, images, *args, **kw):
+    def slow_plot(images, *args, **kw):
         release.wait(5)  # a picture that takes long to draw
         seen.append(float(images.mean()))
         return images[0]
 
-    monkeypatch.setattr(plots, "plot_batch", slow_plot)
-    reporter = RunReporter(tensorboard=False)
-    reporter.on_pretrain_routine_end(TrainEvent(name="on_pretrain_routine_end", task="detect", config={},
-                                                save_dir=tmp_path, names=NAMES, epochs=1))
+    monkeypatch.setattr(plots, "image_grid", slow_plot)
+    from yolojax.tasks.detect import DetectTask
+
+    board, _ = open_board(tmp_path, False)
+    pictures = RunPictures(board, DetectTask(), NAMES, tmp_path)
     images, boxes, classes, mask = _gray_batch()
     t0 = time.perf_counter()
     for step in range(3):
-        ctx = TrainEvent(name="on_train_batch_end", task="detect", config={}, save_dir=tmp_path, names=NAMES,
-                         epochs=1, step=step, batch={"images": images.copy(), "boxes": boxes, "classes": classes,
-                                                     "mask": mask})
-        reporter.on_train_batch_end(ctx)
-        ctx.batch["images"][:] = 0  # the loop reuses/changes its buffers: the drawing must not see that
+        batch = {"images": images.copy(), "boxes": boxes, "classes": classes, "mask": mask}
+        pictures.train_batch(step, batch)
+        batch["images"][:] = 0  # the loop reuses/changes its buffers: the drawing must not see that
     assert time.perf_counter() - t0 < 1.0  # three 5-second drawings queued, none waited for
     release.set()
-    reporter.join()
+    board.close()
     assert seen == [128.0, 128.0, 128.0]
 
 

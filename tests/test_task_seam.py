@@ -157,6 +157,12 @@ class ToyTask:
             log(line)
         return result
 
+    def batch_picture(self, batch, names):
+        return None  # no train_batch pictures for this toy
+
+    def validation_pictures(self, result, names, save_dir):
+        return {}  # nor validation pictures
+
 
 def _config(**kw):
     return check_config(apply_overrides(default_config(), dict(

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from yolojax.report import plots
-from yolojax.report.callbacks import loss_keys
 from yolojax.report.results import CLASSIFY_COLUMNS, COLUMNS, CsvWriter, format_epoch_header, read_results_csv
 from yolojax.report.tensorboard import read_images, read_scalars
-from yolojax.report.writers import AsyncWriter, ConsoleWriter, MultiWriter, TensorBoardWriter
+from yolojax.report.writers import AsyncWriter, ConsoleWriter, MultiWriter, TensorBoardWriter, loss_keys
 
 
 def _field(text: str) -> str:

@@ -200,7 +200,8 @@ class YOLO:
         return self
 
     def add_callback(self, event: str, fn: Callable) -> None:
-        """Call ``fn(event)`` at ``event`` (Ultralytics' trainer event names), ``event`` a ``TrainEvent``."""
+        """Call ``fn(event)`` at ``event`` (Ultralytics' trainer event names, ``yolojax.report.events.EVENTS``), the
+        argument an immutable ``yolojax.report.events.TrainEvent``."""
         self.callbacks.setdefault(event, []).append(fn)
 
     # -- training ----------------------------------------------------------------------------------------------

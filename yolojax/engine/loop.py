@@ -1,8 +1,11 @@
 """The training loop: ``train(config, workdir, task, callbacks=) -> final metrics``.
 
-One loop over the epochs' steps with, at each epoch's end, validation, the results row, the checkpoint, the weight
-files and the observers' events (``yolojax.report.events``). Its state besides the ``TrainState`` is a ``Progress``
-(``yolojax.engine.progress``), which is also the checkpoint's metadata: a run killed at any moment resumes exactly.
+One loop over the epochs' steps with, at each epoch's end, validation, the results row, the checkpoint and the weight
+files. It reports through metric writers (``yolojax.report.writers``: results.csv, the console, TensorBoard behind a
+background thread) and draws the run's pictures (``yolojax.report.run_pictures``) on that thread; the caller's
+callbacks receive a ``yolojax.report.events.TrainEvent`` at Ultralytics' event names. Its state besides the
+``TrainState`` is a ``Progress`` (``yolojax.engine.progress``), which is also the checkpoint's metadata: a run killed
+at any moment resumes exactly.
 What differs between tasks is behind ``task`` (``yolojax.engine.task.Task``); the loop never asks which it runs.
 """
 from __future__ import annotations
@@ -36,18 +39,19 @@ from yolojax.engine.task import Task
 from yolojax.engine.validate import speed_line
 from yolojax.report.events import TrainEvent
 from yolojax.report.phases import PhaseTimer, phase_table, summary_line
-from yolojax.report.results import ResultsLog, format_epoch_header, format_progress
-
-LR_KEYS = ("lr/pg0", "lr/pg1", "lr/pg2")
+from yolojax.report.results import CsvWriter
+from yolojax.report.run_pictures import RunPictures, draws_train_batch
+from yolojax.report.writers import LR_KEYS, ConsoleWriter, epoch_scalars, iteration_scalars, open_board
 
 
 def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] | None = None) -> dict:
     """Train ``task`` per ``config`` (as ``yolojax.config.check_config`` returns it) into ``workdir`` (default
-    runs/<task>/trainN); returns the last results row, the final validation's metrics, fitness and save_dir."""
+    runs/<task>/trainN); returns the last results row, the final validation's metrics, fitness and save_dir.
+    ``callbacks``: {Ultralytics event name: [fn(TrainEvent)]}, called in order on every process."""
     deterministic = use_deterministic_ops(bool(config.deterministic))  # before JAX's first operation
     enable_compile_cache()  # acts if nothing was compiled yet in this process (see enable_compile_cache)
     maybe_initialize(config)  # multi-host: join the process group before any JAX computation
-    callbacks = _merged_callbacks(config, callbacks)
+    callbacks = callbacks or {}
     ckpt, resuming = None, bool(config.resume)
     if resuming:
         workdir, ckpt = find_resume(config, workdir, task.name)
@@ -63,17 +67,24 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
     ckpt = ckpt or Checkpointer(weights_dir / "ckpt", max_to_keep=int(config.keep_checkpoints), asynchronous=True)
     writer = WeightWriter(run)
     repl, data = replicated(run.mesh), data_sharding(run.mesh)
-    results = ResultsLog(save_dir / "results.csv", columns=task.columns)
+    results = CsvWriter(save_dir / "results.csv", columns=task.columns)  # rows on every process, the file on 0
     state, progress = _initial_state(run, ckpt if resuming else None, results)
     nb, epochs = loader.num_batches, int(config.epochs)
+    tty = sys.stdout.isatty() and is_main
+    console = ConsoleWriter(epochs=epochs, batches_per_epoch=nb, imgsz=int(config.imgsz), loss_names=task.loss_names,
+                            tty=tty)
     step_fn = _jitted_train_step(run.mesh, bool(config.bn_sync) or run.mesh.devices.size == 1)
     put = lambda b: jax.tree.map(lambda x: jax.make_array_from_process_local_data(data, x), b)  # noqa: E731
     val_put, val_vars = _validation_placement(put)
     validator = task.validator(config, run.model, run.val_loader, run.names, val_put)
     _announce(config, run, save_dir)
+    board, tensorboard = open_board(save_dir, bool(config.tensorboard)) if is_main else (None, False)
+    pictures = RunPictures(board, task, run.names, save_dir) if is_main and config.plots else None
+    log_every = int(config.log_every)
     timer = PhaseTimer()
+    train_labels = task.train_labels(loader)
     event = TrainEvent(name="", task=task.name, config=config, save_dir=save_dir, names=run.names, epochs=epochs,
-                       phases=timer, train_labels=task.train_labels(loader))
+                       phases=timer, train_labels=train_labels)
 
     def fire(name: str, **changes) -> None:
         nonlocal event
@@ -81,13 +92,14 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
         for fn in callbacks.get(name, []):
             fn(event)
 
+    if pictures is not None:
+        pictures.labels(train_labels)
     fire("on_pretrain_routine_end")
     fire("on_train_start")
     t_start = time.time()
     elapsed_before = float(results.rows[-1].get("time", 0.0)) if results.rows else 0.0  # a resumed run's past time
     start_epoch, stop = progress.epoch, False
     feed = Feed(loader, progress.epoch, progress.step_in_epoch, epochs, put) if progress.epoch < epochs else None
-    tty = sys.stdout.isatty() and is_main
     compiles, last = StepCompiles(), {}
     try:
         while feed is not None:
@@ -96,7 +108,8 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
             fire("on_train_epoch_start", epoch=epoch)
             if loader.close_mosaic_epoch is not None and epoch == loader.close_mosaic_epoch:
                 log("Closing dataloader mosaic")
-            log(format_epoch_header(task.loss_names))
+            if is_main:
+                console.header()
             dev_sum = jnp.zeros(len(task.loss_names))
             t_epoch, n_images = time.time(), 0
             shown = None  # the previous step's (loss sums, instances, steps): what a progress line may read
@@ -112,8 +125,12 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
                 dev_sum = dev_sum + jnp.stack([m[k] for k in task.loss_names])
                 size = batch_image_shape(batch)[0]
                 n_images += size
-                last = m
-                fire("on_train_batch_end", step=epoch * nb + i, batch=batch, batch_metrics=m,
+                last, step = m, epoch * nb + i
+                if pictures is not None and draws_train_batch(step, nb, loader.close_mosaic_epoch):
+                    pictures.train_batch(step, batch)
+                if tensorboard and step % log_every == 0:
+                    board.write_scalars(step, iteration_scalars(m))  # device values, read on the writer's thread
+                fire("on_train_batch_end", step=step, batch=batch, batch_metrics=m,
                      step_shapes=tuple(compiles.shapes), compile_seconds=compiles.seconds)
                 done = i + 1 == nb
                 current = (dev_sum, m.get("instances", size), i + 1 - first_step)
@@ -121,8 +138,8 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
                     # The line shows the previous step's sums: reading them back waits for that step only, while
                     # this one is already queued, so the device never idles on a progress line. The epoch's last
                     # line is exact.
-                    _print_progress(progress, current if done or shown is None else shown, epochs, i + 1, nb,
-                                    int(config.imgsz), tty)
+                    console.write_scalars(step, _progress_scalars(progress, task.loss_names,
+                                                                  current if done or shown is None else shown))
                 shown = current
                 if config.time and time.time() - t_start > float(config.time) * 3600:
                     stop = True  # the time budget is spent: validate and save this epoch, then end
@@ -139,8 +156,9 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
             # the step phase is the rest of the train loop: dispatching, callbacks, progress lines and the device
             # time the loop waited for (the step runs asynchronously, so that wait lands here, never as a sync per step)
             timer.add("step", time.perf_counter() - t_epoch_start - sum(timer.epoch.values()))
+            images_per_second = n_images / max(time.time() - t_epoch, 1e-9)
             with timer.phase("report"):
-                fire("on_train_epoch_end", images_per_second=n_images / max(time.time() - t_epoch, 1e-9))
+                fire("on_train_epoch_end", images_per_second=images_per_second)
             final_epoch = epoch + 1 >= epochs or stop
             row, fitness = _train_row(task, progress, last), None
             if config.val or final_epoch or progress.stopper.possible_stop(epoch):
@@ -159,6 +177,7 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
                 epochs = replan_epochs(float(config.time), time.time() - t_start, epoch + 1 - start_epoch)
                 config = progress.config = cfgmod.apply_overrides(config, {"epochs": epochs}, source="re-plan")
                 event = dataclasses.replace(event, config=config, epochs=epochs)
+                console.epochs = epochs
                 state = state.replace(schedule=jax.device_put(replanned_schedule(
                     state.schedule, epochs, nb, float(config.warmup_epochs), config.compat), repl))
                 stop = stop or epoch >= epochs
@@ -174,6 +193,8 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
             with timer.phase("report"):
                 if is_main:
                     results.write()
+                if tensorboard:
+                    board.write_scalars(row["epoch"], epoch_scalars(row, images_per_second))
                 fire("on_fit_epoch_end", metrics={**row, "fitness": fitness})
             if config.profile:
                 for line in phase_table(timer.epoch, time.perf_counter() - t_epoch_start, f"Epoch {epoch + 1} time"):
@@ -183,6 +204,10 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
                 _log_early_stop(progress)
                 break
             progress.next_epoch()
+    except BaseException:
+        if board is not None:
+            board.close()  # what was queued is written and the writer thread ends; the error goes on
+        raise
     finally:  # also on an error or an interrupt: stop the prefetch thread and the worker processes, finish the writes
         if feed is not None:
             feed.close()
@@ -196,11 +221,16 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
     log(summary_line(timer.totals(), wall))
     run.val_loader.close()
     ckpt.close()
+    if pictures is not None:
+        pictures.final(results.path, final if final is not None else event.val,
+                       int(results.rows[-1]["epoch"]) if results.rows else epochs)
+    if board is not None:
+        board.close()  # every picture and event is written when training returns
     fire("on_train_end", final=final, wall_seconds=wall)
     return _final_metrics(task, event.metrics, final, config, save_dir)
 
 
-def _initial_state(run: Run, ckpt: Checkpointer | None, results: ResultsLog):
+def _initial_state(run: Run, ckpt: Checkpointer | None, results: CsvWriter):
     """(replicated TrainState, Progress) of a new run, or of the run ``ckpt`` holds (resumed: its results rows
     rewritten, the loader's mosaic plan as the run had it - a time budget re-plans it)."""
     loader, repl = run.train_loader, replicated(run.mesh)
@@ -220,12 +250,12 @@ def _initial_state(run: Run, ckpt: Checkpointer | None, results: ResultsLog):
     return jax.device_put(state, repl), progress
 
 
-def _print_progress(progress: Progress, shown, epochs: int, step: int, nb: int, size: int, tty: bool) -> None:
-    """The epoch's progress line from ``shown`` = (device loss sums, instances, steps) of this call's epoch."""
+def _progress_scalars(progress: Progress, loss_names: tuple[str, ...], shown) -> dict:
+    """A progress line's values (``ConsoleWriter``) from ``shown`` = (device loss sums, instances, steps) of the
+    epoch's steps this run trained: the epoch's running mean losses, the instances, the peak device memory (GB)."""
     sums, instances, count = shown
     means = (progress.loss_sum + np.asarray(sums)) / (progress.loss_count + count)
-    line = format_progress(progress.epoch, epochs, _mem_gb(), means, int(instances), size)
-    print(("\r" if tty else "") + line + f" {step}/{nb}", end="\n" if step == nb else "", flush=True)
+    return {**dict(zip(loss_names, means)), "instances": int(instances), "gpu_mem": _mem_gb()}
 
 
 def _train_row(task: Task, progress: Progress, last: dict) -> dict:
@@ -250,16 +280,6 @@ def _log_early_stop(progress: Progress) -> None:
     if stopper.stopped_early(progress.epoch):
         log(f"Stopping training early as no improvement observed in last {stopper.patience} epochs. Best results "
             f"observed at epoch {stopper.best_epoch}.")
-
-
-def _merged_callbacks(config, callbacks) -> dict[str, list[Callable]]:
-    """The built-in observers (``yolojax.report.callbacks``) first, then the caller's, per event."""
-    from yolojax.report.callbacks import default_callbacks
-
-    merged = default_callbacks(config)
-    for name, fns in (callbacks or {}).items():
-        merged.setdefault(name, []).extend(fns)
-    return merged
 
 
 def _warn_settings(config, run: Run, deterministic: bool) -> None:

@@ -22,10 +22,15 @@ What the engine relies on:
   lines; the first two are the summary), ``result.speed`` (ms per image: preprocess, inference, loss,
   postprocess) and ``result.phases`` (seconds per validation phase); ``val_row(result)`` gives its results.csv
   values and ``fitness(result, config)`` the number that picks best.npz and drives early stopping.
+- Pictures (``plots=True``, process 0, drawn on the run's writer thread): ``batch_picture`` draws a train batch,
+  ``validation_pictures`` the final validation; the loop picks which batches and when.
 """
 from __future__ import annotations
 
+import pathlib
 from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
 
 
 class Task(Protocol):
@@ -71,7 +76,7 @@ class Task(Protocol):
         """Words after 'Using N dataloader workers' on where augmentation runs ("" for none)."""
 
     def train_labels(self, train_loader) -> Sequence[Any] | None:
-        """Per-image labels of the training set for the observers' labels plot (None: none)."""
+        """Per-image (n, 5) rows ``class, x, y, w, h`` (normalised) of the training set for labels.jpg (None: none)."""
 
     def validator(self, config, model, val_loader, names: Mapping[int, str], put: Callable) -> Callable:
         """``(variables) -> result``; ``put`` places a host batch on the devices."""
@@ -84,3 +89,11 @@ class Task(Protocol):
 
     def final_validation(self, validator, variables, config, save_dir) -> Any:
         """Validate the final weights, printing the task's table and any extras (e.g. COCO JSON); the result."""
+
+    def batch_picture(self, batch: Mapping[str, np.ndarray], names: Mapping[int, str]) -> np.ndarray | None:
+        """RGB uint8 (H, W, 3) picture of a host train batch (numpy arrays, as the train loader gave it) for
+        train_batchN.jpg and TensorBoard; None: the task draws none."""
+
+    def validation_pictures(self, result, names: Mapping[int, str], save_dir: pathlib.Path) -> dict[str, np.ndarray]:
+        """Write the task's pictures of a validation ``result`` (the final one) under ``save_dir``; returns
+        {file name: RGB uint8 image} of those worth showing in TensorBoard (tagged by the name's stem)."""

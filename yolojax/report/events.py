@@ -1,8 +1,8 @@
 """What a training run tells its observers: one immutable ``TrainEvent`` per Ultralytics event name.
 
 The loop builds a new event for each call (``dataclasses.replace`` of the last one), so an observer that keeps an
-event keeps what was true when it fired. Observers (``yolojax.report.callbacks``, the ``YOLO`` facade's callbacks)
-read these fields only; they never see the loop's own objects.
+event keeps what was true when it fired. Observers (the callbacks given to ``train_and_evaluate`` or added with
+``YOLO.add_callback``) read these fields only; they never see the loop's own objects.
 """
 from __future__ import annotations
 

@@ -153,10 +153,10 @@ def plot_batch(path, images, boxes, classes, mask, names=None, *, scores=None, *
     return grid
 
 
-def plot_train_batch(path, batch: Mapping[str, np.ndarray], names: Mapping[int, str]) -> np.ndarray:
-    """train_batchN.jpg: the images of a host train batch (``yolojax.augment.batch.host_images``: the train step's
-    pixels drawn with OpenCV, no JAX) with their labels; returns the mosaic."""
-    return plot_batch(path, host_images(batch), batch["boxes"], batch["classes"], batch["mask"], names)
+def train_batch_grid(batch: Mapping[str, np.ndarray], names: Mapping[int, str]) -> np.ndarray:
+    """train_batchN.jpg's mosaic: the images of a host detection train batch (``yolojax.augment.batch.host_images``:
+    the train step's pixels drawn with OpenCV, no JAX) with their labels."""
+    return image_grid(host_images(batch), batch["boxes"], batch["classes"], batch["mask"], names)
 
 
 def plot_val_batch(save_dir, k: int, batch: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],

@@ -73,8 +73,6 @@ class CsvWriter:
         """Nothing stays open between writes."""
 
 
-ResultsLog = CsvWriter  # the training loop's name for the run's results.csv
-
 
 def read_results_csv(path) -> list[dict]:
     lines = pathlib.Path(path).read_text().strip().splitlines()

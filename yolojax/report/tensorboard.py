@@ -19,7 +19,7 @@ import numpy as np
 class TensorBoardLogger:
     """``TensorBoardLogger(log_dir)``: scalars and images of a run, through tensorboardX's public ``FileWriter``.
 
-    Not thread-safe by itself: the run's callbacks call it from their single background worker only."""
+    Not thread-safe by itself: a run calls it from its writer thread only (``yolojax.report.writers.AsyncWriter``)."""
 
     def __init__(self, log_dir, *, flush_secs: int = 30):
         from tensorboardX import FileWriter

@@ -8,10 +8,15 @@ TensorBoard takes both (epoch scalars at the epoch, per-iteration scalars at the
 ``AsyncWriter`` moves a writer's calls to one background thread (in call order), so the training loop never
 waits for a file, an event encoding or a device read; a failing call is reported as one warning line and never
 stops training. ``MultiWriter`` hands each call to several writers.
+
+A training run's TensorBoard: ``open_board`` (the run's one background writer), ``iteration_scalars`` (a train
+step's losses and learning rates, every ``log_every`` iterations) and ``epoch_scalars`` (the results row and the
+throughput, at the 1-based epoch).
 """
 from __future__ import annotations
 
 import concurrent.futures
+import pathlib
 import sys
 from typing import Any, Callable, Mapping, Protocol, Sequence, TextIO
 
@@ -20,7 +25,10 @@ import numpy as np
 from yolojax.report.results import DETECT_LOSS_NAMES, CsvWriter, format_epoch_header, format_progress
 from yolojax.report.tensorboard import TensorBoardLogger
 
-__all__ = ["MetricWriter", "CsvWriter", "ConsoleWriter", "TensorBoardWriter", "AsyncWriter", "MultiWriter"]
+__all__ = ["MetricWriter", "CsvWriter", "ConsoleWriter", "TensorBoardWriter", "AsyncWriter", "MultiWriter",
+           "open_board", "iteration_scalars", "epoch_scalars"]
+
+LR_KEYS = ("lr/pg0", "lr/pg1", "lr/pg2")  # the train step's learning rates, per parameter group
 
 
 class MetricWriter(Protocol):
@@ -200,3 +208,43 @@ class AsyncWriter:
         self.wait()
         self._pool.shutdown(wait=True)
         self._pool = None
+
+
+# ----------------------------------------------------------------------------------------------- a run's TensorBoard
+
+
+def open_board(log_dir, tensorboard: bool = True) -> tuple[AsyncWriter, bool]:
+    """(the run's background writer, whether it writes TensorBoard). The writer wraps a ``TensorBoardWriter`` on
+    ``log_dir`` when ``tensorboard`` is on and tensorboardX is installed (else one warning line, and no writer
+    inside); its thread also draws the run's pictures (``yolojax.report.run_pictures``)."""
+    writers: list[MetricWriter] = []
+    if tensorboard:
+        try:
+            writers.append(TensorBoardWriter(log_dir))
+            print(f"TensorBoard: start with 'tensorboard --logdir {pathlib.Path(log_dir).parent}', view at "
+                  "http://localhost:6006/", flush=True)
+        except ImportError as e:
+            print(f"WARNING: TensorBoard logging is off: {e}. Install tensorboardX to enable it.", file=sys.stderr,
+                  flush=True)
+    return AsyncWriter(MultiWriter(writers)), bool(writers)
+
+
+def loss_keys(metrics: Mapping[str, Any]) -> tuple[str, ...]:
+    """The per-item losses among a train step's metrics (``box_loss``, ``cls_loss``, ``dfl_loss`` for detection);
+    a task whose step reports only a total gives ``("loss",)``."""
+    items = tuple(k for k in metrics if k.endswith("_loss"))
+    return items or tuple(k for k in metrics if k == "loss")
+
+
+def iteration_scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A train step's TensorBoard scalars: ``train_iter/<loss>`` for each of ``loss_keys`` and
+    ``train_iter/lr_pgN`` for each learning rate. Values are passed through as they are (device arrays too: an
+    ``AsyncWriter`` reads them on its thread)."""
+    losses = {f"train_iter/{k}": metrics[k] for k in loss_keys(metrics)}
+    return {**losses, **{f"train_iter/{k.replace('/', '_')}": metrics[k] for k in LR_KEYS if k in metrics}}
+
+
+def epoch_scalars(row: Mapping[str, float], images_per_second: float) -> dict[str, float]:
+    """An epoch's TensorBoard scalars: its results row without ``epoch`` (the scalars' step) and the training
+    throughput as ``speed/images_per_second``."""
+    return {**{k: v for k, v in row.items() if k != "epoch"}, "speed/images_per_second": float(images_per_second)}

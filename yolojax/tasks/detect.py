@@ -1,6 +1,7 @@
 """Detection: YOLOv8 on YOLO-format datasets (boxes), the TaskAligned loss, mAP validation."""
 from __future__ import annotations
 
+import pathlib
 from typing import Any, Mapping
 
 import jax
@@ -9,6 +10,7 @@ import numpy as np
 from yolojax import config as cfgmod
 from yolojax.engine.log import log
 from yolojax.engine.validate import Validator
+from yolojax.report import plots
 from yolojax.report.results import COLUMNS
 
 
@@ -217,3 +219,25 @@ class DetectTask:
             if out["coco"] is not None:
                 log(f"pycocotools: mAP50-95 {out['coco']['AP50-95']:.4f}, mAP50 {out['coco']['AP50']:.4f}")
         return result
+
+    def batch_picture(self, batch, names):
+        return plots.train_batch_grid(batch, names)
+
+    def validation_pictures(self, result, names, save_dir):
+        """val_batch{k}_labels.jpg and _pred.jpg of the first val batches (padding images left out), the confusion
+        matrices, the PR/F1/P/R curves; TensorBoard shows the val_batch{k}_pred mosaics."""
+        save_dir = pathlib.Path(save_dir)
+        shown = {}
+        for k, first in enumerate(result.first_batches):
+            b, p = first["batch"], first["pred"]
+            valid = np.asarray(b.get("image_valid", np.ones(len(b["images"]), bool)), bool)
+            batch = {key: np.asarray(b[key])[valid] for key in ("images", "boxes", "classes", "mask")}
+            pred = {key: np.asarray(p[key])[valid] for key in ("boxes", "scores", "classes", "valid")}
+            shown[f"val_batch{k}_pred.jpg"] = plots.plot_val_batch(save_dir, k, batch, pred, names)
+        cm = getattr(result.accumulator, "confusion_matrix", None)
+        if cm is not None:
+            for normalize, name in ((False, "confusion_matrix.png"), (True, "confusion_matrix_normalized.png")):
+                plots.plot_confusion_matrix(save_dir / name, np.asarray(cm.matrix), names, normalize=normalize)
+        stats = {k: np.asarray(v) for k, v in result.accumulator.stats().items()}
+        plots.plot_detection_curves(save_dir, plots.detection_curves(result.metrics, stats, names))
+        return shown
