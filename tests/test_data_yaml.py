@@ -79,6 +79,11 @@ def test_unknown_name():
         check_dataset("no_such_dataset_xyz")
 
 
+def test_a_folder_is_no_detection_dataset(tmp_path):
+    with pytest.raises(DatasetError, match="is a folder: a detection dataset is a data YAML"):
+        check_dataset(tmp_path)
+
+
 def test_code_download_is_never_executed(dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("YOLOJAX_DATASETS_DIR", str(tmp_path / "dsets"))
     marker = tmp_path / "pwned"

@@ -139,6 +139,10 @@ def check_dataset(data: str | os.PathLike | Mapping, *, autodownload: bool = Tru
                     raise DatasetError(f"Dataset '{s}' not found: it is neither an existing file nor a bundled "
                                        f"dataset name ({known}, shapes). Pass the path to your data YAML.")
                 p = bundled
+        if p.is_dir():
+            raise DatasetError(f"Dataset '{s}' is a folder: a detection dataset is a data YAML (train, val, names); "
+                               "a folder of train/<class>/ and val/<class>/ images trains a classifier "
+                               "(model=yolov8n-cls.yaml).")
         yaml_file = p.resolve()
         d, where = _load_yaml(yaml_file), f"Dataset YAML {yaml_file}"
 
