@@ -17,6 +17,7 @@ import numpy as np
 from yolojax import config as cfgmod
 from yolojax.engine.log import log
 from yolojax.report.results import CLASSIFY_COLUMNS
+from yolojax.tasks.common import YoloFiles, probe_state
 
 DEFAULT_IMGSZ = 224  # Ultralytics' classification image size when none is given
 
@@ -76,7 +77,7 @@ def labelled_grid(images, classes, names: Mapping[int, str], *, scores=None) -> 
     return image_grid(images, frame, cls, np.ones((b, 1), bool), names, scores=sc, conf_thres=-1.0)
 
 
-class ClassificationTask:
+class ClassificationTask(YoloFiles):
     """The classification task (``yolojax.engine.task.Task``)."""
 
     name = "classify"
@@ -99,39 +100,14 @@ class ClassificationTask:
     def build_model(self, config, names, dtype):
         return build_model(config, names, dtype)
 
-    def model_line(self, model) -> str:
-        from yolojax.nn.summary import model_info
-
-        return model_info(model, imgsz=640).line()
-
-    def save_weights(self, variables, path, names, model) -> None:
-        from yolojax.weights import save_state_dict
-
-        save_state_dict(variables, path, names=dict(names), model=model)
-
-    def load_weights(self, path) -> dict:
-        from yolojax.weights import load
-
-        return load(path)[1]
-
     def auto_batch(self, config, devices, model, variables, train_dataset) -> int:
         """``batch=-1`` / a fraction: AutoBatch over the classification train step at ``imgsz``."""
         from yolojax.engine.autobatch import auto_batch
-        from yolojax.engine.optim import OPTIMIZERS, Schedule
-        from yolojax.engine.state import TrainHyper, create_train_state, train_step
+        from yolojax.engine.state import train_step
 
-        if jax.process_count() > 1:
-            raise cfgmod.ConfigError(f"batch={config.batch} (AutoBatch) needs a single process: every process must "
-                                     "train with the same batch. Give the global batch size, e.g. batch=64.")
-        name = str(config.optimizer) if str(config.optimizer) in OPTIMIZERS else "SGD"
-        probe = TrainHyper(schedule=Schedule(lr0=0.01, lrf=0.01, epochs=1, nb=1, nw=-1, momentum=0.9,
-                                             warmup_momentum=0.8, warmup_bias_lr=0.0, accumulate=2,
-                                             nbs_over_batch=2.0, compat=config.compat),
-                           optimizer=name, compat=config.compat, frozen_layers=cfgmod.parse_freeze(config.freeze),
-                           objective=self.objective(config), seed=int(config.seed))
         size = int(config.imgsz)
         return auto_batch(config.batch, devices, imgsz=size, step=train_step, log=log,
-                          make_state=lambda: jax.eval_shape(lambda v: create_train_state(model, v, probe), variables),
+                          make_state=probe_state(config, model, variables, self.objective(config), example_batch=64),
                           batch_spec=lambda b: train_batch_spec(b, size))
 
     def train_loader(self, config, dataset, *, batch, workers, platform):

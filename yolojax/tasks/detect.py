@@ -12,6 +12,7 @@ from yolojax.engine.log import log
 from yolojax.engine.validate import Validator
 from yolojax.report import plots
 from yolojax.report.results import COLUMNS
+from yolojax.tasks.common import YoloFiles, probe_state
 
 
 def _on_device_setting(name: str, setting, platform: str) -> bool:
@@ -78,7 +79,7 @@ def build_model(config, nc: int, names: dict, dtype):
     return model, jax.tree.map(np.asarray, variables)
 
 
-class DetectTask:
+class DetectTask(YoloFiles):
     """The detection task (``yolojax.engine.task.Task``)."""
 
     name = "detect"
@@ -112,41 +113,16 @@ class DetectTask:
     def build_model(self, config, names, dtype):
         return build_model(config, len(names), dict(names), dtype)
 
-    def model_line(self, model) -> str:
-        from yolojax.nn.summary import model_info
-
-        return model_info(model, imgsz=640).line()
-
-    def save_weights(self, variables, path, names, model) -> None:
-        from yolojax.weights import save_state_dict
-
-        save_state_dict(variables, path, names=dict(names), model=model)
-
-    def load_weights(self, path) -> dict:
-        from yolojax.weights import load
-
-        return load(path)[1]
-
     def auto_batch(self, config, devices, model, variables, train_dataset) -> int:
         """``batch=-1`` / a fraction: the global batch AutoBatch measures for this model, image size and dataset."""
         from yolojax.data.batching import usual_box_bucket
         from yolojax.engine.autobatch import auto_batch
-        from yolojax.engine.optim import OPTIMIZERS, Schedule
-        from yolojax.engine.state import TrainHyper, create_train_state, train_step
+        from yolojax.engine.state import train_step
 
-        if jax.process_count() > 1:
-            raise cfgmod.ConfigError(f"batch={config.batch} (AutoBatch) needs a single process: every process must "
-                                     "train with the same batch. Give the global batch size, e.g. batch=16.")
-        name = str(config.optimizer) if str(config.optimizer) in OPTIMIZERS else "SGD"
-        # the schedule's values do not change the step's memory; accumulate 2 keeps the gradient accumulator in it
-        probe = TrainHyper(schedule=Schedule(lr0=0.01, lrf=0.01, epochs=1, nb=1, nw=-1, momentum=0.9,
-                                             warmup_momentum=0.8, warmup_bias_lr=0.0, accumulate=2,
-                                             nbs_over_batch=2.0, compat=config.compat),
-                           optimizer=name, compat=config.compat, frozen_layers=cfgmod.parse_freeze(config.freeze))
         counts = [len(lb) for lb in train_dataset.labels]
         mosaic, mixup = (0.0, 0.0) if config.rect else (float(config.mosaic), float(config.mixup))
         return auto_batch(config.batch, devices, imgsz=int(config.imgsz), step=train_step, log=log,
-                          make_state=lambda: jax.eval_shape(lambda v: create_train_state(model, v, probe), variables),
+                          make_state=probe_state(config, model, variables, example_batch=16),
                           max_boxes=lambda b: usual_box_bucket(counts, b, mosaic, mixup, int(config.seed)))
 
     def train_loader(self, config, dataset, *, batch, workers, platform):
