@@ -106,3 +106,29 @@ def shapes_small(tmp_path_factory) -> pathlib.Path:
     from yolojax.data import make_shapes_dataset
 
     return make_shapes_dataset(tmp_path_factory.mktemp("data") / "shapes", n_train=32, n_val=16, seed=0)
+
+
+def script_env() -> dict:
+    """The environment of a test's helper script: this checkout first on PYTHONPATH, and the suite's persistent
+    compile cache, so that a rerun skips the compile."""
+    repo = str(pathlib.Path(__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "JAX_COMPILATION_CACHE_DIR": str(jax.config.jax_compilation_cache_dir or ""),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+
+
+def kill_at_checkpoint(proc, ckdir: pathlib.Path, step: int, timeout: float) -> None:
+    """SIGKILL the training process ``proc`` as soon as ``ckdir`` holds a checkpoint of ``step`` or later (asserting
+    the run was still going), and wait for it to die."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        steps = [int(p.name) for p in ckdir.glob("*") if p.name.isdigit()] if ckdir.is_dir() else []
+        if steps and max(steps) >= step:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -11,15 +11,14 @@ from __future__ import annotations
 import os
 import pathlib
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import kill_at_checkpoint
 
 from yolojax.config import ConfigError, apply_overrides, check_config, default_config
 from yolojax.report.results import CLASSIFY_COLUMNS, read_results_csv
@@ -235,16 +234,7 @@ def test_kill_9_resume_with_dropout_on_two_devices_is_bit_identical_and_one_devi
     target = random.Random().choice([2, 5, 9, 14, 17, 21])  # 12 steps an epoch; not an epoch end
     proc = subprocess.Popen(_train_cmd(killed, cls_dir), env=_env(2), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    ckdir = killed / "weights" / "ckpt"
-    deadline = time.time() + 900
-    while time.time() < deadline and proc.poll() is None:
-        steps = [int(p.name) for p in ckdir.glob("*") if p.name.isdigit()] if ckdir.is_dir() else []
-        if steps and max(steps) >= target:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_checkpoint(proc, killed / "weights" / "ckpt", target, timeout=900)
     res = subprocess.run(_train_cmd(killed, cls_dir, ["--config.task=classify", f"--config.resume={killed}"]),
                          env=_env(2), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -312,16 +312,14 @@ print(json.dumps({"devices": len(jax.devices()), "same": [one.top1 == two.top1, 
 
 def test_validator_and_objective_on_batches_sharded_over_two_devices(tmp_path):
     import json
-    import os
     import subprocess
     import sys
 
+    from conftest import script_env
+
     script = tmp_path / "sharded.py"
     script.write_text(_SHARDED_SCRIPT)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "JAX_COMPILATION_CACHE_DIR": str(jax.config.jax_compilation_cache_dir or ""),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+    env = script_env()
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

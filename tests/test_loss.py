@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import script_env
 
 from yolojax.loss import (
     detection_loss,
@@ -240,11 +240,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 def test_loss_on_a_batch_sharded_over_two_devices(fixtures_dir, tmp_path):
     script = tmp_path / "sharded.py"
     script.write_text(_SHARDED_SCRIPT)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           # share the suite's persistent compile cache (conftest) so that a rerun skips the compile
-           "JAX_COMPILATION_CACHE_DIR": str(jax.config.jax_compilation_cache_dir or ""),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+    env = script_env()
     proc = subprocess.run([sys.executable, str(script), str(fixtures_dir / "v82" / "loss_b2_64.npz")],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

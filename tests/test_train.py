@@ -5,13 +5,13 @@ import importlib.util
 import os
 import pathlib
 import random
-import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+from conftest import kill_at_checkpoint
 
 from yolojax.config import ConfigError, apply_overrides, default_config
 
@@ -178,16 +178,7 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(full_run, tiny_model_yaml
     target = random.Random().choice([1, 2, 3, 5, 6, 7])  # not an epoch end
     proc = subprocess.Popen(_train_cmd(killed, tiny_model_yaml, shapes_small), env=_env(cpu_split=True),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckdir = killed / "weights" / "ckpt"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        steps = [int(p.name) for p in ckdir.glob("*") if p.name.isdigit()] if ckdir.is_dir() else []
-        if steps and max(steps) >= target:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_checkpoint(proc, killed / "weights" / "ckpt", target, timeout=600)
     assert not (killed / "weights" / "last.npz").exists() or target > 4
     res = subprocess.run(_train_cmd(killed, tiny_model_yaml, shapes_small, [f"--config.resume={killed}"]),
                          env=_env(cpu_split=True), capture_output=True, text=True, timeout=600)
