@@ -317,12 +317,92 @@ def test_auto_augment_policies_run_and_are_deterministic():
     img = np.random.default_rng(9).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     assert len(A.AUTO_AUGMENT_IMAGENET) == 25
     assert all(name in A.op_space((8, 8), 10) for sub in A.AUTO_AUGMENT_IMAGENET for name, _, _ in sub)
-    for policy in ("randaugment", "autoaugment"):
+    for policy in ("randaugment", "autoaugment", "augmix"):
         kw = {**_PLAIN, "auto_augment": policy, "fliplr": 0.0}
         outs = [A.classify_train(img, np.random.default_rng([0, 0, i]), imgsz=40, **kw) for i in range(20)]
         again = [A.classify_train(img, np.random.default_rng([0, 0, i]), imgsz=40, **kw) for i in range(20)]
         assert all(np.array_equal(a, b) for a, b in zip(outs, again))
         assert sum(not np.array_equal(o, img) for o in outs) >= 10  # the policy changes most images
+
+
+def test_augmix_blend_is_the_convex_combination_truncated_to_uint8():
+    img = np.full((2, 3, 3), 100, np.uint8)
+    chains = [np.zeros_like(img), np.full_like(img, 200), np.full_like(img, 50)]
+    # 0.5 * 100 + 0.5 * (0.5 * 0 + 0.25 * 200 + 0.25 * 50) = 50 + 31.25 = 81.25 -> 81
+    out = A.augmix_blend(img, chains, 0.5, np.array([0.5, 0.25, 0.25]))
+    assert out.dtype == np.uint8 and out.shape == img.shape and (out == 81).all()
+    # 0.2 * 100 + 0.8 * 200 = 180 with one chain; all weight on the original gives it back (up to float32)
+    assert (A.augmix_blend(img, chains[1:2], 0.2, np.array([1.0])) >= 179).all()
+    assert (A.augmix_blend(img, chains[1:2], 0.2, np.array([1.0])) <= 180).all()
+    assert (A.augmix_blend(img, chains, 1.0, np.array([0.2, 0.3, 0.5])) == 100).all()
+    ramp = np.arange(0, 250, 10, dtype=np.uint8).reshape(5, 5, 1).repeat(3, -1)
+    half = A.augmix_blend(ramp, [255 - ramp], 0.3, np.array([1.0]))  # 0.3 v + 0.7 (255 - v), truncated
+    np.testing.assert_array_equal(half, np.floor(0.3 * ramp + 0.7 * (255.0 - ramp)).astype(np.uint8))
+
+
+def test_augmix_is_deterministic_and_stays_between_its_chains():
+    img = np.random.default_rng(11).integers(0, 256, (36, 44, 3), dtype=np.uint8)
+    changed = 0
+    for seed in range(12):
+        out = A.aug_mix(img, np.random.default_rng([1, 0, seed]))
+        assert out.shape == img.shape and out.dtype == np.uint8
+        np.testing.assert_array_equal(out, A.aug_mix(img, np.random.default_rng([1, 0, seed])))
+        skip, weights, chains = A.augmix_draw(img, np.random.default_rng([1, 0, seed]))
+        assert 0 <= skip <= 1 and weights.shape == (3,) and abs(weights.sum() - 1) < 1e-9 and (weights >= 0).all()
+        assert len(chains) == 3 and all(c.shape == img.shape and c.dtype == np.uint8 for c in chains)
+        np.testing.assert_array_equal(out, A.augmix_blend(img, chains, skip, weights))
+        stack = np.stack([img, *chains]).astype(int)
+        assert (out >= stack.min(0) - 1).all() and (out <= stack.max(0)).all()  # a convex mix, truncated
+        changed += int(np.abs(out.astype(int) - img).mean() > 1)
+    assert changed >= 9  # most draws visibly change the image
+    with pytest.raises(ValueError, match="severity is 11; valid: an integer in"):
+        A.aug_mix(img, np.random.default_rng(0), severity=11)
+
+
+def test_augmix_ops_at_magnitude_zero_leave_the_image_and_severity_scales_the_change():
+    img = np.random.default_rng(12).integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    pil = Image.fromarray(img)
+    signed = [n for n in A.AUGMIX_OPS if A.op_space((24, 30), 10)[n][1]]
+    assert len(A.AUGMIX_OPS) == 13 and len(signed) == 9
+    for name in signed:  # bin 0 of every signed op: no shift, shear, rotation; enhance factor 1
+        np.testing.assert_array_equal(np.asarray(A.apply_op(pil, name, 0.0)), img, err_msg=name)
+    # a mid-grey multiple of 16 is also kept by posterize (4 bits), solarize (at 255), autocontrast and equalize:
+    # at severity 1 every chain returns the image, and the mix is the image (float32 truncation may take 1 off)
+    grey = np.full((16, 16, 3), 96, np.uint8)
+    for seed in range(10):
+        out = A.aug_mix(grey, np.random.default_rng(seed), severity=1)
+        assert ((out == 96) | (out == 95)).all()
+    space = A.op_space((30, 60), 10, max_translate=(10.0, 20.0), max_bits=4)
+    assert [float(v) for v in space["posterize"][0]] == [4, 4, 3, 3, 2, 2, 1, 1, 0, 0]
+    assert float(space["translate_x"][0][-1]) == 20 and float(space["translate_y"][0][-1]) == 10
+    assert (np.asarray(A.apply_op(pil, "posterize", 0.0)) == 0).all()  # 0 bits kept: black
+    change = {sev: np.mean([np.abs(A.aug_mix(img, np.random.default_rng(s), severity=sev).astype(float) - img)
+                            .mean() for s in range(30)]) for sev in (1, 3, 10)}
+    assert change[1] < 3 < change[3] < change[10]
+
+
+def test_augmix_weights_are_beta_and_dirichlet_of_alpha():
+    rng, tiny, n = np.random.default_rng(13), np.zeros((2, 2, 3), np.uint8), 500
+    draws = [A.augmix_draw(tiny, rng) for _ in range(n)]
+    skips, weights = np.array([d[0] for d in draws]), np.array([d[1] for d in draws])
+    assert abs(skips.mean() - 0.5) < 4 * math.sqrt(1 / 12 / n)  # Beta(1, 1): uniform
+    assert abs(skips.var() - 1 / 12) < 0.02
+    assert (np.abs(weights.mean(0) - 1 / 3) < 4 * math.sqrt(1 / 18 / n)).all()  # Dirichlet(1, 1, 1) marginals
+    assert np.allclose(weights.sum(1), 1)
+    peaked = np.array([A.augmix_draw(tiny, rng, alpha=20.0)[0] for _ in range(200)])
+    assert peaked.var() < skips.var() / 5  # Beta(20, 20) concentrates at 1/2
+
+
+def test_augmix_runs_after_the_flips_in_place_of_colour_jitter():
+    img = np.random.default_rng(14).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    kw = {**_PLAIN, "auto_augment": "augmix", "fliplr": 1.0, "hsv_v": 0.4, "hsv_s": 0.7}
+    for seed in range(4):
+        out = A.classify_train(img, np.random.default_rng(seed), imgsz=32, **kw)
+        rng = np.random.default_rng(seed)
+        A.random_resized_crop_box(rng, (32, 32), (1.0, 1.0), (1.0, 1.0))
+        rng.random(), rng.random()  # the flips: left-right always, up-down never
+        want = A.aug_mix(np.ascontiguousarray(img[:, ::-1]), rng)  # then AugMix, and no colour jitter
+        np.testing.assert_array_equal(out, want)
 
 
 def test_brightness_jitter_scales_pixels():
@@ -340,9 +420,8 @@ def test_config_mapping_and_policies():
     assert kw["scale"] == (0.5, 1.0) and kw["auto_augment"] == "randaugment" and kw["erasing"] == 0.4
     with pytest.raises(ValueError, match="scale is 1.0"):
         A.train_kwargs({"scale": 1.0})
+    assert A.train_kwargs({"auto_augment": "augmix"})["auto_augment"] == "augmix"
     img = np.zeros((16, 16, 3), np.uint8)
-    with pytest.raises(ValueError, match="'augmix' is not implemented yet"):
-        A.classify_train(img, np.random.default_rng(0), imgsz=8, auto_augment="augmix")
     with pytest.raises(ValueError, match="valid: randaugment, autoaugment, augmix"):
         A.classify_train(img, np.random.default_rng(0), imgsz=8, auto_augment="trivial")
 

@@ -107,14 +107,14 @@ def test_checkpoint_weights_transfer_with_the_linear_reset_for_another_class_cou
 # ------------------------------------------------------------------------------------------------ the train step
 
 
-def _cls_state(dropout: float, seed: int = 0):
+def _cls_state(dropout: float, seed: int = 0, num_classes: int = 3):
     from yolojax.engine.optim import Schedule
     from yolojax.engine.state import TrainHyper, create_train_state
     from yolojax.loss import ClassificationObjective
     from yolojax.nn.classify import YOLOv8Cls
     from yolojax.nn.yolo import init_variables
 
-    model = YOLOv8Cls(multiples=(0.33, 0.0625, 1024), num_classes=3, dropout=dropout)
+    model = YOLOv8Cls(multiples=(0.33, 0.0625, 1024), num_classes=num_classes, dropout=dropout)
     hyper = TrainHyper(schedule=Schedule(lr0=0.01, lrf=0.01, epochs=1, nb=4, nw=-1, momentum=0.9,
                                          warmup_momentum=0.8, warmup_bias_lr=0.0, accumulate=1, nbs_over_batch=1.0),
                        objective=ClassificationObjective(), seed=seed)
@@ -135,6 +135,28 @@ def test_dropout_draws_from_the_seed_and_iteration_and_a_model_without_it_draws_
     no_dropout = str(jax.make_jaxpr(train_step)(_cls_state(0.0), batch))
     assert "random_bits" not in no_dropout and "threefry" not in no_dropout
     assert "random_bits" in str(jax.make_jaxpr(train_step)(_cls_state(0.5), batch))
+
+
+def test_an_augmix_run_config_feeds_the_train_step(cls_dir):
+    from yolojax.data.classify import check_cls_dataset
+    from yolojax.data.classify_loader import open_cls_split
+    from yolojax.engine.state import train_step
+    from yolojax.tasks.classify import ClassificationTask
+
+    config = _config(cls_dir, auto_augment="augmix")
+    info = check_cls_dataset(cls_dir)
+    loader = ClassificationTask().train_loader(config, open_cls_split(info, "train", imgsz=32), batch=4, workers=0,
+                                               platform="cpu")
+    assert loader.augment["auto_augment"] == "augmix"
+    it = loader.iterator(0, 0, 1)
+    batch = next(it)
+    it.close()
+    assert batch["images"].shape == (4, 32, 32, 3) and batch["images"].dtype == np.uint8
+    state = _cls_state(0.0, num_classes=NC)
+    new, metrics = jax.jit(train_step)(state, batch)
+    assert np.isfinite(float(metrics["loss"])) and int(new.step) == 1
+    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), new.params, state.params)
+    assert any(jax.tree.leaves(moved))
 
 
 # ------------------------------------------------------------------------------------------------ pictures

@@ -111,8 +111,8 @@ def test_grain_worker_processes_build_the_same_batches(train_ds, val_ds):
 
 
 def test_train_loader_refuses_bad_settings(train_ds):
-    with pytest.raises(ValueError, match="augmix"):
-        ClassifyTrainLoader(train_ds, batch_size=4, hyp={"auto_augment": "augmix"})
+    with pytest.raises(ValueError, match="auto_augment is 'trivial'; valid: randaugment, autoaugment, augmix"):
+        ClassifyTrainLoader(train_ds, batch_size=4, hyp={"auto_augment": "trivial"})
     with pytest.raises(ValueError, match="does not divide over 4 processes"):
         ClassifyTrainLoader(train_ds, batch_size=6, process_count=4)
 
@@ -240,7 +240,8 @@ def test_classification_keys_have_ultralytics_defaults_rules_and_detection_warni
         "dropout": 0.0, "auto_augment": "randaugment", "erasing": 0.4, "crop_fraction": 1.0}
     ok = check_values({"auto_augment": None, "crop_fraction": 0.875, "erasing": 0.0, "dropout": 0.2})
     assert ok == {"auto_augment": None, "crop_fraction": 0.875, "erasing": 0.0, "dropout": 0.2}
-    assert check_values({"auto_augment": "autoaugment"}) == {"auto_augment": "autoaugment"}
+    for policy in ("autoaugment", "augmix"):
+        assert check_values({"auto_augment": policy}) == {"auto_augment": policy}
     for key, bad, valid in [("crop_fraction", 0, r"in \(0, 1\]"), ("crop_fraction", 1.5, r"in \(0, 1\]"),
                             ("erasing", 1.2, r"in \[0, 1\]"), ("dropout", -0.1, r"in \[0, 1\]"),
                             ("auto_augment", "trivial", "one of randaugment, autoaugment, augmix or None")]:

@@ -18,7 +18,10 @@ then random erasing (p=``erasing``; area 2–33 %, ratio 0.3–3.3, filled with 
 training config to these keywords: Ultralytics' dataset passes ``scale=(1 - hyp.scale, 1)``, so the default
 ``scale=0.5`` crops 50–100 % of the area, and ``auto_augment="randaugment"`` turns colour jitter off.
 ``auto_augment``: ``randaugment`` (2 ops of the 14, magnitude 9 of 31 bins, signed ops negated with p=0.5),
-``autoaugment`` (the ImageNet policy); ``augmix`` is not implemented yet and raises ``ValueError``.
+``autoaugment`` (the ImageNet policy), ``augmix`` (torchvision's defaults: the original blended with 3 chains of 1–3
+ops at severity 3, Beta(1, 1) and Dirichlet(1) weights). torchvision runs AugMix's ops on tensors (it converts the
+PIL image); yolojax runs the same ops through PIL, so AugMix pixels may differ from torchvision's by interpolation and
+rounding; the draws' distributions and the mix are the same.
 """
 from __future__ import annotations
 
@@ -121,23 +124,31 @@ def linspace32(start: float, end: float, n: int) -> np.ndarray:
     return np.where(i < n // 2, np.float64(lo) + step * i, np.float64(hi) - step * (n - 1 - i)).astype(np.float32)
 
 
-def op_space(hw: tuple[int, int], bins: int) -> dict[str, tuple[np.ndarray, bool]]:
+def op_space(hw: tuple[int, int], bins: int, *, max_translate: tuple[float, float] | None = None,
+             max_bits: int = 8) -> dict[str, tuple[np.ndarray, bool]]:
     """Augmentation ops for an (h, w) image: name -> (float32 magnitudes over ``bins``, signed). Ops without a
-    magnitude have a single 0."""
+    magnitude have a single 0. ``max_translate``: the largest (vertical, horizontal) shift in pixels (default
+    150/331 of the side, RandAugment's and AutoAugment's range); posterize keeps ``max_bits`` down to
+    ``max_bits - 4`` bits."""
     h, w = hw
+    ty, tx = max_translate if max_translate is not None else (150.0 / 331.0 * h, 150.0 / 331.0 * w)
     lin = lambda hi: linspace32(0.0, hi, bins)  # noqa: E731
     zero = np.zeros(1, np.float32)
     return {"identity": (zero, False), "shear_x": (lin(0.3), True), "shear_y": (lin(0.3), True),
-            "translate_x": (lin(150.0 / 331.0 * w), True), "translate_y": (lin(150.0 / 331.0 * h), True),
+            "translate_x": (lin(tx), True), "translate_y": (lin(ty), True),
             "rotate": (lin(30.0), True), "brightness": (lin(0.9), True), "color": (lin(0.9), True),
             "contrast": (lin(0.9), True), "sharpness": (lin(0.9), True),
-            "posterize": (8 - np.round(np.arange(bins) / ((bins - 1) / 4)).astype(np.float32), False),
+            "posterize": (max_bits - np.round(np.arange(bins) / ((bins - 1) / 4)).astype(np.float32), False),
             "solarize": (linspace32(255.0, 0.0, bins), False), "autocontrast": (zero, False),
             "equalize": (zero, False), "invert": (zero, False)}
 
 
 RAND_AUGMENT_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color",
                     "contrast", "sharpness", "posterize", "solarize", "autocontrast", "equalize")
+# AugMix with all ops: no identity or invert; the colour, contrast, brightness and sharpness ops included.
+AUGMIX_OPS = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate", "posterize", "solarize", "autocontrast",
+              "equalize", "brightness", "color", "contrast", "sharpness")
+AUGMIX_SEVERITY_MAX = 10  # AugMix's magnitude bins; ``severity`` draws from the lowest ``severity`` of them
 # AutoAugment's ImageNet policy: 25 sub-policies of two (op, probability, magnitude bin of 10 or None).
 AUTO_AUGMENT_IMAGENET = (
     (("posterize", 0.4, 8), ("rotate", 0.6, 9)), (("solarize", 0.6, 5), ("autocontrast", 0.6, None)),
@@ -171,8 +182,8 @@ def apply_op(img: Image.Image, name: str, m: float) -> Image.Image:
                "contrast": ImageEnhance.Contrast, "sharpness": ImageEnhance.Sharpness}
     if name in enhance:
         return enhance[name](img).enhance(1.0 + m)
-    if name == "posterize":
-        return ImageOps.posterize(img, int(m))
+    if name == "posterize":  # keeping 0 bits makes the image black (torchvision's tensor op; PIL refuses 0)
+        return ImageOps.posterize(img, int(m)) if int(m) else Image.new(img.mode, img.size)
     if name == "solarize":
         return ImageOps.solarize(img, m)
     if name == "autocontrast":
@@ -186,6 +197,14 @@ def apply_op(img: Image.Image, name: str, m: float) -> Image.Image:
     raise ValueError(f"unknown RandAugment op '{name}'")
 
 
+def _signed_magnitude(rng: np.random.Generator, space: dict[str, tuple[np.ndarray, bool]], name: str,
+                      bin_: int) -> float:
+    """``name``'s magnitude at ``bin_`` (0 for an op without one), negated with p=0.5 when the op is signed."""
+    mags, signed = space[name]
+    m = float(mags[bin_]) if len(mags) > 1 else 0.0
+    return -m if signed and rng.integers(0, 2) else m
+
+
 def rand_augment(img: np.ndarray, rng: np.random.Generator, num_ops: int = 2, magnitude: int = 9,
                  bins: int = 31) -> np.ndarray:
     """RandAugment: ``num_ops`` ops drawn uniformly (with replacement) from the 14, each at bin ``magnitude``."""
@@ -193,11 +212,7 @@ def rand_augment(img: np.ndarray, rng: np.random.Generator, num_ops: int = 2, ma
     pil = Image.fromarray(img)
     for _ in range(num_ops):
         name = RAND_AUGMENT_OPS[int(rng.integers(0, len(RAND_AUGMENT_OPS)))]
-        mags, signed = space[name]
-        m = float(mags[magnitude]) if len(mags) > 1 else 0.0
-        if signed and rng.integers(0, 2):
-            m = -m
-        pil = apply_op(pil, name, m)
+        pil = apply_op(pil, name, _signed_magnitude(rng, space, name, magnitude))
     return np.asarray(pil)
 
 
@@ -214,6 +229,48 @@ def auto_augment_imagenet(img: np.ndarray, rng: np.random.Generator) -> np.ndarr
             m = float(mags[bin_]) if bin_ is not None else 0.0
             pil = apply_op(pil, name, -m if signed and neg else m)
     return np.asarray(pil)
+
+
+def augmix_draw(img: np.ndarray, rng: np.random.Generator, *, severity: int = 3, mixture_width: int = 3,
+                chain_depth: int = -1, alpha: float = 1.0) -> tuple[float, np.ndarray, list[np.ndarray]]:
+    """AugMix's random part for an (h, w, 3) uint8 image: ``(skip, weights, chains)``. ``skip`` ~ Beta(alpha, alpha)
+    is the original's share; ``weights`` (mixture_width,) ~ Dirichlet(alpha) share the rest among the chains; each
+    of the ``mixture_width`` chains (h, w, 3) uint8 applies ``chain_depth`` ops (a uniform 1..3 per chain when
+    ``chain_depth <= 0``) drawn uniformly from ``AUGMIX_OPS`` to the original, each at a magnitude bin drawn
+    uniformly from the lowest ``severity`` of 10 (translations up to a third of the side, posterize 4 bits down
+    to 0), signed ops negated with p=0.5."""
+    if not 1 <= severity <= AUGMIX_SEVERITY_MAX:
+        raise ValueError(f"AugMix severity is {severity}; valid: an integer in [1, {AUGMIX_SEVERITY_MAX}].")
+    h, w = img.shape[:2]
+    space = op_space((h, w), AUGMIX_SEVERITY_MAX, max_translate=(h / 3.0, w / 3.0), max_bits=4)
+    skip = float(rng.beta(alpha, alpha))
+    weights = rng.dirichlet([alpha] * mixture_width)
+    original, chains = Image.fromarray(img), []
+    for _ in range(mixture_width):
+        aug = original
+        for _ in range(chain_depth if chain_depth > 0 else int(rng.integers(1, 4))):
+            name = AUGMIX_OPS[int(rng.integers(0, len(AUGMIX_OPS)))]
+            aug = apply_op(aug, name, _signed_magnitude(rng, space, name, int(rng.integers(0, severity))))
+        chains.append(np.asarray(aug))
+    return skip, weights, chains
+
+
+def augmix_blend(img: np.ndarray, chains: list[np.ndarray], skip: float, weights: np.ndarray) -> np.ndarray:
+    """``skip · img + (1 - skip) · Σ_i weights[i] · chains[i]`` in float32, truncated to uint8 as torchvision's
+    AugMix converts its mix. ``img`` and each chain (h, w, 3) uint8; ``skip`` in [0, 1]; ``weights``
+    (len(chains),) summing to 1."""
+    shares = np.float32(1.0 - skip) * np.asarray(weights, np.float32)
+    mix = np.float32(skip) * img.astype(np.float32)
+    for share, chain in zip(shares, chains):
+        mix += share * chain.astype(np.float32)
+    return mix.astype(np.uint8)
+
+
+def aug_mix(img: np.ndarray, rng: np.random.Generator, **kw) -> np.ndarray:
+    """AugMix (Hendrycks et al. 2020) with torchvision's defaults: (h, w, 3) uint8 -> (h, w, 3) uint8, the
+    original blended with ``mixture_width`` augmentation chains (``augmix_draw``'s keywords, ``augmix_blend``)."""
+    skip, weights, chains = augmix_draw(img, rng, **kw)
+    return augmix_blend(img, chains, skip, weights)
 
 
 def color_jitter(img: np.ndarray, rng: np.random.Generator, brightness=0.4, contrast=0.4, saturation=0.7,
@@ -256,11 +313,8 @@ def random_erasing_box(rng: np.random.Generator, hw: tuple[int, int], p: float =
 def _check_auto_augment(auto_augment: Any) -> str | None:
     if auto_augment in (None, "", False, "none"):
         return None
-    if auto_augment in ("randaugment", "autoaugment"):
-        return auto_augment
     if auto_augment in AUTO_AUGMENT:
-        raise ValueError(f"auto_augment='{auto_augment}' is not implemented yet in yolojax; use 'randaugment' "
-                         "(the default) or none.")
+        return auto_augment
     raise ValueError(f"auto_augment is {auto_augment!r}; valid: {', '.join(AUTO_AUGMENT)} or none.")
 
 
@@ -281,6 +335,8 @@ def classify_train(img: np.ndarray, rng: np.random.Generator, *, imgsz: int, sca
         out = rand_augment(out, rng)
     elif policy == "autoaugment":
         out = auto_augment_imagenet(out, rng)
+    elif policy == "augmix":
+        out = aug_mix(out, rng)
     if policy is None or force_color_jitter:
         out = color_jitter(out, rng, hsv_v, hsv_v, hsv_s, hsv_h)
     box = random_erasing_box(rng, out.shape[:2], erasing)
