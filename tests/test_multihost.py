@@ -203,10 +203,10 @@ def _cls_train_args(run, data) -> list[str]:
     """``python -m yolojax.train`` arguments of the classification runs below: yolov8n-cls at 32 px on the synthetic
     class folders (6 classes x 8 images), one epoch of 6 steps of global batch 8, validated, with dropout and the
     default augmentation (RandAugment, random erasing)."""
-    return [f"--config={TESTS.parent / 'configs' / 'default.py'}", f"--workdir={run}", "--config.model=yolov8n-cls.yaml",
-            f"--config.data={data}", "--config.imgsz=32", "--config.batch=8", "--config.epochs=1",
-            "--config.workers=0", "--config.plots=False", "--config.tensorboard=False", "--config.warmup_epochs=0",
-            "--config.dropout=0.2"]
+    return [f"--config={TESTS.parent / 'configs' / 'default.py'}", f"--workdir={run}",
+            "--config.model=yolov8n-cls.yaml", f"--config.data={data}", "--config.imgsz=32", "--config.batch=8",
+            "--config.epochs=1", "--config.workers=0", "--config.plots=False", "--config.tensorboard=False",
+            "--config.warmup_epochs=0", "--config.dropout=0.2"]
 
 
 @pytest.mark.slow
