@@ -93,8 +93,8 @@ class ClassificationTask(YoloFiles):
         info = check_cls_dataset(config.data)
         names = dict(info["names"])
         train_ds = open_cls_split(info, "train", imgsz=int(config.imgsz), fraction=float(config.fraction),
-                                  compat=config.compat)
-        val_ds = open_cls_split(info, "val", imgsz=int(config.imgsz), compat=config.compat)
+                                  compat=config.compat, cache=config.cache)
+        val_ds = open_cls_split(info, "val", imgsz=int(config.imgsz), compat=config.compat, cache=config.cache)
         return names, train_ds, val_ds
 
     def build_model(self, config, names, dtype):
