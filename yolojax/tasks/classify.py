@@ -4,7 +4,9 @@ Ultralytics 8.2.103's ClassificationTrainer on the engine's loop: runs go to run
 image size is 224 (``DEFAULT_IMGSZ``, see ``yolojax.tasks.configure``), the model is built for the dataset's class
 count (weights transfer where their shapes match, so a checkpoint's Linear is replaced when nc differs, as its
 ``reshape_outputs``), ``dropout`` sets the Classify head's rate, the validation batch is twice the training batch,
-and fitness (best.npz, early stopping) is the mean of top-1 and top-5 accuracy.
+and fitness (best.npz, early stopping) is the mean of top-1 and top-5 accuracy. ``cache`` (ram / disk) applies to the
+train and val splits, as Ultralytics' classification dataset; the settings only detection reads are warned about
+(``yolojax.config.checks.DETECT_ONLY``).
 """
 from __future__ import annotations
 
