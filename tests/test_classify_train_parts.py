@@ -75,6 +75,26 @@ def test_cache_ram_and_disk_feed_the_loaders_the_decoded_images(tmp_path):
             assert got_label == label and np.array_equal(got, img)
 
 
+def test_the_split_key_picks_the_folder_validated_on(tmp_path):
+    import shutil
+
+    from yolojax.config import apply_overrides, check_config, default_config
+    from yolojax.data.synthetic import shapes_cls_dir
+    from yolojax.tasks.classify import ClassificationTask
+
+    root = shutil.copytree(shapes_cls_dir(n_train=3, n_val=2, size=32), tmp_path / "cls")
+    shutil.copytree(root / "val", root / "test")
+    for f in root.glob("test/*/0001.png"):  # test/: one image a class
+        f.unlink()
+    sizes = {}
+    for split in ("val", "test", "train"):
+        config = check_config(apply_overrides(default_config(), {"task": "classify", "data": str(root), "imgsz": 32,
+                                                                 "split": split}))
+        _, train_ds, val_ds = ClassificationTask().datasets(config)
+        sizes[split] = (len(train_ds), len(val_ds))
+    assert sizes == {"val": (18, 12), "test": (18, 6), "train": (18, 18)}
+
+
 def take(it, n):
     out = [next(it) for _ in range(n)]
     it.close()

@@ -96,7 +96,8 @@ class ClassificationTask(YoloFiles):
         names = dict(info["names"])
         train_ds = open_cls_split(info, "train", imgsz=int(config.imgsz), fraction=float(config.fraction),
                                   compat=config.compat, cache=config.cache)
-        val_ds = open_cls_split(info, "val", imgsz=int(config.imgsz), compat=config.compat, cache=config.cache)
+        split = config.split if info.get(config.split) else "val"  # the split validated on, as for detection
+        val_ds = open_cls_split(info, split, imgsz=int(config.imgsz), compat=config.compat, cache=config.cache)
         return names, train_ds, val_ds
 
     def build_model(self, config, names, dtype):
