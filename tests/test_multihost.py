@@ -76,6 +76,24 @@ def _load(path) -> dict:
         return {k: z[k] for k in z.files}
 
 
+def _trainer_env(n_devices: int) -> dict:
+    """The environment of a ``python -m yolojax.train`` subprocess on ``n_devices`` CPU devices (the suite's compile
+    cache, unbuffered output)."""
+    env = W.worker_env(n_devices)
+    env.update(JAX_COMPILATION_CACHE_DIR=env.get("YOLOJAX_TEST_JAX_CACHE", ""), PYTHONUNBUFFERED="1")
+    return env
+
+
+def _outputs(procs, timeout: float = 480) -> list[str]:
+    """Each process's output once all have ended; any still running (a hung run) is killed."""
+    try:
+        return [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
 @pytest.mark.slow
 def test_two_processes_match_single_process_four_devices(two_processes):
     r = two_processes
@@ -159,21 +177,14 @@ def test_trainer_runs_as_two_processes_as_the_readme_says(tmp_path, tiny_model_y
 
     port = free_port()
     run = tmp_path / "run"
-    env = W.worker_env(1)
-    env.update(JAX_COMPILATION_CACHE_DIR=env.get("YOLOJAX_TEST_JAX_CACHE", ""), PYTHONUNBUFFERED="1")
     procs = [subprocess.Popen(
         [sys.executable, "-m", "yolojax.train", f"--config={TESTS.parent / 'configs' / 'default.py'}", f"--workdir={run}",
          f"--config.model={tiny_model_yaml}", f"--config.data={shapes_small}", "--config.imgsz=64", "--config.batch=8",
          "--config.epochs=1", "--config.close_mosaic=0", "--config.workers=1", "--config.val=False",
          "--config.plots=False", "--config.warmup_epochs=0", f"--config.coordinator_address=127.0.0.1:{port}",
          "--config.num_processes=2", f"--config.process_id={pid}", "--config.dist_init_timeout=120"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in range(2)]
-    try:
-        logs = [p.communicate(timeout=480)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+        env=_trainer_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in range(2)]
+    logs = _outputs(procs)
     for pid, p in enumerate(procs):
         assert p.returncode == 0, f"process {pid}:\n{logs[pid][-4000:]}"
     assert "Starting training for 1 epochs" in logs[0] and "Results saved to" in logs[0], logs[0][-3000:]
@@ -223,24 +234,15 @@ def test_classification_trains_as_two_processes_like_one_process_on_two_devices(
 
     data = shapes_cls_dir(n_train=8, n_val=4, size=32)
     port, multi, single = free_port(), tmp_path / "multi", tmp_path / "single"
-    env = W.worker_env(1)
-    env.update(JAX_COMPILATION_CACHE_DIR=env.get("YOLOJAX_TEST_JAX_CACHE", ""), PYTHONUNBUFFERED="1")
     dist = ["--config.coordinator_address=127.0.0.1:" + str(port), "--config.num_processes=2",
             "--config.dist_init_timeout=120"]
     procs = [subprocess.Popen(
         [sys.executable, "-u", str(TESTS / "multihost_worker.py"), "trainer", "--out", str(tmp_path / f"w{pid}.txt"),
          "--watch", str(multi), "--", *_cls_train_args(multi, data), *dist, f"--config.process_id={pid}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in range(2)]
-    env2 = {**W.worker_env(2), "YOLOJAX_CPU_DEVICES": "2", "PYTHONUNBUFFERED": "1"}
-    env2["JAX_COMPILATION_CACHE_DIR"] = env2.get("YOLOJAX_TEST_JAX_CACHE", "")
-    procs.append(subprocess.Popen([sys.executable, "-m", "yolojax.train", *_cls_train_args(single, data)], env=env2,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    try:
-        logs = [p.communicate(timeout=480)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+        env=_trainer_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in range(2)]
+    procs.append(subprocess.Popen([sys.executable, "-m", "yolojax.train", *_cls_train_args(single, data)],
+                                  env=_trainer_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = _outputs(procs)
     for i, p in enumerate(procs):
         assert p.returncode == 0, f"run {i}:\n{logs[i][-4000:]}"
     assert "CPU x2" in logs[0] and "CPU x2" in logs[2], (logs[0][-3000:], logs[2][-3000:])
