@@ -269,7 +269,8 @@ def _written_path(event: str, args: tuple) -> str | None:
                   else bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
         return path if writes and isinstance(path, (str, bytes, os.PathLike)) else None
     if event in ("os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree"):
-        return args[1] if event == "os.rename" else args[0]
+        path = args[1] if event == "os.rename" else args[0]
+        return path if isinstance(path, (str, bytes, os.PathLike)) else None
     return None
 
 
@@ -285,7 +286,7 @@ def task_trainer(args):
 
     def hook(event, hook_args):
         path = _written_path(event, hook_args)
-        if path is not None and not isinstance(path, int):
+        if path is not None:
             full = os.path.realpath(os.fsdecode(path))
             if full == watch or full.startswith(watch + os.sep):
                 seen.add(os.path.relpath(full, watch))

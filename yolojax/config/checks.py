@@ -432,7 +432,10 @@ def inapplicable_warnings(values: Mapping[str, Any]) -> list[str]:
     (``values["task"]``: detect, the default, or classify), with the reason; defaults never warn."""
     classify = values.get("task", "detect") == "classify"
     task = "classification" if classify else "detection"
-    changed = lambda key, default: key in values and values[key] != default  # noqa: E731
+
+    def changed(key: str, default) -> bool:
+        return key in values and values[key] != default
+
     lines = [f"WARNING: {key}={values[key]!r} has no effect on YOLOv8 {task} training: "
              f"{cls_reason if classify else reason}." for key, (inert, reason, cls_reason) in INAPPLICABLE.items()
              if changed(key, inert)]
