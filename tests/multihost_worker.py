@@ -9,6 +9,8 @@ process group when it starts, so these runs cannot share the pytest process).
     # one of 2 processes: wait_for_peers with process 1 arriving --late seconds late, then a barrier it skips
     python tests/multihost_worker.py barrier --out unused --late 6 --coordinator 127.0.0.1:PORT \
         --num-processes 2 --process-id 0
+    # the trainer (python -m yolojax.train ARGS...), listing in writes.txt every path under DIR it writes
+    python tests/multihost_worker.py trainer --out writes.txt --watch DIR -- --config=... --config.num_processes=2 ...
 
 The tiny model: YOLOv8(multiples=(0.33, 0.0625, 1024), num_classes=3), 64x64 inputs, global batch 8, random
 boxes; SGD without warmup, so the first step already updates the weights.
@@ -259,9 +261,48 @@ def task_barrier(args):
         time.sleep(4)
 
 
+def _written_path(event: str, args: tuple) -> str | None:
+    """The path an audit event writes, creates, moves or removes (None for reads and other events)."""
+    if event == "open":
+        path, mode, flags = args
+        writes = (any(c in mode for c in "wax+") if isinstance(mode, str)
+                  else bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
+        return path if writes and isinstance(path, (str, bytes, os.PathLike)) else None
+    if event in ("os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree"):
+        path = args[1] if event == "os.rename" else args[0]
+        return path if isinstance(path, (str, bytes, os.PathLike)) else None
+    return None
+
+
+def task_trainer(args):
+    """``python -m yolojax.train`` with ``args.rest``, recording (Python audit hooks) every file or folder under
+    ``args.watch`` this process writes, creates, renames to or removes; the sorted paths, relative to ``args.watch``,
+    go to ``args.out``, one a line, when the run ends (also when it fails). Writes made below Python (Orbax's
+    TensorStore, OpenCV) are not seen."""
+    import runpy
+
+    watch = os.path.realpath(args.watch)
+    seen: set[str] = set()
+
+    def hook(event, hook_args):
+        path = _written_path(event, hook_args)
+        if path is not None:
+            full = os.path.realpath(os.fsdecode(path))
+            if full == watch or full.startswith(watch + os.sep):
+                seen.add(os.path.relpath(full, watch))
+
+    sys.addaudithook(hook)
+    sys.argv = ["yolojax.train", *args.rest]
+    try:
+        runpy.run_module("yolojax.train", run_name="__main__", alter_sys=True)
+    finally:
+        with open(args.out, "w") as f:
+            f.write("".join(f"{p}\n" for p in sorted(seen)))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("task", choices=("equivalence", "train", "barrier"))
+    ap.add_argument("task", choices=("equivalence", "train", "barrier", "trainer"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--ref-out")
     ap.add_argument("--steps", type=int, default=3)
@@ -272,9 +313,14 @@ def main(argv=None):
     ap.add_argument("--die-process", type=int)
     ap.add_argument("--heartbeat", type=int, default=10)
     ap.add_argument("--late", type=float, default=0.0)
-    args = ap.parse_args(argv)
+    ap.add_argument("--watch", help="trainer: the folder whose writes are recorded")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)  # trainer: python -m yolojax.train's arguments follow --
+    args = ap.parse_args(argv[:cut])
+    args.rest = argv[cut + 1:]
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    {"equivalence": task_equivalence, "train": task_train, "barrier": task_barrier}[args.task](args)
+    {"equivalence": task_equivalence, "train": task_train, "barrier": task_barrier,
+     "trainer": task_trainer}[args.task](args)
 
 
 # ---- used by the tests (pytest process) -------------------------------------------------------------------

@@ -91,6 +91,54 @@ def test_train_lines_pick_the_classifier_with_or_without_the_task_word(monkeypat
     assert train_config({"task": "classify", "imgsz": 96}).imgsz == 96
 
 
+class _Built(Exception):
+    """Raised in place of building the run: the settings warnings come before the data and the model."""
+
+
+def _warnings_before_the_build(monkeypatch, capsys, start) -> list[str]:
+    """The WARNING lines ``start()`` prints before the engine builds its run (stopped there)."""
+    import yolojax.engine.loop as loop
+
+    def stop(*args, **kwargs):
+        raise _Built
+
+    monkeypatch.setattr(loop, "build_run", stop)
+    with pytest.raises(_Built):
+        start()
+    return [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("WARNING")]
+
+
+def test_detection_settings_given_to_a_classifier_are_named_on_the_command_line_and_the_facade(
+        monkeypatch, capsys, tmp_path):
+    from yolojax import YOLO
+
+    monkeypatch.chdir(tmp_path)
+    common = ["data=shapes-cls", "imgsz=32", "epochs=1"]
+    lines = _warnings_before_the_build(monkeypatch, capsys, lambda: main(["classify", "train", *common, "mosaic=0.5",
+                                                                           "box=5.0", "single_cls=True"]))
+    assert lines == [f"WARNING: {k}={v!r} has no effect on YOLOv8 classification training: classification does not "
+                     f"use it ({why})." for k, v, why in (
+                         ("single_cls", True, "it merges the detection labels into one class"),
+                         ("box", 5.0, "it is a detection loss gain; classification's loss is cross-entropy"),
+                         ("mosaic", 0.5, "it is a detection augmentation"))], lines
+    lines = _warnings_before_the_build(monkeypatch, capsys, lambda: YOLO("yolov8n-cls.yaml").train(
+        data="shapes-cls", imgsz=32, epochs=1, degrees=10.0, close_mosaic=0))
+    assert [ln.split(": classification does not use it")[0] for ln in lines] == [
+        "WARNING: close_mosaic=0 has no effect on YOLOv8 classification training",
+        "WARNING: degrees=10.0 has no effect on YOLOv8 classification training"], lines
+    # the defaults (and the classification settings) say nothing
+    assert _warnings_before_the_build(monkeypatch, capsys, lambda: main(["classify", "train", *common,
+                                                                          "fliplr=0.2", "cache=ram"])) == []
+    assert _warnings_before_the_build(monkeypatch, capsys, lambda: YOLO("yolov8n-cls.yaml").train(
+        data="shapes-cls", imgsz=32, epochs=1)) == []
+    # a detector reads them: no warning
+    assert _warnings_before_the_build(monkeypatch, capsys, lambda: main(["detect", "train", "data=shapes", "imgsz=32",
+                                                                          "epochs=1", "mosaic=0.5", "box=5.0",
+                                                                          "single_cls=True"])) == []
+    assert _warnings_before_the_build(monkeypatch, capsys, lambda: YOLO("yolov8n.yaml").train(
+        data="shapes", imgsz=32, epochs=1, degrees=10.0, close_mosaic=0)) == []
+
+
 @pytest.mark.parametrize("name, data", [("imagenet", "imagenet"), ("imagenette", "imagenette")])
 def test_classification_configs_check_and_pick_the_classify_task(name, data):
     import importlib.util

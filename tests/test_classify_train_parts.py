@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import pathlib
 
 import flax.linen as nn
 import jax
@@ -37,6 +38,61 @@ def train_ds(info):
 @pytest.fixture(scope="module")
 def val_ds(info):
     return ClassifyDataset.from_index(cls_index(info["val"], info["names"]), imgsz=48)
+
+
+def test_cache_ram_and_disk_feed_the_loaders_the_decoded_images(tmp_path):
+    """cache="ram" holds every decode in memory (the image files may go); cache="disk" writes <stem>.npy beside each
+    image (OpenCV's BGR decode, as Ultralytics' classification dataset saves it) and reads it from there. Both give
+    the loaders the pixels the image files give."""
+    import pickle
+    import shutil
+
+    import cv2
+
+    from yolojax.data.classify_loader import open_cls_split
+    from yolojax.data.synthetic import shapes_cls_dir
+
+    root = shutil.copytree(shapes_cls_dir(n_train=2, n_val=1, size=32), tmp_path / "cls")
+    info = check_cls_dataset(str(root))
+    plain = open_cls_split(info, "train", imgsz=32)
+    want = [plain.sample(i) for i in range(len(plain))]
+    assert len(want) == 12 and plain.ram_cache is None and not plain.disk_cache
+    disk = open_cls_split(info, "train", imgsz=32, cache="disk")
+    npys = sorted(root.glob("train/*/*.npy"))
+    assert len(npys) == 12 and disk.disk_cache
+    for f in disk.files:
+        np.testing.assert_array_equal(np.load(pathlib.Path(f).with_suffix(".npy")), cv2.imread(f))
+    first = pathlib.Path(disk.files[0]).with_suffix(".npy")
+    np.save(first, np.zeros((5, 7, 3), np.uint8))  # the .npy is what is read, not the image
+    assert disk.sample(0)[0].shape == (5, 7, 3)
+    first.unlink()
+    ram = open_cls_split(info, "train", imgsz=32, cache="ram")
+    assert len(ram.ram_cache) == 12
+    shutil.rmtree(root / "train")  # the images live in memory now, also in a (pickled) Grain worker's copy
+    for ds in (ram, pickle.loads(pickle.dumps(ram))):
+        for i, (img, label) in enumerate(want):
+            got, got_label = ds.sample(i)
+            assert got_label == label and np.array_equal(got, img)
+
+
+def test_the_split_key_picks_the_folder_validated_on(tmp_path):
+    import shutil
+
+    from yolojax.config import apply_overrides, check_config, default_config
+    from yolojax.data.synthetic import shapes_cls_dir
+    from yolojax.tasks.classify import ClassificationTask
+
+    root = shutil.copytree(shapes_cls_dir(n_train=3, n_val=2, size=32), tmp_path / "cls")
+    shutil.copytree(root / "val", root / "test")
+    for f in root.glob("test/*/0001.png"):  # test/: one image a class
+        f.unlink()
+    sizes = {}
+    for split in ("val", "test", "train"):
+        config = check_config(apply_overrides(default_config(), {"task": "classify", "data": str(root), "imgsz": 32,
+                                                                 "split": split}))
+        _, train_ds, val_ds = ClassificationTask().datasets(config)
+        sizes[split] = (len(train_ds), len(val_ds))
+    assert sizes == {"val": (18, 12), "test": (18, 6), "train": (18, 18)}
 
 
 def take(it, n):
@@ -251,6 +307,55 @@ def test_classification_keys_have_ultralytics_defaults_rules_and_detection_warni
     assert [line.split("=")[0] for line in lines] == ["WARNING: erasing", "WARNING: crop_fraction"]
     assert all("classification argument" in line for line in lines)
     assert inapplicable_warnings({**c, "task": "classify", "erasing": 0.0, "crop_fraction": 0.9}) == []
+
+
+# Keys Ultralytics' ClassificationTrainer (8.2.103) never reads, each set away from its default: what a detection
+# argument list copied onto a classifier looks like.
+DETECTION_SETTINGS = {"single_cls": True, "classes": [0, 2], "rect": True, "close_mosaic": 0, "multi_scale": True,
+                      "save_json": True, "conf": 0.25, "iou": 0.5, "max_det": 100, "box": 5.0, "cls": 1.0, "dfl": 2.0,
+                      "degrees": 10.0, "translate": 0.2, "shear": 2.0, "perspective": 0.001, "bgr": 0.1,
+                      "mosaic": 0.5, "mixup": 0.1, "copy_paste": 0.3, "hsv_on_device": True,
+                      "warp_on_device": False}
+# Keys classification does read (its loader, optimizer, schedule and run settings), set away from their defaults.
+CLASSIFICATION_SETTINGS = {"cache": "ram", "fliplr": 0.2, "flipud": 0.3, "scale": 0.3, "erasing": 0.1,
+                           "auto_augment": "augmix", "dropout": 0.2, "crop_fraction": 0.9, "fraction": 0.5,
+                           "cos_lr": True, "freeze": 3, "lr0": 0.02, "patience": 5, "bn_sync": False}
+
+
+def test_detection_settings_on_a_classifier_warn_once_each_and_defaults_never():
+    from yolojax.config import default_config
+    from yolojax.config.checks import inapplicable_warnings
+
+    c = {**default_config().to_dict(), "task": "classify"}
+    assert inapplicable_warnings(c) == []  # the defaults of every key
+    assert inapplicable_warnings({**c, **CLASSIFICATION_SETTINGS}) == []
+    lines = inapplicable_warnings({**c, **DETECTION_SETTINGS})
+    by_key = {line.split("=")[0].removeprefix("WARNING: "): line for line in lines}
+    assert len(lines) == len(by_key) and by_key.keys() == DETECTION_SETTINGS.keys(), lines  # one line per key
+    for key, value in DETECTION_SETTINGS.items():
+        assert by_key[key].startswith(f"WARNING: {key}={value!r} has no effect on YOLOv8 classification training: "
+                                      "classification does not use it ("), by_key[key]
+    # the detection task reads all of them (copy_paste aside, which it warns about with its own reason)
+    det = inapplicable_warnings({**c, **DETECTION_SETTINGS, "task": "detect"})
+    assert [line.split("=")[0] for line in det] == ["WARNING: copy_paste"] and "segment" in det[0]
+    # label_smoothing: neither task's 8.2.103 loss reads it, each says why in its own words
+    (cls_line,) = inapplicable_warnings({**c, "label_smoothing": 0.1})
+    (det_line,) = inapplicable_warnings({**c, "label_smoothing": 0.1, "task": "detect"})
+    assert "classification does not use it" in cls_line and "cross-entropy" in cls_line
+    assert "detection loss never reads it" in det_line
+
+
+def test_hsv_gains_warn_on_a_classifier_only_where_an_auto_augment_policy_replaces_the_colour_jitter():
+    from yolojax.config import default_config
+    from yolojax.config.checks import inapplicable_warnings
+
+    c = {**default_config().to_dict(), "task": "classify"}
+    hsv = {"hsv_h": 0.1, "hsv_s": 0.5, "hsv_v": 0.2}
+    lines = inapplicable_warnings({**c, **hsv})  # auto_augment="randaugment", the default
+    assert [line.split("=")[0] for line in lines] == ["WARNING: hsv_h", "WARNING: hsv_s", "WARNING: hsv_v"]
+    assert all("auto_augment='randaugment'" in line and "auto_augment=None" in line for line in lines)
+    assert inapplicable_warnings({**c, **hsv, "auto_augment": None}) == []  # the jitter draws from them
+    assert inapplicable_warnings({**c, **hsv, "task": "detect"}) == []  # detection's HSV augmentation
 
 
 @pytest.mark.parametrize("name", ["imagenet", "imagenette"])

@@ -351,6 +351,13 @@ def test_cls_tfds_splits_feed_the_classification_loaders(cls_tfds_env):
         it.close()
         labels = np.array([c for *_, c in CLS_EXAMPLES[name]["train"]])
         np.testing.assert_array_equal(got, labels[loader.epoch_order(0)])
+    ram = open_cls_split(info, "val", imgsz=24, cache="ram")  # every record decoded into memory
+    assert len(ram.ram_cache) == len(val) and all(
+        a[1] == b[1] and np.array_equal(a[0], b[0]) for a, b in zip(ram.ram_cache, (val.sample(i) for i in
+                                                                                   range(len(val)))))
+    with pytest.raises(DatasetError, match=r"cache='disk' is not supported for tfds:cifar10 split 'test': use "
+                                           r"cache='ram' or no cache"):
+        open_cls_split(info, "val", imgsz=24, cache="disk")
 
 
 def test_cls_imagenet2012_says_where_to_put_the_archives(cls_tfds_env):

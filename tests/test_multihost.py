@@ -7,7 +7,8 @@ They then save an Orbax checkpoint collectively and restore it together onto the
 restores here in one process (one device). Finally process 1 is killed and process 0, trying its next step, must
 exit with a clear error within a bounded time instead of hanging (heartbeat timeout 10 s). The README's own
 several-hosts command (``python -m yolojax.train`` with coordinator_address / num_processes / process_id) runs
-as two processes of one CPU device each.
+as two processes of one CPU device each; so does a classification run (yolov8n-cls), whose state must equal the
+same run's in one process with two CPU devices.
 """
 from __future__ import annotations
 
@@ -73,6 +74,24 @@ def two_processes(tmp_path_factory):
 def _load(path) -> dict:
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
+
+
+def _trainer_env(n_devices: int) -> dict:
+    """The environment of a ``python -m yolojax.train`` subprocess on ``n_devices`` CPU devices (the suite's compile
+    cache, unbuffered output)."""
+    env = W.worker_env(n_devices)
+    env.update(JAX_COMPILATION_CACHE_DIR=env.get("YOLOJAX_TEST_JAX_CACHE", ""), PYTHONUNBUFFERED="1")
+    return env
+
+
+def _outputs(procs, timeout: float = 480) -> list[str]:
+    """Each process's output once all have ended; any still running (a hung run) is killed."""
+    try:
+        return [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
 
 
 @pytest.mark.slow
@@ -158,21 +177,14 @@ def test_trainer_runs_as_two_processes_as_the_readme_says(tmp_path, tiny_model_y
 
     port = free_port()
     run = tmp_path / "run"
-    env = W.worker_env(1)
-    env.update(JAX_COMPILATION_CACHE_DIR=env.get("YOLOJAX_TEST_JAX_CACHE", ""), PYTHONUNBUFFERED="1")
     procs = [subprocess.Popen(
         [sys.executable, "-m", "yolojax.train", f"--config={TESTS.parent / 'configs' / 'default.py'}", f"--workdir={run}",
          f"--config.model={tiny_model_yaml}", f"--config.data={shapes_small}", "--config.imgsz=64", "--config.batch=8",
          "--config.epochs=1", "--config.close_mosaic=0", "--config.workers=1", "--config.val=False",
          "--config.plots=False", "--config.warmup_epochs=0", f"--config.coordinator_address=127.0.0.1:{port}",
          "--config.num_processes=2", f"--config.process_id={pid}", "--config.dist_init_timeout=120"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in range(2)]
-    try:
-        logs = [p.communicate(timeout=480)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+        env=_trainer_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in range(2)]
+    logs = _outputs(procs)
     for pid, p in enumerate(procs):
         assert p.returncode == 0, f"process {pid}:\n{logs[pid][-4000:]}"
     assert "Starting training for 1 epochs" in logs[0] and "Results saved to" in logs[0], logs[0][-3000:]
@@ -196,3 +208,67 @@ def test_trainer_runs_as_two_processes_as_the_readme_says(tmp_path, tiny_model_y
     for path, value in leaves:
         key = jax.tree_util.keystr(path)  # "['params'][...]" is the state's "['ema_params'][...]"
         np.testing.assert_array_equal(np.asarray(value), saved["['ema_" + key[2:]], err_msg=key)
+
+
+def _cls_train_args(run, data) -> list[str]:
+    """``python -m yolojax.train`` arguments of the classification runs below: yolov8n-cls at 32 px on the synthetic
+    class folders (6 classes x 8 images), one epoch of 6 steps of global batch 8, validated, with dropout and the
+    default augmentation (RandAugment, random erasing)."""
+    return [f"--config={TESTS.parent / 'configs' / 'default.py'}", f"--workdir={run}",
+            "--config.model=yolov8n-cls.yaml", f"--config.data={data}", "--config.imgsz=32", "--config.batch=8",
+            "--config.epochs=1", "--config.workers=0", "--config.plots=False", "--config.tensorboard=False",
+            "--config.warmup_epochs=0", "--config.dropout=0.2"]
+
+
+@pytest.mark.slow
+def test_classification_trains_as_two_processes_like_one_process_on_two_devices(tmp_path):
+    """yolov8n-cls through the trainer as 2 processes x 1 CPU device (jax.distributed on 127.0.0.1) and, at the same
+    time, as 1 process with 2 CPU devices. Both processes finish; only process 0 logs and writes the run's files
+    (results.csv, args.yaml, the weight files: recorded by the worker's audit hooks); the collective checkpoint holds
+    exactly the single-process run's state: with two devices every cross-device sum has two terms, so the two layouts
+    add the same numbers and agree bit for bit (dropout and augmentation draws included)."""
+    from yolojax.data.synthetic import shapes_cls_dir
+    from yolojax.engine.checkpoint import Checkpointer
+    from yolojax.report.results import read_results_csv
+    from yolojax.weights import load_checkpoint
+
+    data = shapes_cls_dir(n_train=8, n_val=4, size=32)
+    port, multi, single = free_port(), tmp_path / "multi", tmp_path / "single"
+    dist = ["--config.coordinator_address=127.0.0.1:" + str(port), "--config.num_processes=2",
+            "--config.dist_init_timeout=120"]
+    procs = [subprocess.Popen(
+        [sys.executable, "-u", str(TESTS / "multihost_worker.py"), "trainer", "--out", str(tmp_path / f"w{pid}.txt"),
+         "--watch", str(multi), "--", *_cls_train_args(multi, data), *dist, f"--config.process_id={pid}"],
+        env=_trainer_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in range(2)]
+    procs.append(subprocess.Popen([sys.executable, "-m", "yolojax.train", *_cls_train_args(single, data)],
+                                  env=_trainer_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = _outputs(procs)
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, f"run {i}:\n{logs[i][-4000:]}"
+    assert "CPU x2" in logs[0] and "CPU x2" in logs[2], (logs[0][-3000:], logs[2][-3000:])
+    for marker in ("Starting training for 1 epochs", "top1_acc", "Results saved to"):
+        assert marker in logs[0] and marker not in logs[1], (marker, logs[0][-3000:], logs[1][-3000:])
+
+    writes = [set((tmp_path / f"w{pid}.txt").read_text().split()) for pid in range(2)]
+    for name in ("results.csv", "args.yaml", "weights/last.npz", "weights/best.npz"):
+        assert name in writes[0], sorted(writes[0])  # the hook sees process 0 write the run's files ...
+    assert not {p for p in writes[1] if not p.startswith("weights/ckpt")}, sorted(writes[1])  # ... process 1 none
+
+    rows, want = read_results_csv(multi / "results.csv"), read_results_csv(single / "results.csv")
+    assert [r["epoch"] for r in rows] == [1]
+    for key in ("train/loss", "metrics/accuracy_top1", "metrics/accuracy_top5", "val/loss", "lr/pg0"):
+        assert rows[0][key] == want[0][key], key
+    arrays = []
+    for run in (multi, single):
+        ck = Checkpointer(run / "weights" / "ckpt")
+        assert ck.latest_step() == 6  # 48 images, global batch 8
+        arrays.append(ck.read_arrays())
+        ck.close()
+    a, b = arrays
+    assert a.keys() == b.keys() and len(a) > 100
+    for k in b:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    exported = load_checkpoint(multi / "weights" / "last.npz").variables  # process 0's export: the EMA weights
+    for path, value in jax.tree_util.tree_leaves_with_path(exported):
+        key = jax.tree_util.keystr(path)
+        np.testing.assert_array_equal(np.asarray(value), a["['ema_" + key[2:]], err_msg=key)

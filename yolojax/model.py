@@ -98,7 +98,7 @@ def train_config(args: dict[str, Any]):
     """The flat training config: defaults of ``configs/default.py`` updated with ``args``.
 
     Every key must be a config key (an unknown one raises ``ConfigError`` naming the closest); Ultralytics keys
-    that have no effect on detection training are dropped with a warning. Every value is checked
+    that have no effect on training (either task) are dropped with a warning. Every value is checked
     (``yolojax.config.checks``: a ``ConfigError`` names the key, the value and what is valid) and keeps its
     given type where several are valid (``pretrained="w.pt"``, ``resume="runs/detect/train"``, ``cache="ram"``,
     ``device=[0, 1]``). ``task=classify`` without ``imgsz`` trains at 224, as Ultralytics' classification trainer."""
@@ -112,8 +112,8 @@ def train_config(args: dict[str, Any]):
         if key in base:
             clean[key] = list(value) if isinstance(value, tuple) else value
         elif key in NO_EFFECT_KEYS:
-            print(f"WARNING: '{key}={value}' is an Ultralytics argument with no effect on YOLOv8 detection training; "
-                  f"yolojax ignores it.")
+            print(f"WARNING: '{key}={value}' is an Ultralytics argument with no effect on YOLOv8 detection or "
+                  f"classification training; yolojax ignores it.")
         else:
             near = closest_key(key, base)
             hint = f" Did you mean '{near}'?" if near else ""

@@ -9,7 +9,7 @@ a value outside them cannot train (``epochs >= 1``, ``workers >= 0``, ``momentum
 
 ``check_values(mapping) -> dict`` raises :class:`ConfigError` naming the key, the value given and what is valid.
 ``inapplicable_warnings(mapping)`` lists the arguments that are accepted as Ultralytics accepts them but have no
-effect on YOLOv8 detection training, each with its reason.
+effect on the training of the config's task (detection or classification), each with its reason.
 """
 from __future__ import annotations
 
@@ -364,7 +364,7 @@ def check_values(values: Mapping[str, Any], where: str = "") -> dict:
     return out
 
 
-# Ultralytics default.yaml keys (8.2.103, and a few of 8.4) that do not affect YOLOv8 detection training: accepted
+# Ultralytics default.yaml keys (8.2.103, and a few of 8.4) that affect neither task's YOLOv8 training: accepted
 # with a warning so that argument lists and args.yaml files copied from Ultralytics keep working.
 NO_EFFECT_KEYS = frozenset((
     "overlap_mask", "mask_ratio", "pose", "kobj", "save_hybrid", "dnn", "source", "vid_stride",
@@ -374,14 +374,20 @@ NO_EFFECT_KEYS = frozenset((
     "cutmix", "cls_pw", "compile", "channels_last", "save_dir",
 ))
 
-# Accepted as Ultralytics accepts them, without effect on YOLOv8 detection training: key -> (inert value, reason).
+_HALF = ("it selects FP16 for standalone val/predict in Ultralytics; training precision is set by amp (bfloat16 "
+         "compute on accelerators) and dtype")
+
+# Accepted as Ultralytics accepts them, without effect on YOLOv8 training of either task: key -> (inert value,
+# reason for detection, reason for classification).
 INAPPLICABLE = {
     "label_smoothing": (0.0, "Ultralytics 8.2.103 accepts it, but its detection loss never reads it (the class "
-                             "targets are IoU-aware scores, not one-hot labels); Ultralytics later removed the key"),
-    "half": (False, "it selects FP16 for standalone val/predict in Ultralytics; training precision is set by amp "
-                    "(bfloat16 compute on accelerators) and dtype"),
+                             "targets are IoU-aware scores, not one-hot labels); Ultralytics later removed the key",
+                        "classification does not use it (Ultralytics 8.2.103 accepts it, but its classification loss "
+                        "is plain cross-entropy; Ultralytics later removed the key)"),
+    "half": (False, _HALF, _HALF),
     "copy_paste": (0.0, "copy-paste pastes segment masks; YOLOv8 detection datasets have boxes only, where "
-                        "Ultralytics' copy-paste does nothing either"),
+                        "Ultralytics' copy-paste does nothing either",
+                   "classification does not use it (it is a detection augmentation)"),
 }
 
 
@@ -389,14 +395,58 @@ INAPPLICABLE = {
 # the default for detection, they are warned about.
 CLASSIFY_ONLY = {"dropout": 0.0, "auto_augment": "randaugment", "erasing": 0.4, "crop_fraction": 1.0}
 
+_GEOMETRY = "it is a detection augmentation; classification crops with scale and flips with fliplr/flipud"
+
+# Keys only detection reads: key -> (its default, what it is). Ultralytics' ClassificationTrainer (8.2.103) ignores
+# them silently; set away from the default with task=classify, they are warned about.
+DETECT_ONLY = {
+    "single_cls": (False, "it merges the detection labels into one class"),
+    "classes": (None, "it selects detection labels by class"),
+    "rect": (False, "rectangular batches are a detection loader setting; classification batches are square crops"),
+    "close_mosaic": (10, "classification has no mosaic to close"),
+    "multi_scale": (False, "classification trains at imgsz only"),
+    "save_json": (False, "it writes COCO-format detections"),
+    "conf": (None, "it is the detections' confidence threshold"),
+    "iou": (0.7, "it is the NMS IoU threshold"),
+    "max_det": (300, "it caps the detections per image"),
+    "box": (7.5, "it is a detection loss gain; classification's loss is cross-entropy"),
+    "cls": (0.5, "it is a detection loss gain; classification's loss is cross-entropy"),
+    "dfl": (1.5, "it is a detection loss gain; classification's loss is cross-entropy"),
+    "degrees": (0.0, _GEOMETRY),
+    "translate": (0.1, _GEOMETRY),
+    "shear": (0.0, _GEOMETRY),
+    "perspective": (0.0, _GEOMETRY),
+    "bgr": (0.0, "it is a detection augmentation"),
+    "mosaic": (1.0, "it is a detection augmentation"),
+    "mixup": (0.0, "it is a detection augmentation"),
+    "hsv_on_device": ("auto", "classification augments every image in the loader"),
+    "warp_on_device": ("auto", "classification augments every image in the loader"),
+}
+
+# Classification's colour jitter: Ultralytics draws it from hsv_* only when no auto_augment policy runs.
+HSV_DEFAULTS = {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4}
+
 
 def inapplicable_warnings(values: Mapping[str, Any]) -> list[str]:
-    """One warning line for each argument set away from its inert value that has no effect here, with the reason."""
-    lines = [f"WARNING: {key}={values[key]!r} has no effect on YOLOv8 detection training: {reason}."
-             for key, (inert, reason) in INAPPLICABLE.items() if key in values and values[key] != inert]
-    if values.get("task", "detect") == "detect":
-        lines += [f"WARNING: {key}={values[key]!r} has no effect on YOLOv8 detection training: it is a "
-                  "classification argument (task=classify)." for key, default in CLASSIFY_ONLY.items()
-                  if key in values and values[key] != default]
-    return lines
+    """One warning line for each argument set away from its inert value that has no effect on the task's training
+    (``values["task"]``: detect, the default, or classify), with the reason; defaults never warn."""
+    classify = values.get("task", "detect") == "classify"
+    task = "classification" if classify else "detection"
 
+    def changed(key: str, default) -> bool:
+        return key in values and values[key] != default
+
+    lines = [f"WARNING: {key}={values[key]!r} has no effect on YOLOv8 {task} training: "
+             f"{cls_reason if classify else reason}." for key, (inert, reason, cls_reason) in INAPPLICABLE.items()
+             if changed(key, inert)]
+    if not classify:
+        return lines + [f"WARNING: {key}={values[key]!r} has no effect on YOLOv8 detection training: it is a "
+                        "classification argument (task=classify)." for key, default in CLASSIFY_ONLY.items()
+                        if changed(key, default)]
+    lines += [f"WARNING: {key}={values[key]!r} has no effect on YOLOv8 classification training: classification does "
+              f"not use it ({what})." for key, (default, what) in DETECT_ONLY.items() if changed(key, default)]
+    if values.get("auto_augment") is not None:
+        lines += [f"WARNING: {key}={values[key]!r} has no effect on YOLOv8 classification training with "
+                  f"auto_augment={values['auto_augment']!r}: the colour jitter that hsv_h/hsv_s/hsv_v set runs only "
+                  "with auto_augment=None." for key, default in HSV_DEFAULTS.items() if changed(key, default)]
+    return lines

@@ -40,18 +40,23 @@ from yolojax.data.classify_tfds import TfdsClassifyDataset
 from yolojax.data.errors import DatasetError
 from yolojax.data.batching import epoch_order
 from yolojax.data.loader import BatchIterator, ValLoader
+from yolojax.data.npy_cache import disk_cache_possible, read_cached, write_disk_cache
 from yolojax.data.sources import batch_array, removed_on_error
 
 
 @dataclasses.dataclass
 class ClassifyDataset:
     """Images and class ids of one split: ``files[i]`` (a path, or a name for records), ``labels`` (n,) int32,
-    ``names`` {id: name}, ``imgsz`` the square size the loaders produce. Picklable (Grain workers)."""
+    ``names`` {id: name}, ``imgsz`` the square size the loaders produce; ``ram_cache`` the decoded images
+    (``cache="ram"``), ``disk_cache`` whether each image is read from its ``.npy`` (``cache="disk"``). Picklable
+    (Grain workers)."""
 
     files: list[str]
     labels: np.ndarray
     names: dict[int, str]
     imgsz: int
+    ram_cache: list | None = None
+    disk_cache: bool = False
 
     @classmethod
     def from_index(cls, index: ClassificationIndex, *, imgsz: int, fraction: float = 1.0) -> "ClassifyDataset":
@@ -66,9 +71,27 @@ class ClassifyDataset:
     def __len__(self) -> int:
         return len(self.files)
 
+    def with_cache(self, cache, *, compat: str = "v8", prefix: str = "") -> "ClassifyDataset":
+        """This dataset with ``cache`` in use (as Ultralytics' classification dataset): True / "ram" decodes every
+        image into memory now; "disk" saves each image's decode beside it as ``<image stem>.npy`` (reused by later
+        runs, and shared with Ultralytics) and reads those (``yolojax.data.npy_cache``); False / None reads the image
+        files."""
+        if cache in (True, "ram"):
+            self.ram_cache = [self.load(i) for i in range(len(self))]
+        elif cache == "disk" and self.files and disk_cache_possible(self.files, prefix=prefix):
+            written = write_disk_cache(self.files, compat=compat)
+            self.disk_cache = True
+            print(f"{prefix}Caching images ({written / (1 << 30):.1f}GB Disk): {len(self)} .npy files beside the "
+                  "images")
+        return self
+
     def load(self, i: int) -> np.ndarray:
         """Image ``i`` as (h, w, 3) uint8 RGB (decoded as Ultralytics does: OpenCV, EXIF orientation applied)."""
-        img = cv2.imread(self.files[i], cv2.IMREAD_COLOR)
+        if self.ram_cache is not None:
+            return self.ram_cache[i]
+        img = read_cached(self.files[i]) if self.disk_cache else None
+        if img is None:
+            img = cv2.imread(self.files[i], cv2.IMREAD_COLOR)
         if img is None:
             raise DatasetError(f"{self.files[i]}: OpenCV could not read this image (it was readable when the "
                                "dataset was indexed); remove it or restore the file.")
@@ -79,15 +102,17 @@ class ClassifyDataset:
         return self.load(i), int(self.labels[i])
 
 
-def open_cls_split(info: Mapping[str, Any], split: str, *, imgsz: int, fraction: float = 1.0, compat: str = "v8"):
+def open_cls_split(info: Mapping[str, Any], split: str, *, imgsz: int, fraction: float = 1.0, compat: str = "v8",
+                   cache=False):
     """The ``split`` role (train / val / test) of a checked classification dataset (``check_cls_dataset``'s dict):
-    a ``ClassifyDataset`` of the verified folder images, or a ``TfdsClassifyDataset`` for ``tfds:`` data."""
+    a ``ClassifyDataset`` of the verified folder images, or a ``TfdsClassifyDataset`` for ``tfds:`` data, with
+    ``cache`` (False, True / "ram" or "disk"; ``tfds:`` records: not "disk") in use."""
     if "tfds" in info:
-        return TfdsClassifyDataset.from_checked(dict(info), split, imgsz=imgsz, fraction=fraction)
+        return TfdsClassifyDataset.from_checked(dict(info), split, imgsz=imgsz, fraction=fraction).with_cache(cache)
     if not info.get(split):
         raise DatasetError(f"{info.get('path')}: the classification dataset has no '{split}' split folder.")
     return ClassifyDataset.from_index(cls_index(info[split], info["names"], compat=compat), imgsz=imgsz,
-                                      fraction=fraction)
+                                      fraction=fraction).with_cache(cache, compat=compat, prefix=f"{split}: ")
 
 
 class _BuildTrainBatch(grain.MapTransform):

@@ -82,6 +82,16 @@ class TfdsClassifyDataset:
     def __init__(self, source, names: dict[int, str], imgsz: int, where: str, n: int | None = None):
         self.source, self.names, self.imgsz, self.where = source, dict(names), int(imgsz), where
         self.n = len(source) if n is None else int(n)
+        self.ram_cache: list | None = None  # every sample, decoded (cache="ram")
+
+    def with_cache(self, cache) -> "TfdsClassifyDataset":
+        """This dataset with ``cache`` in use: True / "ram" decodes every record into memory now; False / None
+        decodes on demand; "disk" is refused (records have no image files to save a decode beside)."""
+        if cache in (True, "ram"):
+            self.ram_cache = [self.sample(i) for i in range(len(self))]
+        elif cache not in (None, False):
+            raise DatasetError(f"cache={cache!r} is not supported for {self.where}: use cache='ram' or no cache.")
+        return self
 
     @classmethod
     def from_checked(cls, info: dict, split: str = "train", *, imgsz: int, fraction: float = 1.0):
@@ -113,6 +123,8 @@ class TfdsClassifyDataset:
         return self.n
 
     def sample(self, i: int) -> tuple[np.ndarray, int]:
+        if self.ram_cache is not None:
+            return self.ram_cache[i]
         ex = self.source[int(i)]
         image, label = ex["image"], int(ex["label"])
         if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:  # decoded already (RGB)

@@ -24,6 +24,7 @@ import numpy as np
 from yolojax import config as cfgmod
 from yolojax import hostenv
 from yolojax.augment.batch import batch_image_shape
+from yolojax.config.checks import inapplicable_warnings
 from yolojax.engine.background import Feed, WeightWriter
 from yolojax.engine.builder import Run, build_run
 from yolojax.engine.checkpoint import Checkpointer
@@ -56,6 +57,8 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
     if resuming:
         workdir, ckpt = find_resume(config, workdir, task.name)
         config = resumed_config(config, ckpt.read_meta(), workdir)
+    for line in inapplicable_warnings(config):  # before the data and the model are built
+        log(line)
     run = build_run(config, workdir, task)
     config, save_dir, loader = run.config, run.save_dir, run.train_loader
     is_main = jax.process_index() == 0
@@ -283,11 +286,7 @@ def _log_early_stop(progress: Progress) -> None:
 
 
 def _warn_settings(config, run: Run, deterministic: bool) -> None:
-    """Warnings on settings without effect here, before anything trains."""
-    from yolojax.config.checks import inapplicable_warnings
-
-    for line in inapplicable_warnings(config):
-        log(line)
+    """Warnings on settings that could not be applied, before anything trains."""
     if deterministic != bool(config.deterministic) and run.mesh.devices.flat[0].platform != "cpu":
         log(f"WARNING: deterministic={config.deterministic} could not be applied: XLA reads its deterministic GPU "
             f"ops flag when JAX starts, and JAX started before this run with it {'on' if deterministic else 'off'}. "

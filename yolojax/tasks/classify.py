@@ -4,7 +4,9 @@ Ultralytics 8.2.103's ClassificationTrainer on the engine's loop: runs go to run
 image size is 224 (``DEFAULT_IMGSZ``, see ``yolojax.tasks.configure``), the model is built for the dataset's class
 count (weights transfer where their shapes match, so a checkpoint's Linear is replaced when nc differs, as its
 ``reshape_outputs``), ``dropout`` sets the Classify head's rate, the validation batch is twice the training batch,
-and fitness (best.npz, early stopping) is the mean of top-1 and top-5 accuracy.
+and fitness (best.npz, early stopping) is the mean of top-1 and top-5 accuracy. ``cache`` (ram / disk) applies to the
+train and val splits, as Ultralytics' classification dataset; the settings only detection reads are warned about
+(``yolojax.config.checks.DETECT_ONLY``).
 """
 from __future__ import annotations
 
@@ -93,8 +95,9 @@ class ClassificationTask(YoloFiles):
         info = check_cls_dataset(config.data)
         names = dict(info["names"])
         train_ds = open_cls_split(info, "train", imgsz=int(config.imgsz), fraction=float(config.fraction),
-                                  compat=config.compat)
-        val_ds = open_cls_split(info, "val", imgsz=int(config.imgsz), compat=config.compat)
+                                  compat=config.compat, cache=config.cache)
+        split = config.split if info.get(config.split) else "val"  # the split validated on, as for detection
+        val_ds = open_cls_split(info, split, imgsz=int(config.imgsz), compat=config.compat, cache=config.cache)
         return names, train_ds, val_ds
 
     def build_model(self, config, names, dtype):
