@@ -94,7 +94,8 @@ class ClassifyValidator:
         self._step = _jitted_step(model, compat, tuple(sorted((compiler_options or {}).items())))
         self.compiled_shapes: set = set()
 
-    def _dispatch(self, variables, batch):
+    def dispatch(self, variables, batch):
+        """The step on one host batch, dispatched (not waited for): the device outputs."""
         dev = self.put({k: batch[k] for k in ("images", "labels", "image_valid")})
         self.compiled_shapes.add(tuple(batch["images"].shape))
         return self._step(variables, dev["images"], dev["labels"], dev["image_valid"])
@@ -107,7 +108,7 @@ class ClassifyValidator:
             t0 = time.perf_counter()
             batch = next(it, None)
             t1 = time.perf_counter()
-            out = self._dispatch(variables, batch) if batch is not None else None
+            out = self.dispatch(variables, batch) if batch is not None else None
             t2 = time.perf_counter()
             t_data, t_fwd = t_data + t1 - t0, t_fwd + t2 - t1
             if pending is not None:

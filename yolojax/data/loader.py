@@ -298,6 +298,14 @@ class ValLoader:
         return [{"indices": padded[b * self.batch_size:(b + 1) * self.batch_size],
                  "shape": tuple(int(v) for v in self.batch_shapes[b])} for b in range(self.num_batches)]
 
+    def shape_batches(self) -> list[dict[str, Any]]:
+        """The first batch of each distinct image shape of a pass, built in this process (no workers, no pass
+        opened): what the validation step compiles for."""
+        records, first = self.records(), {}
+        for b, rec in enumerate(records):
+            first.setdefault(tuple(rec.get("shape", ())), b)
+        return [self.transform.map(records[b]) for b in sorted(first.values())]
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """One validation pass. With ``workers``, every pass of this loader is served by the same worker processes
         (started on the first pass, stopped by ``close``): a pass costs no process start-up, which is most of a

@@ -1,4 +1,5 @@
-"""The loop's background work: the batch feed (host batches on the devices, two ahead) and the weight writer."""
+"""The loop's background work: the batch feed (host batches on the devices, two ahead), the weight writer and the
+validation step's compile ahead of the first validation."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -60,3 +61,19 @@ class WeightWriter:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+def compile_validation(validator, variables) -> concurrent.futures.Future:
+    """Run ``validator``'s step once on a batch of each image shape of its loader on a background thread and drop
+    the results, so the step is compiled for those shapes before the first validation needs them. Started next to the train step's
+    first compile, the two compiles share the host's cores instead of running one after the other. The future's
+    ``result()`` waits for it and raises its error."""
+
+    def run() -> None:
+        for batch in validator.loader.shape_batches():
+            jax.block_until_ready(validator.dispatch(variables, batch))
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="yolojax-val-compile")
+    future = pool.submit(run)
+    pool.shutdown(wait=False)  # the thread ends with ``run``
+    return future

@@ -25,7 +25,7 @@ from yolojax import config as cfgmod
 from yolojax import hostenv
 from yolojax.augment.batch import batch_image_shape
 from yolojax.config.checks import inapplicable_warnings
-from yolojax.engine.background import Feed, WeightWriter
+from yolojax.engine.background import Feed, WeightWriter, compile_validation
 from yolojax.engine.builder import Run, build_run
 from yolojax.engine.checkpoint import Checkpointer
 from yolojax.engine.devices import (compiler_options, data_sharding, enable_compile_cache, environment_line,
@@ -104,6 +104,12 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
     start_epoch, stop = progress.epoch, False
     feed = Feed(loader, progress.epoch, progress.step_in_epoch, epochs, put) if progress.epoch < epochs else None
     compiles, last = StepCompiles(), {}
+    # the validation step compiles beside the train step's first compile, on a copy of the EMA weights (the train
+    # step donates the state's buffers)
+    val_compile = None
+    if config.val and feed is not None:
+        ema_copy = jax.tree.map(lambda a: jax.device_put(a, a.sharding, may_alias=False), state.ema_variables)
+        val_compile = compile_validation(validator, val_vars(jax.block_until_ready(ema_copy)))
     try:
         while feed is not None:
             epoch, first_step = progress.epoch, progress.step_in_epoch
@@ -165,6 +171,9 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
             final_epoch = epoch + 1 >= epochs or stop
             row, fitness = _train_row(task, progress, last), None
             if config.val or final_epoch or progress.stopper.possible_stop(epoch):
+                if val_compile is not None:
+                    val_compile.result()
+                    val_compile = None
                 val = _validate(validator, val_vars(state.ema_variables), timer)
                 event = dataclasses.replace(event, val=val)
                 row.update(task.val_row(val))
@@ -212,6 +221,8 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
             board.close()  # what was queued is written and the writer thread ends; the error goes on
         raise
     finally:  # also on an error or an interrupt: stop the prefetch thread and the worker processes, finish the writes
+        if val_compile is not None:
+            val_compile.exception()  # waits; training's own error (or none) is what goes on
         if feed is not None:
             feed.close()
         writer.close()

@@ -69,7 +69,8 @@ class Validator:
         self._step = _jitted_eval_step(model, self.max_det, bool(single_cls), self.loss_gains, compat)
         self.compiled_shapes: set = set()
 
-    def _dispatch(self, variables, batch):
+    def dispatch(self, variables, batch):
+        """The step on one host batch, dispatched (not waited for): the device outputs."""
         dev = self.put({k: batch[k] for k in ("images", "boxes", "classes", "mask")})
         targets = {k: dev[k] for k in ("boxes", "classes", "mask")} if self.compute_loss else None
         self.compiled_shapes.add((batch["images"].shape, batch["boxes"].shape if self.compute_loss else None))
@@ -97,7 +98,7 @@ class Validator:
             t1 = time.perf_counter()
             t_pre += t1 - t0
             # usually returns at once (async dispatch); on a multi-device CPU the call itself may run the step
-            out = self._dispatch(variables, batch) if batch is not None else None
+            out = self.dispatch(variables, batch) if batch is not None else None
             t_inf += time.perf_counter() - t1
             if pending is not None:
                 pb, pout = pending
