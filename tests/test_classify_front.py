@@ -242,53 +242,27 @@ def readme_commands() -> list[str]:
 
 
 @pytest.mark.slow
-def test_readme_classify_commands_run_as_written(tmp_path, fixtures_dir):
-    """Train (with ``epochs=1 imgsz=32`` added: the written 10 epochs at 64 px take minutes on two cores), then the
-    val, predict and ``python -m yolojax.val`` lines exactly as written but for predict's placeholder source."""
-    from yolojax.data.synthetic import NAMES
-
-    env = {**os.environ, "YOLOJAX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
-    lines = readme_commands()
-    assert [ln.split()[:3] for ln in lines] == [["yolojax", "classify", "train"], ["yolojax", "classify", "val"],
-                                                ["yolojax", "classify", "predict"],
-                                                ["python", "-m", "yolojax.val"]]
-    outs = []
-    for line in lines:
-        argv = line.split()
-        if argv[0] == "yolojax":
-            argv = [sys.executable, "-m", "yolojax", *argv[1:]]
-        else:
-            argv = [sys.executable, *argv[1:]]
-        if "train" in argv:
-            argv += ["epochs=1", "imgsz=32", "batch=16", "workers=0"]
-        argv = [a.replace("path/to/images", str(tmp_path / "cache")) for a in argv]
-        if "predict" in argv:  # a folder of the synthetic set, which the train line generated
-            (folder,) = (tmp_path / "cache").glob("shapes-cls-*/val/star")
-            argv = [a.replace(f"source={tmp_path / 'cache'}", f"source={folder}") for a in argv]
-        r = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, f"{line}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-        outs.append(r.stdout)
-    run = tmp_path / "runs" / "classify" / "train"
-    assert (run / "weights" / "best.npz").is_file() and (run / "results.csv").is_file()
-    header = (run / "results.csv").read_text().splitlines()[0]
-    assert "metrics/accuracy_top1" in header and "metrics/accuracy_top5" in header
-    rows = [re.search(r"^\s+all\s+(\S+)\s+(\S+)$", o, re.M) for o in (outs[1], outs[3])]
-    assert rows[0] and rows[1] and rows[0].groups() == rows[1].groups()  # the two val entries agree
-    assert 0.0 <= float(rows[0][1]) <= float(rows[0][2]) <= 1.0
-    printed = [ln for ln in outs[2].splitlines() if ln.startswith("image ")]
-    assert len(printed) == 10 and all(any(f"{n} " in ln for n in NAMES) for ln in printed)
-
-
-@pytest.mark.slow
-def test_facade_trains_validates_and_predicts_a_classifier(tmp_path, monkeypatch):
-    """The README's python example (``epochs=10`` -> 1, ``imgsz=64`` -> 32): train returns the final validation's
-    ClassifyMetrics, after which the object holds the best weights, validates them to the same numbers and
-    predicts with the dataset's class names."""
+def test_readme_classification_example_and_commands_run_as_written(tmp_path, monkeypatch):
+    """One training run serves the section. The Python example runs (``epochs=10, imgsz=64`` -> ``epochs=1,
+    imgsz=32``: the written 10 epochs at 64 px take minutes on two cores): train returns the final validation's
+    ClassifyMetrics, after which the object holds the best weights, validates them to the same numbers and predicts
+    with the dataset's class names. The bash train line, with the same two values added, makes the very same facade
+    call (checked through the command line with the call recorded instead of run again); the val, predict and
+    ``python -m yolojax.val`` lines then run as written on that run, but for predict's placeholder source."""
     from yolojax.classify_evaluate import ClassifyMetrics
     from yolojax.data.synthetic import NAMES
+    from yolojax.model import YOLO
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("YOLOJAX_CACHE", str(tmp_path / "cache"))
+    train_calls = []
+    real_train = YOLO.train
+
+    def recorded(self, **kw):
+        train_calls.append((self.task, self.cfg, kw))
+        return real_train(self, **kw)
+
+    monkeypatch.setattr(YOLO, "train", recorded)
     (code,) = re.findall(r"```python\n(.*?)```", readme_section(), re.S)
     code = code.replace("epochs=10, imgsz=64", "epochs=1, imgsz=32, batch=16, workers=0")
     assert "epochs=1, imgsz=32" in code
@@ -302,4 +276,35 @@ def test_facade_trains_validates_and_predicts_a_classifier(tmp_path, monkeypatch
     assert (validated.top1, validated.top5) == (pytest.approx(trained.top1), pytest.approx(trained.top5))
     assert len(results) == 10 and all(r.probs.data.shape == (6,) for r in results)
     assert all(abs(float(r.probs.data.sum()) - 1.0) < 1e-4 for r in results)
-    assert (tmp_path / "runs" / "classify" / "train" / "weights" / "best.npz").is_file()
+    run = tmp_path / "runs" / "classify" / "train"
+    assert (run / "weights" / "best.npz").is_file() and (run / "results.csv").is_file()
+    header = (run / "results.csv").read_text().splitlines()[0]
+    assert "metrics/accuracy_top1" in header and "metrics/accuracy_top5" in header
+
+    lines = readme_commands()
+    assert [ln.split()[:3] for ln in lines] == [["yolojax", "classify", "train"], ["yolojax", "classify", "val"],
+                                                ["yolojax", "classify", "predict"],
+                                                ["python", "-m", "yolojax.val"]]
+    monkeypatch.setattr(YOLO, "train", lambda self, **kw: train_calls.append((self.task, self.cfg, kw)))
+    assert main(lines[0].split()[1:] + ["epochs=1", "imgsz=32", "batch=16", "workers=0"]) == 0
+    assert len(train_calls) == 2 and train_calls[1] == train_calls[0]  # the example's run is the train line's run
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    outs = []
+    for line in lines[1:]:
+        argv = line.split()
+        if argv[0] == "yolojax":
+            argv = [sys.executable, "-m", "yolojax", *argv[1:]]
+        else:
+            argv = [sys.executable, *argv[1:]]
+        if "predict" in argv:  # a folder of the synthetic set, which the example generated
+            (folder,) = (tmp_path / "cache").glob("shapes-cls-*/val/star")
+            argv = [a.replace("source=path/to/images", f"source={folder}") for a in argv]
+        r = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, f"{line}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        outs.append(r.stdout)
+    rows = [re.search(r"^\s+all\s+(\S+)\s+(\S+)$", o, re.M) for o in (outs[0], outs[2])]
+    assert rows[0] and rows[1] and rows[0].groups() == rows[1].groups()  # the two val entries agree
+    assert 0.0 <= float(rows[0][1]) <= float(rows[0][2]) <= 1.0
+    printed = [ln for ln in outs[1].splitlines() if ln.startswith("image ")]
+    assert len(printed) == 10 and all(any(f"{n} " in ln for n in NAMES) for ln in printed)
