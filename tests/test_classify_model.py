@@ -250,3 +250,27 @@ def test_detection_training_refuses_a_classifier_in_one_line(model, fixtures_dir
     with pytest.raises(ConfigError, match="classification model") as err:
         build_model(cfg, 2, {0: "a", 1: "b"}, jnp.float32)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("family", ["classify", "detect"])
+def test_batchnorm_running_statistics_follow_ultralytics_per_family(family, ref_model, fixtures_dir):
+    """Ultralytics sets eps 1e-3 and momentum 0.03 on its detectors' BatchNorms; its classifiers keep torch's eps
+    1e-5 and momentum 0.1. Checked on the first layer against a hand computation: its convolution's batch mean and
+    unbiased variance blended into the running statistics, and its eval output with that eps."""
+    model, variables = ref_model if family == "classify" else (YOLOv8("n", num_classes=10), None)
+    variables = variables or init_variables(model, seed=0)
+    momentum, eps = (0.1, 1e-5) if family == "classify" else (0.03, 1e-3)
+    x = nhwc(np.load(fixtures_dir / "cls" / "model_n_cls_forward_64.npz")["x"])
+    p, s = variables["params"]["model_0"], variables["batch_stats"]["model_0"]["bn"]
+    y = np.asarray(jax.lax.conv_general_dilated(x, p["conv"]["kernel"], (2, 2), ((1, 1), (1, 1)),
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC")), np.float64)
+    mean, var = y.mean((0, 1, 2)), y.reshape(-1, y.shape[-1]).var(0, ddof=1)
+    _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    got = updates["batch_stats"]["model_0"]["bn"]
+    np.testing.assert_allclose(got["mean"], (1 - momentum) * np.asarray(s["mean"]) + momentum * mean, rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(got["var"], (1 - momentum) * np.asarray(s["var"]) + momentum * var, rtol=1e-4)
+    first = type(model)(model.scale, num_classes=model.num_classes, layers=model.layers[:1])
+    out = np.asarray(first.apply({c: {"model_0": t["model_0"]} for c, t in variables.items()}, x))
+    z = (y - np.asarray(s["mean"])) / np.sqrt(np.asarray(s["var"]) + eps) * p["bn"]["scale"] + p["bn"]["bias"]
+    np.testing.assert_allclose(out, z / (1 + np.exp(-z)), rtol=1e-4, atol=1e-5)

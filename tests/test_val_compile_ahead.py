@@ -8,7 +8,7 @@ import pytest
 
 from yolojax.data.dataset import DetectionDataset
 from yolojax.data.loader import ValLoader
-from yolojax.engine.background import compile_validation
+from yolojax.engine.background import compile_validation, compiles_ahead
 from yolojax.engine.validate import Validator
 from yolojax.nn.yolo import YOLOv8, init_variables
 
@@ -67,3 +67,10 @@ def test_the_first_validation_after_compile_validation_compiles_nothing(val_load
 
     assert _compiles(validate) == 0
     assert result.seen == len(val_loader.dataset)
+
+
+def test_only_validators_with_dispatch_and_shape_batches_are_compiled_ahead(val_loader, tiny_model_yaml):
+    model = YOLOv8.from_yaml(str(tiny_model_yaml), num_classes=6)
+    assert compiles_ahead(Validator(model, val_loader, dict(enumerate("abcdef"))))
+    assert not compiles_ahead(lambda variables: {})  # a task's own validator function: validated as it is
+    assert not compiles_ahead(Validator(model, [], dict(enumerate("abcdef"))))  # a loader without shape_batches

@@ -112,10 +112,11 @@ def _import_onnx():
 
 # -- the ONNX graph ---------------------------------------------------------------------------------------------
 class OnnxGraph:
-    """Nodes and constant initializers of one graph; ``op`` appends a node and returns its output name(s)."""
+    """Nodes and constant initializers of one graph; ``op`` appends a node and returns its output name(s).
+    ``bn_epsilon`` is the model's BatchNorm eps, folded into its convolutions."""
 
-    def __init__(self, onnx_module, conv_dtype):
-        self.onnx, self.conv_dtype = onnx_module, conv_dtype
+    def __init__(self, onnx_module, conv_dtype, bn_epsilon: float):
+        self.onnx, self.conv_dtype, self.bn_epsilon = onnx_module, conv_dtype, bn_epsilon
         self.nodes: list = []
         self.initializers: list = []
         self._count = 0
@@ -148,12 +149,10 @@ def _sub(v: dict, key: str) -> dict:
 
 def _conv(g: OnnxGraph, x: str, v: dict, stride: int = 1, act: bool = True) -> str:
     """yolojax's ``Conv`` (conv, BN, SiLU) as one Conv with the BN folded in, then Sigmoid * x."""
-    from yolojax.nn.blocks import BatchNorm
-
     p, s = v["params"], v["batch_stats"]
     k = int(np.shape(p["conv"]["kernel"])[0])
     w, b = fold_batchnorm(p["conv"]["kernel"], p["bn"]["scale"], p["bn"]["bias"], s["bn"]["mean"], s["bn"]["var"],
-                          BatchNorm.epsilon)
+                          g.bn_epsilon)
     y = g.op("Conv", [x, g.const(w.astype(g.conv_dtype), "w"), g.const(b.astype(g.conv_dtype), "b")],
              kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4)
     return g.op("Mul", [y, g.op("Sigmoid", [y])]) if act else y
@@ -265,7 +264,7 @@ def build_onnx(model, variables, *, imgsz: tuple[int, int], batch: int = 1, dyna
     onnx = _import_onnx()
     helper = onnx.helper
     variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-    g = OnnxGraph(onnx, np.float16 if half else np.float32)
+    g = OnnxGraph(onnx, np.float16 if half else np.float32, model.bn_settings().epsilon)
     x = g.op("Cast", ["images"], to=onnx.TensorProto.FLOAT16) if half else "images"
     outputs: list[str] = []
     for i, (src, module, kwargs, _, stride) in enumerate(model.plan()):

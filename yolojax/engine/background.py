@@ -63,6 +63,13 @@ class WeightWriter:
         self.pool.shutdown(wait=True)
 
 
+def compiles_ahead(validator) -> bool:
+    """Whether ``compile_validation`` can serve ``validator``: it has ``dispatch`` and its ``loader`` has
+    ``shape_batches`` (the built-in tasks' validators; a task's own plain function validates as it is)."""
+    return callable(getattr(validator, "dispatch", None)) and \
+        callable(getattr(getattr(validator, "loader", None), "shape_batches", None))
+
+
 def compile_validation(validator, variables) -> concurrent.futures.Future:
     """Run ``validator``'s step once on a batch of each image shape of its loader on a background thread and drop
     the results, so the step is compiled for those shapes before the first validation needs them. Started next to the train step's

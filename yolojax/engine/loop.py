@@ -25,7 +25,7 @@ from yolojax import config as cfgmod
 from yolojax import hostenv
 from yolojax.augment.batch import batch_image_shape
 from yolojax.config.checks import inapplicable_warnings
-from yolojax.engine.background import Feed, WeightWriter, compile_validation
+from yolojax.engine.background import Feed, WeightWriter, compile_validation, compiles_ahead
 from yolojax.engine.builder import Run, build_run
 from yolojax.engine.checkpoint import Checkpointer
 from yolojax.engine.devices import (compiler_options, data_sharding, enable_compile_cache, environment_line,
@@ -107,7 +107,7 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
     # the validation step compiles beside the train step's first compile, on a copy of the EMA weights (the train
     # step donates the state's buffers)
     val_compile = None
-    if config.val and feed is not None:
+    if config.val and feed is not None and compiles_ahead(validator):
         ema_copy = jax.tree.map(lambda a: jax.device_put(a, a.sharding, may_alias=False), state.ema_variables)
         val_compile = compile_validation(validator, val_vars(jax.block_until_ready(ema_copy)))
     try:

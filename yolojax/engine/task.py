@@ -64,8 +64,8 @@ class Task(Protocol):
         """The train loader for the global ``batch`` (its ``global_batch`` is the batch the run trains with)."""
 
     def val_loader(self, config, dataset, *, batch: int, workers: int) -> Any:
-        """The validation loader at ``batch`` images per batch: iterable (one pass), with ``shape_batches()`` (the first
-        batch of each image shape of a pass, what the validation step compiles for)."""
+        """The validation loader at ``batch`` images per batch: iterable (one pass); optionally with
+        ``shape_batches()`` (the first batch of each image shape of a pass, what the validation step compiles for)."""
 
     def objective(self, config) -> Callable | None:
         """The train step's loss (``TrainHyper.objective``); None: the detection loss."""
@@ -80,9 +80,9 @@ class Task(Protocol):
         """Per-image (n, 5) rows ``class, x, y, w, h`` (normalised) of the training set for labels.jpg (None: none)."""
 
     def validator(self, config, model, val_loader, names: Mapping[int, str], put: Callable) -> Callable:
-        """``(variables) -> result``; ``put`` places a host batch on the devices. Its ``loader`` is ``val_loader`` and
-        ``dispatch(variables, host batch)`` runs its step on one batch without waiting (the loop compiles ahead
-        with it)."""
+        """``(variables) -> result``; ``put`` places a host batch on the devices. Optionally a ``loader`` (the
+        ``val_loader``, with ``shape_batches()``) and ``dispatch(variables, host batch)``, which runs the step on one
+        batch without waiting: the loop then compiles the validation step while the train step compiles."""
 
     def val_row(self, result) -> dict[str, float]:
         """A validation result's values of the results.csv columns (metrics/..., val/...)."""

@@ -6,6 +6,7 @@ mechanical rename (see :mod:`yolojax.weights`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -21,8 +22,23 @@ Dtype = Any
 torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
+@dataclasses.dataclass(frozen=True)
+class BNSettings:
+    """A model's BatchNorm settings, in torch's convention: the running variance it starts from, ``epsilon`` and
+    ``momentum`` (the weight of the new batch in the running statistics). The defaults are Ultralytics' detectors
+    (its ``initialize_weights`` sets eps 1e-3 and momentum 0.03 on every BatchNorm); its classifiers are never
+    passed through it and keep torch's eps 1e-5 and momentum 0.1 (``TORCH_BN``)."""
+
+    init_var: float = 1.0
+    epsilon: float = 1e-3
+    momentum: float = 0.03
+
+
+TORCH_BN = BNSettings(epsilon=1e-5, momentum=0.1)
+
+
 class BatchNorm(nn.Module):
-    """BatchNorm with PyTorch semantics (eps 1e-3, momentum 0.03 in torch's convention).
+    """BatchNorm with PyTorch semantics (eps and momentum as ``BNSettings``, momentum in torch's convention).
 
     Training normalises with the biased batch variance and updates the running variance with the
     unbiased one, exactly as ``torch.nn.BatchNorm2d`` does (Flax's own BatchNorm uses the biased one).
@@ -98,13 +114,14 @@ class Conv(nn.Module):
     kernel: int = 1
     stride: int = 1
     act: bool = True
-    bn_init_var: float = 1.0
+    bn: BNSettings = BNSettings()
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = conv2d(self.features, self.kernel, self.stride, use_bias=False, dtype=self.dtype, name="conv")(x)
-        x = BatchNorm(init_var=self.bn_init_var, dtype=self.dtype, name="bn")(x, train)
+        x = BatchNorm(epsilon=self.bn.epsilon, momentum=self.bn.momentum, init_var=self.bn.init_var, dtype=self.dtype,
+                      name="bn")(x, train)
         return nn.silu(x) if self.act else x
 
 
@@ -114,13 +131,13 @@ class Bottleneck(nn.Module):
     features: int
     shortcut: bool = True
     expand: float = 0.5
-    bn_init_var: float = 1.0
+    bn: BNSettings = BNSettings()
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         hidden = int(self.features * self.expand)
-        kw = dict(bn_init_var=self.bn_init_var, dtype=self.dtype)
+        kw = dict(bn=self.bn, dtype=self.dtype)
         y = Conv(hidden, 3, 1, name="cv1", **kw)(x, train)
         y = Conv(self.features, 3, 1, name="cv2", **kw)(y, train)
         return x + y if self.shortcut and x.shape[-1] == self.features else y
@@ -133,13 +150,13 @@ class C2f(nn.Module):
     n: int = 1
     shortcut: bool = False
     expand: float = 0.5
-    bn_init_var: float = 1.0
+    bn: BNSettings = BNSettings()
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         c = int(self.features * self.expand)
-        kw = dict(bn_init_var=self.bn_init_var, dtype=self.dtype)
+        kw = dict(bn=self.bn, dtype=self.dtype)
         y = Conv(2 * c, 1, 1, name="cv1", **kw)(x, train)
         parts = [y[..., :c], y[..., c:]]
         for i in range(self.n):
@@ -175,12 +192,12 @@ class SPPF(nn.Module):
 
     features: int
     k: int = 5
-    bn_init_var: float = 1.0
+    bn: BNSettings = BNSettings()
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        kw = dict(bn_init_var=self.bn_init_var, dtype=self.dtype)
+        kw = dict(bn=self.bn, dtype=self.dtype)
         a = Conv(x.shape[-1] // 2, 1, 1, name="cv1", **kw)(x, train)
         b = max_pool_same(a, self.k)
         c = max_pool_same(b, self.k)
@@ -219,7 +236,7 @@ class Detect(nn.Module):
     strides: tuple[int, ...] = (8, 16, 32)
     reg_max: int = 16
     box_bias: float = 1.0  # 1.0 in the v8 era, 2.0 in current Ultralytics
-    bn_init_var: float = 1.0
+    bn: BNSettings = BNSettings()
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -227,7 +244,7 @@ class Detect(nn.Module):
         nc, r = self.num_classes, self.reg_max
         c2 = max(16, feats[0].shape[-1] // 4, 4 * r)
         c3 = max(feats[0].shape[-1], min(nc, 100))
-        kw = dict(bn_init_var=self.bn_init_var, dtype=self.dtype)
+        kw = dict(bn=self.bn, dtype=self.dtype)
         levels = []
         for i, (x, s) in enumerate(zip(feats, self.strides)):
             outs = []

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import yaml
 
-from yolojax.nn.blocks import Conv, Dtype, torch_conv_init
+from yolojax.nn.blocks import TORCH_BN, BNSettings, Conv, Dtype, torch_conv_init
 from yolojax.nn.yolo import YOLOV8_LAYERS, YOLOV8_SCALES, YOLOv8
 
 # yolov8-cls.yaml: the yolov8.yaml backbone without SPPF (layers 0-8), then the Classify head.
@@ -52,12 +52,12 @@ class Classify(nn.Module):
     num_classes: int
     hidden: int = 1280
     dropout: float = 0.0
-    bn_init_var: float = 1.0
+    bn: BNSettings = BNSettings()
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False, decode: bool = True):
-        x = Conv(self.hidden, 1, 1, bn_init_var=self.bn_init_var, dtype=self.dtype, name="conv")(x, train)
+        x = Conv(self.hidden, 1, 1, bn=self.bn, dtype=self.dtype, name="conv")(x, train)
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         # The Linear runs in float32 (as Detect's output convs): logits feed a softmax and the loss directly.
@@ -70,8 +70,9 @@ class Classify(nn.Module):
 
 class YOLOv8Cls(YOLOv8):
     """YOLOv8 classifier. ``scale`` picks depth/width/max_channels of yolov8-cls.yaml unless ``multiples`` is
-    given; ``dropout`` is Ultralytics' ``dropout`` train argument (the Classify head's dropout rate). BN running
-    variances start at 1 in both compats (the classifier has no stride-probe forward)."""
+    given; ``dropout`` is Ultralytics' ``dropout`` train argument (the Classify head's dropout rate). Its BatchNorms
+    keep torch's defaults, as Ultralytics' classifiers do: eps 1e-5, momentum 0.1, running variances from 1 in both
+    compats (the classifier has no stride-probe forward)."""
 
     num_classes: int = 1000
     layers: tuple = YOLOV8_CLS_LAYERS
@@ -81,11 +82,11 @@ class YOLOv8Cls(YOLOv8):
     SCALES = YOLOV8_CLS_SCALES
     BUILTIN_YAML = r"yolov8[nslmx]?-cls\.yaml"
 
-    def init_bn_var(self) -> float:
-        return 1.0
+    def bn_settings(self) -> BNSettings:
+        return TORCH_BN
 
-    def head_layer(self, kwargs: dict, bn_var: float, name: str) -> nn.Module:
-        return Classify(**kwargs, dropout=self.dropout, bn_init_var=bn_var, dtype=self.dtype, name=name)
+    def head_layer(self, kwargs: dict, bn: BNSettings, name: str) -> nn.Module:
+        return Classify(**kwargs, dropout=self.dropout, bn=bn, dtype=self.dtype, name=name)
 
     @property
     def strides(self) -> tuple[int, ...]:

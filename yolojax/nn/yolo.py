@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import yaml
 
-from yolojax.nn.blocks import C2f, SPPF, Concat, Conv, Detect, Upsample, head_bias
+from yolojax.nn.blocks import C2f, SPPF, BNSettings, Concat, Conv, Detect, Upsample, head_bias
 
 # The yolov8.yaml layer table: (from, repeats, module, args), args before width scaling.
 YOLOV8_LAYERS: tuple = (
@@ -102,14 +102,15 @@ class YOLOv8(nn.Module):
             raise ValueError(f"Unknown YOLOv8 scale {self.scale!r}; expected one of {sorted(self.SCALES)}.")
         return self.SCALES[self.scale]
 
-    def init_bn_var(self) -> float:
-        """Initial BN running variance: v8-era detectors ran a train-mode stride probe that left it at 0.9."""
-        return 0.9 if self.compat == "v8" else 1.0
+    def bn_settings(self) -> BNSettings:
+        """Every BatchNorm's settings: eps 1e-3, momentum 0.03; the initial running variance 0.9 for v8-era
+        detectors (they ran a train-mode stride probe that left it there), else 1."""
+        return BNSettings(init_var=0.9 if self.compat == "v8" else 1.0)
 
-    def head_layer(self, kwargs: dict, bn_var: float, name: str) -> nn.Module:
+    def head_layer(self, kwargs: dict, bn: BNSettings, name: str) -> nn.Module:
         """The head module of ``plan()``'s last layer, called as ``head(inputs, train, decode)``."""
         box_bias = 1.0 if self.compat == "v8" else 2.0
-        return Detect(**kwargs, box_bias=box_bias, bn_init_var=bn_var, dtype=self.dtype, name=name)
+        return Detect(**kwargs, box_bias=box_bias, bn=bn, dtype=self.dtype, name=name)
 
     def plan(self):
         """Resolve the layer table: per layer (from, module name, kwargs, out channels, stride)."""
@@ -175,7 +176,7 @@ class YOLOv8(nn.Module):
 
     @nn.compact
     def __call__(self, images, train: bool = False, decode: bool = True):
-        bn_var = self.init_bn_var()
+        bn = self.bn_settings()
         outputs, x = [], None
         for i, (src, module, kwargs, _, _) in enumerate(self.plan()):
             if len(src) == 1:
@@ -184,17 +185,17 @@ class YOLOv8(nn.Module):
                 inp = [outputs[j] for j in src]
             name = f"model_{i}"
             if module == "Conv":
-                x = Conv(**kwargs, bn_init_var=bn_var, dtype=self.dtype, name=name)(inp, train)
+                x = Conv(**kwargs, bn=bn, dtype=self.dtype, name=name)(inp, train)
             elif module == "C2f":
-                x = C2f(**kwargs, bn_init_var=bn_var, dtype=self.dtype, name=name)(inp, train)
+                x = C2f(**kwargs, bn=bn, dtype=self.dtype, name=name)(inp, train)
             elif module == "SPPF":
-                x = SPPF(**kwargs, bn_init_var=bn_var, dtype=self.dtype, name=name)(inp, train)
+                x = SPPF(**kwargs, bn=bn, dtype=self.dtype, name=name)(inp, train)
             elif module == "Upsample":
                 x = Upsample(**kwargs, name=name)(inp)
             elif module == "Concat":
                 x = Concat(name=name)(inp)
             else:
-                x = self.head_layer(kwargs, bn_var, name)(inp, train, decode)
+                x = self.head_layer(kwargs, bn, name)(inp, train, decode)
             outputs.append(x)
         return x
 
@@ -260,11 +261,11 @@ def init_variables(model: YOLOv8, seed: int = 0):
     shapes are traced); ``model.init`` gives the same distributions.
 
     Conv and Linear weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's default), so are the Classify Linear
-    biases; BN scale 1 / bias 0, running mean 0 and variance ``model.init_bn_var()``; Detect biases per
+    biases; BN scale 1 / bias 0, running mean 0 and variance ``model.bn_settings().init_var``; Detect biases per
     :func:`yolojax.nn.blocks.head_bias`."""
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32)))
     rng = np.random.default_rng(seed)
-    bn_var = model.init_bn_var()
+    bn_var = model.bn_settings().init_var
     box_bias = 1.0 if model.compat == "v8" else 2.0
 
     def uniform(fan_in, shape):
