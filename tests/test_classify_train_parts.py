@@ -430,3 +430,25 @@ def test_validator_and_objective_on_batches_sharded_over_two_devices(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"devices": 2, "same": [True] * 6, "seen": 7, "grad_devices": 2}
+
+
+@pytest.mark.parametrize("compat,lr_epoch1,lr_epoch10", [("v8", 9.996e-05, 7.7826e-05), ("current", 0.000311111,
+                                                                                          0.000109)])
+def test_optimizer_auto_learning_rates_as_ultralytics_logs_them(compat, lr_epoch1, lr_epoch10, tmp_path):
+    """optimizer=auto on the built-in 6-class set (240 images, batch 16, nbs 64, 10 epochs): the lr columns that
+    Ultralytics 8.2.103 (v8: its fit reads the fallback nc 10, lr0 0.000714, 100 warmup iterations) and 8.4.190
+    (current: the dataset's nc 6, lr0 0.001, 45 warmup iterations) wrote after epochs 1 and 10 of that run."""
+    from yolojax.config import apply_overrides, check_config, default_config
+    from yolojax.engine.builder import build_run
+    from yolojax.tasks import task_for
+
+    config = check_config(apply_overrides(default_config(), dict(
+        model="yolov8n-cls.yaml", data="shapes-cls", imgsz=32, batch=16, nbs=64, epochs=10, workers=0, plots=False,
+        tensorboard=False, compat=compat)))
+    run = build_run(config, tmp_path / "run", task_for(config))
+    assert run.train_loader.num_batches == 15
+    for ni, want in ((14, lr_epoch1), (9 * 15 + 14, lr_epoch10)):  # each epoch's last iteration
+        lrs, _, _ = run.hyper.schedule.at(ni)
+        for group in ("weight", "bias", "bn"):
+            assert float(lrs[group]) == pytest.approx(want, rel=1e-4), (ni, group)
+    run.val_loader.close()

@@ -96,7 +96,8 @@ def _hyper(config, task: Task, nc: int, n_images: int, batch: int, nb: int, vari
     if name == "auto":
         lines.append(f"optimizer: 'optimizer=auto' found, ignoring 'lr0={lr0}' and 'momentum={momentum}' and "
                      f"determining best 'optimizer', 'lr0' and 'momentum' automatically... ")
-        name, lr0, momentum = auto_optimizer(nc, iterations, config.compat)
+        fit_nc = task.auto_lr_classes(config, nc) if hasattr(task, "auto_lr_classes") else nc
+        name, lr0, momentum = auto_optimizer(fit_nc, iterations, config.compat)
         warmup_bias_lr = 0.0
     if name not in OPTIMIZERS:
         near = cfgmod.closest_key(name, OPTIMIZERS)

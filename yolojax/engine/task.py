@@ -22,6 +22,8 @@ What the engine relies on:
   lines; the first two are the summary), ``result.speed`` (ms per image: preprocess, inference, loss,
   postprocess) and ``result.phases`` (seconds per validation phase); ``val_row(result)`` gives its results.csv
   values and ``fitness(result, config)`` the number that picks best.npz and drives early stopping.
+- Optional: ``auto_lr_classes(config, nc)``, the class count ``optimizer=auto``'s learning-rate fit reads (default:
+  the dataset's ``nc``).
 - Pictures (``plots=True``, process 0, drawn on the run's writer thread): ``batch_picture`` draws a train batch,
   ``validation_pictures`` the final validation; the loop picks which batches and when.
 """

@@ -100,6 +100,11 @@ class ClassificationTask(YoloFiles):
         val_ds = open_cls_split(info, split, imgsz=int(config.imgsz), compat=config.compat, cache=config.cache)
         return names, train_ds, val_ds
 
+    def auto_lr_classes(self, config, nc: int) -> int:
+        """The class count ``optimizer=auto``'s lr fit reads: 8.2.103 (v8) takes the model's ``nc`` attribute, which
+        its classifier never has, so the fit uses its fallback 10 whatever the dataset; 8.4 takes the dataset's."""
+        return 10 if config.compat == "v8" else nc
+
     def build_model(self, config, names, dtype):
         return build_model(config, names, dtype)
 
