@@ -40,7 +40,7 @@ from yolojax.data.classify_tfds import TfdsClassifyDataset
 from yolojax.data.errors import DatasetError
 from yolojax.data.batching import epoch_order
 from yolojax.data.loader import BatchIterator, ValLoader
-from yolojax.data.npy_cache import disk_cache_possible, read_cached, write_disk_cache
+from yolojax.data.npy_cache import prepare_disk_cache, read_cached
 from yolojax.data.sources import batch_array, removed_on_error
 
 
@@ -78,11 +78,8 @@ class ClassifyDataset:
         files."""
         if cache in (True, "ram"):
             self.ram_cache = [self.load(i) for i in range(len(self))]
-        elif cache == "disk" and self.files and disk_cache_possible(self.files, prefix=prefix):
-            written = write_disk_cache(self.files, compat=compat)
-            self.disk_cache = True
-            print(f"{prefix}Caching images ({written / (1 << 30):.1f}GB Disk): {len(self)} .npy files beside the "
-                  "images")
+        elif cache == "disk":
+            self.disk_cache = prepare_disk_cache(self.files, compat=compat, prefix=prefix)
         return self
 
     def load(self, i: int) -> np.ndarray:

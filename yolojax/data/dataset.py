@@ -21,7 +21,7 @@ import numpy as np
 from yolojax.augment import host
 from yolojax.data.dataset_yaml import DatasetError, check_dataset, list_images
 from yolojax.data.labels import LabelSet, load_labels, select_classes
-from yolojax.data.npy_cache import disk_cache_possible, read_cached, write_disk_cache
+from yolojax.data.npy_cache import prepare_disk_cache, read_cached
 from yolojax.data.tfds import decode_image, open_split_source, scan_records
 
 
@@ -49,12 +49,7 @@ class DetectionDataset:
         if cache in (True, "ram"):
             ds.ram_cache = [ds._read(i) for i in range(len(ds))]
         elif cache == "disk":
-            if ds.im_files and disk_cache_possible(ds.im_files, prefix=prefix):
-                written = write_disk_cache(ds.im_files, compat=compat)
-                ds.disk_cache = True
-                if verbose:
-                    print(f"{prefix}Caching images ({written / (1 << 30):.1f}GB Disk): {len(ds)} .npy files beside "
-                          "the images")
+            ds.disk_cache = prepare_disk_cache(ds.im_files, compat=compat, prefix=prefix, verbose=verbose)
         elif cache not in (None, False, "", "False"):
             raise DatasetError(f"cache={cache!r} is not supported: use cache='ram', cache='disk' or no cache.")
         return ds

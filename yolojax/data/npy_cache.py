@@ -31,13 +31,13 @@ def npy_path(im_file: str | os.PathLike) -> pathlib.Path:
     return pathlib.Path(im_file).with_suffix(".npy")
 
 
-def disk_cache_possible(im_files: Sequence[str], *, prefix: str = "", seed: int = 0) -> bool:
+def disk_cache_possible(im_files: Sequence[str], *, prefix: str = "", seed: int = 0, stacklevel: int = 3) -> bool:
     """Whether every image folder is writable and the disk has room for the cache (else a warning and False)."""
     for folder in sorted({os.path.dirname(os.path.abspath(f)) for f in im_files}):
         if not os.access(folder, os.W_OK):
             warnings.warn(f"{prefix}cache='disk': {folder} is not writable, so the decoded images cannot be saved "
                           "beside it; reading the image files instead (use cache='ram' to cache in memory).",
-                          stacklevel=3)
+                          stacklevel=stacklevel)
             return False
     sample = random.Random(seed).sample(list(im_files), min(len(im_files), _SAMPLE))
     sizes = [im.nbytes for im in (cv2.imread(f, cv2.IMREAD_COLOR) for f in sample) if im is not None]
@@ -49,7 +49,7 @@ def disk_cache_possible(im_files: Sequence[str], *, prefix: str = "", seed: int 
         gb = 1 << 30
         warnings.warn(f"{prefix}cache='disk' needs {need / gb:.1f} GB (with a {SAFETY_MARGIN:.0%} margin) but only "
                       f"{free / gb:.1f} of {total / gb:.1f} GB are free; reading the image files instead.",
-                      stacklevel=3)
+                      stacklevel=stacklevel)
         return False
     return True
 
@@ -90,6 +90,19 @@ def write_disk_cache(im_files: Sequence[str], *, compat: str = "v8", threads: in
     threads = threads or min(8, os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # decoding and writing release the GIL
         return sum(pool.map(lambda fn: _save(*fn), todo))
+
+
+def prepare_disk_cache(im_files: Sequence[str], *, compat: str = "v8", prefix: str = "", verbose: bool = True) -> bool:
+    """``cache='disk'`` for a dataset of ``im_files``: the missing (current: stale) ``.npy`` files written and one
+    line saying so; returns whether the dataset reads its images from them (False, with a warning, where the
+    folders are not writable or the disk lacks room)."""
+    if not im_files or not disk_cache_possible(im_files, prefix=prefix, stacklevel=4):
+        return False
+    written = write_disk_cache(im_files, compat=compat)
+    if verbose:
+        print(f"{prefix}Caching images ({written / (1 << 30):.1f}GB Disk): {len(im_files)} .npy files beside the "
+              "images")
+    return True
 
 
 def read_cached(im_file: str) -> np.ndarray | None:
