@@ -211,7 +211,7 @@ def test_a_run_learns_writes_classify_columns_and_its_weights_validate_to_its_me
     # results.csv holds 5 decimals; the final validation reads best.npz
     assert out["metrics/accuracy_top1"] == pytest.approx(best["metrics/accuracy_top1"], abs=1e-5)
     text = capsys.readouterr().out
-    assert "YOLOv8n-cls summary" in text and "compiled train step for images (4, 32, 32, 3)" in text
+    assert "YOLOv8n-cls summary" in text and "train step for images (4, 32, 32, 3)" in text  # compiled, or loaded
     assert "AdamW(lr=0.000714" in text  # optimizer=auto, v8: 8.2.103's fallback nc of 10, 0.002 * 5 / (4 + 10)
     val = open_cls_split(check_cls_dataset(str(cls_dir)), "val", imgsz=32)
     for name, row in (("best.npz", best), ("last.npz", rows[-1])):

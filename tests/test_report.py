@@ -454,7 +454,7 @@ def test_short_run_console_is_plain_lines_without_a_tty(short_run):
     out = short_run.stdout
     assert "\r" not in out  # no progress-bar redraws in a log file
     assert out.count("Epoch    GPU_mem   box_loss") == 2
-    assert "compiled train step" in out and "tensorboard --logdir" in out
+    assert "train step for images" in out and "tensorboard --logdir" in out
 
 
 @pytest.mark.slow

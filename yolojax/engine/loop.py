@@ -30,7 +30,8 @@ from yolojax.engine.builder import Run, build_run
 from yolojax.engine.checkpoint import Checkpointer
 from yolojax.engine.devices import (compiler_options, data_sharding, enable_compile_cache, environment_line,
                                     replicated, use_deterministic_ops)
-from yolojax.engine.distributed import compile_everywhere, maybe_initialize
+from yolojax.engine.distributed import maybe_initialize, wait_for_peers
+from yolojax.engine.executables import Programs, from_yolojax, static_settings, store_for_run
 from yolojax.engine.log import log
 from yolojax.engine.progress import Progress
 from yolojax.engine.replan import mosaic_from, replan_close_mosaic, replan_epochs, replanned_schedule
@@ -76,7 +77,7 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
     tty = sys.stdout.isatty() and is_main
     console = ConsoleWriter(epochs=epochs, batches_per_epoch=nb, imgsz=int(config.imgsz), loss_names=task.loss_names,
                             tty=tty)
-    step_fn = _jitted_train_step(run.mesh, bool(config.bn_sync) or run.mesh.devices.size == 1)
+    bn_sync = bool(config.bn_sync) or run.mesh.devices.size == 1
     put = lambda b: jax.tree.map(lambda x: jax.make_array_from_process_local_data(data, x), b)  # noqa: E731
     val_put, val_vars = _validation_placement(put)
     validator = task.validator(config, run.model, run.val_loader, run.names, val_put)
@@ -103,7 +104,11 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
     elapsed_before = float(results.rows[-1].get("time", 0.0)) if results.rows else 0.0  # a resumed run's past time
     start_epoch, stop = progress.epoch, False
     feed = Feed(loader, progress.epoch, progress.step_in_epoch, epochs, put) if progress.epoch < epochs else None
-    compiles, last = StepCompiles(), {}
+    storable = from_yolojax(type(run.model), type(task), run.hyper.objective)
+    compiles, last = StepCompiles(Programs(
+        _jitted_train_step(run.mesh, bn_sync), f"train_step bn_sync={bn_sync} {run.mesh.shape_tuple}",
+        store=store_for_run() if storable else None, settings=static_settings(config),
+        compiler_options=compiler_options(run.mesh.devices.flat[0].platform))), {}
     # the validation step compiles beside the train step's first compile, on a copy of the EMA weights (the train
     # step donates the state's buffers)
     val_compile = None
@@ -126,7 +131,7 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
                 t_wait = time.perf_counter()
                 batch, device_batch = next(feed)
                 timer.add("data", time.perf_counter() - t_wait)
-                state, m, dt = compiles.step(step_fn, state, device_batch, task.batch_shapes(batch),
+                state, m, dt = compiles.step(state, device_batch, task.batch_shapes(batch),
                                              newline=tty and i > first_step)
                 if dt is not None:
                     timer.add("compile", dt)
@@ -343,42 +348,57 @@ def _replan_mosaic(task: Task, loader, progress: Progress, feed: "Feed", config,
 
 
 class StepCompiles:
-    """The batch shapes the train step was compiled for, in order, and the seconds its compiles took."""
+    """The train step's programs, one per batch shape, in the order the shapes came, and the seconds their compiles
+    (or loads from ``programs``' store) took."""
 
-    def __init__(self):
+    def __init__(self, programs: Programs):
+        self.programs = programs  # of _jitted_train_step: (state treedef, state leaves, batch) -> (leaves, metrics)
+        self.compiled: dict[tuple, jax.stages.Compiled] = {}
         self.shapes: list[tuple] = []
         self.seconds = 0.0
 
-    def step(self, step_fn, state, device_batch, shapes: dict[str, tuple], *, newline: bool = False):
-        """``step_fn(state, device_batch)`` -> (state, metrics, seconds of its compile or None). A new shape's first
-        call traces and compiles (or hits a cache); it is waited for, timed and logged."""
+    def step(self, state, device_batch, shapes: dict[str, tuple], *, newline: bool = False):
+        """One train step -> (state, metrics, seconds of its compile or None). A new shape's program is made first
+        (compiled, or loaded when an earlier run compiled it), and that first step is waited for, timed and logged."""
+        leaves, treedef = jax.tree.flatten(state)
         key = tuple(shapes.values())
-        if key in self.shapes:
-            return (*step_fn(state, device_batch), None)
+        program = self.compiled.get(key)
+        if program is not None:
+            leaves, m = program(leaves, device_batch)
+            return jax.tree.unflatten(treedef, leaves), m, None
         what = ", ".join(f"{k} {v}" for k, v in shapes.items())
         t0 = time.time()  # several processes: all have compiled it before its first collective
-        compile_everywhere(step_fn, state, device_batch, what=f"compiling the train step for {what}")
-        state, m = step_fn(state, device_batch)
+        program, loaded = self.programs.make((treedef,), (leaves, device_batch))
+        wait_for_peers(f"compiling the train step for {what}")
+        leaves, m = program(leaves, device_batch)
         jax.block_until_ready(m["loss"])
+        self.compiled[key] = program
         self.shapes.append(key)
         dt = time.time() - t0
         self.seconds += dt
-        log(("\n" if newline else "") + f"compiled train step for {what} in {dt:.1f}s ({len(self.shapes)} shape(s) "
-            f"so far)")
-        return state, m, dt
+        how = "loaded train step (compiled by an earlier run)" if loaded else "compiled train step"
+        log(("\n" if newline else "") + f"{how} for {what} in {dt:.1f}s ({len(self.shapes)} shape(s) so far)")
+        return jax.tree.unflatten(treedef, leaves), m, dt
+
+
+def _flat(step, treedef, leaves, batch):
+    state, metrics = step(jax.tree.unflatten(treedef, leaves), batch)
+    return jax.tree.leaves(state), metrics
 
 
 @functools.lru_cache(maxsize=8)
 def _jitted_train_step(mesh, bn_sync: bool):
-    """The compiled train step for a mesh, shared by the runs of one process (its cache is keyed on the state's
-    static parts: model, optimizer and settings)."""
+    """The jitted train step for a mesh over (state treedef, state leaves, batch), shared by the runs of one process:
+    the leaves are what is donated and what a stored executable takes; the treedef (model, optimizer, step settings)
+    is static."""
     repl, data = replicated(mesh), data_sharding(mesh)
     step = train_step
     if not bn_sync:  # per-device BN statistics, as Ultralytics DDP
         from yolojax.engine.per_device_bn import make_train_step_per_device_bn
 
         step = make_train_step_per_device_bn(mesh)
-    return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
+    return jax.jit(functools.partial(_flat, step), static_argnums=0, in_shardings=(repl, data),
+                   out_shardings=(repl, repl), donate_argnums=1,
                    compiler_options=compiler_options(mesh.devices.flat[0].platform))
 
 

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from yolojax.engine.devices import compiler_options
+from yolojax.engine.executables import Programs, from_yolojax, signature, store_for_run
 from yolojax.engine.state import eval_step
 from yolojax.metrics import ConfusionMatrix, DetectionStatsAccumulator, DetMetrics
 from yolojax.ops.nms import scale_boxes
@@ -41,12 +42,20 @@ def speed_line(speed: Mapping[str, float]) -> str:
             f"{speed.get('loss', 0.0):.1f}ms loss, {speed['postprocess']:.1f}ms postprocess per image")
 
 
+def _eval(variables, images, conf, iou, targets, **static):
+    return eval_step(variables, images, conf=conf, iou=iou, targets=targets, **static)
+
+
 @functools.lru_cache(maxsize=8)
-def _jitted_eval_step(model, max_det: int, agnostic: bool, loss_gains: tuple, compat: str):
-    """One jitted eval step per model and settings, shared by every Validator of this process."""
-    return jax.jit(functools.partial(eval_step, model=model, max_det=max_det, agnostic=agnostic, multi_label=True,
-                                     loss_gains=loss_gains, compat=compat),
-                   compiler_options=compiler_options())
+def _eval_programs(model, max_det: int, agnostic: bool, loss_gains: tuple, compat: str) -> Programs:
+    """The eval step's programs per model and settings, shared by every Validator of this process: jitted over
+    (variables, images, conf, iou, targets), kept in the run's executable store (``engine.executables``)."""
+    static = dict(model=model, max_det=max_det, agnostic=agnostic, multi_label=True, loss_gains=loss_gains,
+                  compat=compat)
+    options = compiler_options()
+    return Programs(jax.jit(functools.partial(_eval, **static), compiler_options=options),
+                    f"eval_step {sorted(static.items())}", store=store_for_run() if from_yolojax(type(model)) else None,
+                    compiler_options=options)
 
 
 class Validator:
@@ -66,7 +75,8 @@ class Validator:
         self.put = put or (lambda batch: jax.device_put(batch))
         self.plots_batches, self.confusion = plots_batches, confusion
         self.keep_predictions = keep_predictions
-        self._step = _jitted_eval_step(model, self.max_det, bool(single_cls), self.loss_gains, compat)
+        self._programs = _eval_programs(model, self.max_det, bool(single_cls), self.loss_gains, compat)
+        self._compiled: dict = {}
         self.compiled_shapes: set = set()
 
     def dispatch(self, variables, batch):
@@ -74,7 +84,12 @@ class Validator:
         dev = self.put({k: batch[k] for k in ("images", "boxes", "classes", "mask")})
         targets = {k: dev[k] for k in ("boxes", "classes", "mask")} if self.compute_loss else None
         self.compiled_shapes.add((batch["images"].shape, batch["boxes"].shape if self.compute_loss else None))
-        return self._step(variables, dev["images"], conf=self.conf, iou=self.iou, targets=targets)
+        args = (variables, dev["images"], self.conf, self.iou, targets)
+        key = signature(args)
+        program = self._compiled.get(key)
+        if program is None:
+            program = self._compiled[key] = self._programs.make((), args)[0]
+        return program(*args)
 
     def __call__(self, variables, *, progress: Callable | None = None) -> ValResult:
         nc = self.model.num_classes

@@ -1,0 +1,178 @@
+"""Compiled train steps stored on disk (``engine.executables``) and loaded by the next run through ``StepCompiles``:
+the same result, bit for bit; a key that changes with what the program is made from and stays with what is not."""
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import script_env
+from multihost_worker import BATCH, synthetic_batch, tiny_setup
+from yolojax import config as cfgmod
+from yolojax.engine import executables
+from yolojax.engine.devices import data_sharding, make_mesh, replicated
+from yolojax.engine.executables import ExecutableStore, Programs, executable_key, from_yolojax, static_settings
+from yolojax.engine.loop import StepCompiles, _jitted_train_step
+from yolojax.engine.state import create_train_state
+
+TESTS = pathlib.Path(__file__).resolve().parent
+MESH = make_mesh(jax.devices()[:1])
+SHAPES = {"images": (BATCH, 64, 64, 3)}
+
+
+def _state():
+    return jax.device_put(create_train_state(*tiny_setup()), replicated(MESH))
+
+
+def _batches(n: int):
+    return [jax.device_put(synthetic_batch(i), data_sharding(MESH)) for i in range(n)]
+
+
+_RUN = r"""
+import json, sys
+import numpy as np
+from absl import flags
+flags.FLAGS.mark_as_parsed()
+from yolojax.engine.devices import enable_compile_cache
+enable_compile_cache(sys.argv[1])  # an empty JAX cache per test: each program is compiled, or loaded from the store
+import jax
+sys.path.insert(0, sys.argv[3])
+from multihost_worker import BATCH, synthetic_batch, tiny_setup
+from test_val_compile_ahead import _compiles as count_compiles
+from yolojax.data.dataset import DetectionDataset
+from yolojax.data.loader import ValLoader
+from yolojax.engine.devices import data_sharding, make_mesh, replicated
+from yolojax.engine.executables import Programs, store_for_run
+from yolojax.engine.loop import StepCompiles, _jitted_train_step
+from yolojax.engine.state import create_train_state
+from yolojax.engine.validate import Validator
+mesh = make_mesh(jax.devices()[:1])
+state = jax.device_put(create_train_state(*tiny_setup()), replicated(mesh))
+compiles = StepCompiles(Programs(_jitted_train_step(mesh, True), "test", store=store_for_run()))
+for i in range(3):
+    state, _, _ = compiles.step(state, jax.device_put(synthetic_batch(i), data_sharding(mesh)),
+                                {"images": (BATCH, 64, 64, 3)})
+out = {f"state{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))}
+loader = ValLoader(DetectionDataset.from_config(sys.argv[4], "val", imgsz=64, verbose=False), batch_size=4, rect=True)
+# conf 1e-9: the young model's scores (~1e-4) pass, so there are boxes to compare
+validator = Validator(state.model, loader, dict(enumerate("abc")), conf=1e-9, confusion=False,
+                      keep_predictions=True)  # the 6 classes of shapes_small on a 3-class model: no confusion matrix
+result = []
+val_compiles = count_compiles(lambda: result.append(validator(state.ema_variables)))
+for k, (index, boxes, scores, classes) in enumerate(result[0].predictions):
+    out[f"pred{k}"] = np.concatenate([[index], boxes.ravel(), scores, classes.astype(np.float64)])
+np.savez(sys.argv[2], **out)
+print("VAL_COMPILES", val_compiles, len(loader.shapes))
+"""
+
+
+def _run(tmp_path, name: str, shapes_small) -> tuple[str, dict]:
+    """One run in its own process with its own empty JAX cache and the store under ``tmp_path``: its output and
+    arrays (the final state's leaves, a validation's predictions)."""
+    cache = tmp_path / f"jax_{name}"
+    store = tmp_path / "store"
+    cache.mkdir()
+    if store.exists():  # the store is shared between the runs: it lives beside each run's own JAX cache
+        (cache / "yolojax-steps").symlink_to(store, target_is_directory=True)
+    env = {k: v for k, v in script_env().items() if k not in ("JAX_COMPILATION_CACHE_DIR", "YOLOJAX_COMPILE_CACHE")}
+    proc = subprocess.run([sys.executable, "-c", _RUN, str(cache), str(tmp_path / f"{name}.npz"), str(TESTS),
+                           str(shapes_small)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if not store.exists() and (cache / "yolojax-steps").is_dir():
+        (cache / "yolojax-steps").rename(store)
+    return proc.stdout, dict(np.load(tmp_path / f"{name}.npz"))
+
+
+@pytest.mark.slow
+def test_the_next_run_loads_the_stored_steps_and_trains_and_validates_bit_identically(tmp_path, shapes_small):
+    first_out, first = _run(tmp_path, "first", shapes_small)
+    assert "compiled train step for images (8, 64, 64, 3)" in first_out
+    stored = sorted((tmp_path / "store").glob("*.bin"))
+    val_compiles, shapes = map(int, first_out.split("VAL_COMPILES")[1].split())
+    assert len(stored) == 1 + shapes and val_compiles >= shapes  # the train step and an eval step per image shape
+
+    second_out, second = _run(tmp_path, "second", shapes_small)
+    assert "loaded train step (compiled by an earlier run) for images (8, 64, 64, 3)" in second_out
+    assert second_out.split("VAL_COMPILES")[1].split()[0] == "0"  # the eval steps were loaded too
+    assert first.keys() == second.keys() and any(k.startswith("pred") for k in first)
+    for k in first:
+        np.testing.assert_array_equal(first[k], second[k], err_msg=k)
+
+
+def _train(compiles: StepCompiles, n: int = 3):
+    """``n`` steps from the same start; the final state's leaves (host copies) and each step's compile time."""
+    state, times = _state(), []
+    for batch in _batches(n):
+        state, _, dt = compiles.step(state, batch, SHAPES)
+        times.append(dt)
+    return [np.asarray(x) for x in jax.tree.leaves(state)], times
+
+
+def _compiles(store) -> StepCompiles:
+    return StepCompiles(Programs(_jitted_train_step(MESH, True), "test", store=store))
+
+
+def test_a_program_from_jax_s_persistent_cache_is_not_stored_and_a_broken_file_not_used(tmp_path):
+    store = ExecutableStore(tmp_path)
+    _train(_compiles(None), n=1)  # the suite's JAX cache holds the step now (if it did not already)
+    _train(_compiles(store), n=1)  # a JAX cache hit: its executable would not serialize whole
+    assert not list(tmp_path.glob("*.bin"))
+    state = _state()
+    key = executable_key("test", jax.tree.structure(state), (jax.tree.leaves(state), _batches(1)[0]),
+                         compiler_options=None, settings=())
+    (tmp_path / f"{key}.bin").write_bytes(b"not an executable")
+    assert store.load(key, (jax.tree.leaves(state), _batches(1)[0]), MESH.devices.flat) is None
+    assert not (tmp_path / f"{key}.bin").exists()  # removed
+
+
+def test_only_what_yolojax_defines_counts_as_covered_by_its_source():
+    class MyObjective:  # defined here: the source hash does not cover it
+        pass
+
+    assert from_yolojax(None, create_train_state, type(tiny_setup()[0])) and not from_yolojax(MyObjective)
+
+
+def test_the_store_keeps_its_newest_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(executables, "KEEP", 2)
+    store = ExecutableStore(tmp_path)
+    compiled = _jitted_train_step(MESH, True).lower(
+        jax.tree.structure(_state()), jax.tree.leaves(_state()), _batches(1)[0]).compile()
+    for i, key in enumerate("abc"):
+        store.save(key, compiled)
+        (tmp_path / f"{key}.bin").touch()  # distinct times, in order
+    assert sorted(p.stem for p in tmp_path.glob("*.bin")) == ["b", "c"]
+
+
+def _key(state=None, batch=None, settings=()):
+    state = state if state is not None else _state()
+    batch = batch if batch is not None else _batches(1)[0]
+    return executable_key("test", jax.tree.structure(state), (jax.tree.leaves(state), batch), compiler_options=None,
+                          settings=settings)
+
+
+def test_the_key_follows_what_the_program_is_made_of(monkeypatch):
+    base = _key()
+    assert _key() == base  # computed again: the same
+    model, variables, hyper = tiny_setup()
+    import dataclasses
+
+    other_gain = create_train_state(model, variables, dataclasses.replace(hyper, box=5.0))  # a static setting
+    assert _key(state=other_gain) != base
+    smaller = {k: v[:4] for k, v in synthetic_batch(0).items()}  # another batch shape
+    assert _key(batch=smaller) != base
+    monkeypatch.setattr(executables, "_source_hash", lambda: "edited")  # yolojax's code changed
+    assert _key() != base
+
+
+@pytest.mark.parametrize("key, value, same", [("epochs", 7, True), ("close_mosaic", 3, True), ("name", "x", True),
+                                              ("box", 5.0, False), ("lr0", 0.02, False), ("imgsz", 320, False)])
+def test_the_settings_in_the_key_leave_out_only_those_the_step_never_sees(key, value, same):
+    config = cfgmod.default_config()
+    changed = cfgmod.apply_overrides(config, {key: value})
+    assert (static_settings(changed) == static_settings(config)) == same
+
+

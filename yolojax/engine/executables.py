@@ -1,0 +1,229 @@
+"""Compiled train steps kept on disk, found without tracing: a run whose step an earlier run compiled loads it.
+
+JAX's persistent compilation cache (``engine.devices.enable_compile_cache``) skips XLA's compile, but it finds its
+entry by the lowered program, so every run first traces and lowers the step: for a YOLOv8 train step that is
+seconds of Python (Flax's module calls under ``value_and_grad``, then MLIR), paid again by every run. This store
+keys a serialized executable on everything the program is made from instead:
+
+* yolojax's own source (every ``.py`` file of the package) and the versions of jax, jaxlib, flax and optax;
+* the machine: backend, platform version, device kinds and ids (and those the program runs on), the CPU model and
+  its instruction-set flags;
+* ``XLA_FLAGS``, the jit's compiler options and JAX's configuration values;
+* the arguments: their tree (static fields included: the model, optimizer and step settings) and each leaf's shape,
+  dtype and sharding;
+* the run's settings (``static_settings``), all but those that never reach the program (``NOT_IN_THE_STEP``).
+
+A program whose static parts come from outside yolojax (a model class or objective of your own) is never stored:
+their source is not part of the key. Nothing here changes a result: a loaded executable is the one that was
+compiled, byte for byte. Only a program XLA compiled in the request that made it is stored: one that JAX's
+persistent cache supplied (or JAX's in-memory cache, which may hold such a one) does not serialize whole (a copy
+loaded later lacks some of its kernels), so a key whose program JAX's cache holds already stays a JAX cache hit, as
+before. A file that fails to load is removed and the step is compiled as usual.
+The store lives beside the compilation cache (``<cache dir>/yolojax-steps``; off with it) and keeps its ``KEEP``
+newest files.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import os
+import pathlib
+import pickle
+import re
+import threading
+from typing import Any
+
+import jax
+from jax.experimental import serialize_executable
+
+KEEP = 16
+# Settings that decide what the loop feeds the step and when, never what the step computes: a run that differs from
+# an earlier one only in these reuses its step. Any other setting is part of the key.
+NOT_IN_THE_STEP = frozenset({
+    "epochs", "time", "patience", "close_mosaic", "name", "project", "exist_ok", "save", "save_period", "plots",
+    "val", "workers", "resume", "verbose", "cache", "log_every", "keep_checkpoints", "checkpoint_every",
+    "tensorboard", "profile"})
+_CACHE_HIT = "/jax/compilation_cache/cache_hits"
+_BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # around each request to XLA, cache hits included
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_PACKAGE = pathlib.Path(__file__).resolve().parents[1]
+
+
+class ExecutableStore:
+    """Serialized executables in ``directory``, one file per key (``<key>.bin``)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = pathlib.Path(directory)
+
+    def load(self, key: str, args: tuple, devices) -> jax.stages.Compiled | None:
+        """The executable stored under ``key`` for a call with ``args`` on ``devices``, or None."""
+        path = self.directory / f"{key}.bin"
+        try:
+            blob, out_tree = pickle.loads(path.read_bytes())
+            in_tree = jax.tree.structure((args, {}))
+            compiled = serialize_executable.deserialize_and_load(blob, in_tree, out_tree,
+                                                                 execution_devices=list(devices))
+        except FileNotFoundError:
+            return None
+        except Exception:  # noqa: BLE001 - a torn or foreign file: compile instead, and let the next run store it
+            path.unlink(missing_ok=True)
+            return None
+        os.utime(path)  # the newest files are the ones kept
+        return compiled
+
+    def save(self, key: str, compiled: jax.stages.Compiled) -> None:
+        """Store ``compiled`` under ``key`` (written whole, then renamed: readers never see part of a file)."""
+        try:
+            blob, _, out_tree = serialize_executable.serialize(compiled)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self.directory / f".{key}.{os.getpid()}.tmp"
+            tmp.write_bytes(pickle.dumps((blob, out_tree)))
+            os.replace(tmp, self.directory / f"{key}.bin")
+        except Exception:  # noqa: BLE001 - not serializable here (e.g. constants in the program), or no room
+            return
+        self._trim()
+
+    def _trim(self) -> None:
+        files = sorted(self.directory.glob("*.bin"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in files[KEEP:]:
+            old.unlink(missing_ok=True)
+
+
+class Programs:
+    """The compiled programs of one jitted function, made on request: loaded from ``store`` when an earlier run
+    stored one for the same key, else compiled (and then stored). ``name`` and ``settings`` go into the key beside
+    what ``executable_key`` reads from the arguments; ``store`` None compiles every time."""
+
+    def __init__(self, jitted, name: str, *, store: ExecutableStore | None = None, settings: tuple = (),
+                 compiler_options: dict | None = None):
+        self.jitted, self.name, self.store = jitted, name, store
+        self.settings, self.compiler_options = settings, compiler_options
+
+    def make(self, static_args: tuple, args: tuple) -> tuple[jax.stages.Compiled, bool]:
+        """(the program for ``jitted(*static_args, *args)``, whether it was loaded); it is called with ``args``."""
+        key = None
+        if self.store is not None:
+            key = executable_key(self.name, static_args, args, compiler_options=self.compiler_options,
+                                 settings=self.settings)
+            program = self.store.load(key, args, _devices(args))
+            if program is not None:
+                return program, True
+        with _compile_events() as events:
+            program = self.jitted.lower(*static_args, *args).compile()
+        if key is not None and events == ["compiled"]:  # XLA compiled it here and now: see the module docstring
+            self.store.save(key, program)
+        return program, False
+
+
+@contextlib.contextmanager
+def _compile_events():
+    """A list that collects, on this thread while the block runs, "compiled" for each program handed to XLA and
+    "cache hit" for each that JAX's persistent cache supplied. A program JAX found in its in-memory cache adds
+    neither."""
+    events, thread = [], threading.get_ident()
+
+    def on_event(event: str, **_):
+        if event == _CACHE_HIT and threading.get_ident() == thread:
+            events.append("cache hit")
+
+    def on_duration(event: str, seconds: float, **_):
+        if event == _BACKEND_COMPILE and threading.get_ident() == thread:
+            events.append("compiled")
+
+    jax.monitoring.register_event_listener(on_event)
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_listener(on_event)
+        jax.monitoring.unregister_event_duration_listener(on_duration)
+        if "cache hit" in events and "compiled" in events:
+            events.remove("compiled")  # the hit is inside that request
+
+
+def signature(args) -> tuple:
+    """What a program is compiled for: the arguments' tree and each leaf's shape and dtype (sharding aside)."""
+    leaves, tree = jax.tree.flatten(args)
+    return tree, tuple((getattr(x, "shape", ()), getattr(x, "dtype", type(x))) for x in leaves)
+
+
+def _devices(args) -> list:
+    """The devices the arguments live on, in their mesh's order."""
+    for x in jax.tree.leaves(args):
+        sharding = getattr(x, "sharding", None)
+        if sharding is not None:
+            mesh = getattr(sharding, "mesh", None)
+            return list(mesh.devices.flat) if mesh is not None else sorted(sharding.device_set, key=lambda d: d.id)
+    return jax.devices()[:1]
+
+
+def store_for_run() -> ExecutableStore | None:
+    """The store beside JAX's compilation cache, or None: the cache is off, or the run spans several processes
+    (each would need the others' executables at the same moment; they compile together as before)."""
+    cache_dir = jax.config.jax_compilation_cache_dir
+    if not cache_dir or jax.process_count() > 1:
+        return None
+    return ExecutableStore(pathlib.Path(cache_dir) / "yolojax-steps")
+
+
+def from_yolojax(*objects: Any) -> bool:
+    """Whether every object (a class, function or None) is defined in yolojax: only then does the source hash
+    cover it."""
+    return all(o is None or getattr(o, "__module__", "").split(".")[0] == "yolojax" for o in objects)
+
+
+def static_settings(config) -> tuple:
+    """The run's settings that are part of the key: every one but ``NOT_IN_THE_STEP``, sorted."""
+    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in NOT_IN_THE_STEP))
+
+
+def executable_key(name: str, static: Any, args: tuple, *, compiler_options: dict | None, settings: tuple) -> str:
+    """The key of the program ``name`` compiled for ``static`` (the jit's static arguments) and ``args``."""
+    leaves, tree = jax.tree.flatten(args)
+    parts = (
+        "yolojax-step-v1", name, _source_hash(), _versions(), _machine(),
+        tuple(sorted((d.platform, d.device_kind, d.id) for d in jax.devices())), tuple(d.id for d in _devices(args)),
+        os.environ.get("XLA_FLAGS", ""), repr(sorted((compiler_options or {}).items())),
+        repr(sorted((k, repr(v)) for k, v in jax.config.values.items() if "_cache" not in k)),  # not where caches are
+        _ADDRESS.sub("", str(static)), _ADDRESS.sub("", str(tree)),
+        tuple((str(getattr(x, "shape", ())), str(getattr(x, "dtype", type(x))),
+               _ADDRESS.sub("", str(getattr(x, "sharding", "")))) for x in leaves),
+        settings,
+    )
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:40]
+
+
+@functools.lru_cache(maxsize=1)
+def _source_hash() -> str:
+    h = hashlib.sha256()
+    for path in sorted(_PACKAGE.rglob("*.py")):
+        h.update(str(path.relative_to(_PACKAGE)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple:
+    out = []
+    for dist in ("jax", "jaxlib", "flax", "optax"):
+        try:
+            out.append((dist, importlib.metadata.version(dist)))
+        except importlib.metadata.PackageNotFoundError:
+            out.append((dist, None))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1)
+def _machine() -> tuple:
+    """Backend and host CPU: an XLA:CPU executable is code for the CPU it was compiled on."""
+    backend = jax.devices()[0].client
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = "".join(sorted({line for line in f if line.startswith(("model name", "flags"))}))
+    except OSError:
+        import platform
+
+        cpu = platform.processor() or platform.machine()
+    return backend.platform, backend.platform_version, cpu
