@@ -92,7 +92,7 @@ def run_steps(devices, steps: int, *, per_device_bn: bool = False, accumulate: i
     import jax
 
     from yolojax.engine.devices import data_sharding, make_mesh, replicated
-    from yolojax.engine.distributed import collective_failure_guard, compile_everywhere
+    from yolojax.engine.distributed import collective_failure_guard, wait_for_peers
     from yolojax.engine.per_device_bn import make_train_step_per_device_bn
     from yolojax.engine.state import create_train_state, train_step
 
@@ -112,7 +112,8 @@ def run_steps(devices, steps: int, *, per_device_bn: bool = False, accumulate: i
         with collective_failure_guard():
             batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(data, x), local)
             if i == 0:
-                compile_everywhere(step_fn, state, batch, what="compiling the train step")
+                step_fn.lower(state, batch).compile()  # as the trainer: compiled ahead, then wait for the peers
+                wait_for_peers("compiling the train step")
             state, metrics = step_fn(state, batch)
             jax.block_until_ready(metrics)
         yield i, state, metrics

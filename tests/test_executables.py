@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -12,10 +13,9 @@ import pytest
 
 from conftest import script_env
 from multihost_worker import BATCH, synthetic_batch, tiny_setup
-from yolojax import config as cfgmod
 from yolojax.engine import executables
 from yolojax.engine.devices import data_sharding, make_mesh, replicated
-from yolojax.engine.executables import ExecutableStore, Programs, executable_key, from_yolojax, static_settings
+from yolojax.engine.executables import ExecutableStore, executable_key, from_yolojax
 from yolojax.engine.loop import StepCompiles, _jitted_train_step
 from yolojax.engine.state import create_train_state
 
@@ -46,13 +46,13 @@ from test_val_compile_ahead import _compiles as count_compiles
 from yolojax.data.dataset import DetectionDataset
 from yolojax.data.loader import ValLoader
 from yolojax.engine.devices import data_sharding, make_mesh, replicated
-from yolojax.engine.executables import Programs, store_for_run
+from yolojax.engine.executables import store_for_run
 from yolojax.engine.loop import StepCompiles, _jitted_train_step
 from yolojax.engine.state import create_train_state
 from yolojax.engine.validate import Validator
 mesh = make_mesh(jax.devices()[:1])
 state = jax.device_put(create_train_state(*tiny_setup()), replicated(mesh))
-compiles = StepCompiles(Programs(_jitted_train_step(mesh, True), "test", store=store_for_run()))
+compiles = StepCompiles(_jitted_train_step(mesh, True), store_for_run())
 for i in range(3):
     state, _, _ = compiles.step(state, jax.device_put(synthetic_batch(i), data_sharding(mesh)),
                                 {"images": (BATCH, 64, 64, 3)})
@@ -103,30 +103,36 @@ def test_the_next_run_loads_the_stored_steps_and_trains_and_validates_bit_identi
         np.testing.assert_array_equal(first[k], second[k], err_msg=k)
 
 
-def _train(compiles: StepCompiles, n: int = 3):
-    """``n`` steps from the same start; the final state's leaves (host copies) and each step's compile time."""
-    state, times = _state(), []
-    for batch in _batches(n):
-        state, _, dt = compiles.step(state, batch, SHAPES)
-        times.append(dt)
-    return [np.asarray(x) for x in jax.tree.leaves(state)], times
+def test_compile_events_tell_a_real_compile_from_jax_s_caches():
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # even this small program is written
+    try:
+        salt = float(time.time_ns() % 1_000_003)  # a program JAX's persistent cache has never seen
+
+        def f(x):
+            return jax.numpy.sin(x * salt) + salt
+
+        x = jax.numpy.arange(4.0)
+        with executables._compile_events() as first:
+            jax.jit(f).lower(x).compile()
+        with executables._compile_events() as again:  # the same program from JAX's in-memory cache
+            jax.jit(f).lower(x).compile()
+        jax.clear_caches()
+        with executables._compile_events() as from_disk:  # and now from its persistent cache
+            jax.jit(f).lower(x).compile()
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
+    assert first == ["compiled"] and again == [] and from_disk == ["cache hit"]
 
 
-def _compiles(store) -> StepCompiles:
-    return StepCompiles(Programs(_jitted_train_step(MESH, True), "test", store=store))
-
-
-def test_a_program_from_jax_s_persistent_cache_is_not_stored_and_a_broken_file_not_used(tmp_path):
+def test_a_broken_file_is_removed_and_not_used(tmp_path):
     store = ExecutableStore(tmp_path)
-    _train(_compiles(None), n=1)  # the suite's JAX cache holds the step now (if it did not already)
-    _train(_compiles(store), n=1)  # a JAX cache hit: its executable would not serialize whole
-    assert not list(tmp_path.glob("*.bin"))
     state = _state()
-    key = executable_key("test", jax.tree.structure(state), (jax.tree.leaves(state), _batches(1)[0]),
-                         compiler_options=None, settings=())
+    args = (jax.tree.leaves(state), _batches(1)[0])
+    key = executable_key("test", jax.tree.structure(state), args, compiler_options=None)
     (tmp_path / f"{key}.bin").write_bytes(b"not an executable")
-    assert store.load(key, (jax.tree.leaves(state), _batches(1)[0]), MESH.devices.flat) is None
-    assert not (tmp_path / f"{key}.bin").exists()  # removed
+    assert store.load(key, args, MESH.devices.flat) is None
+    assert not (tmp_path / f"{key}.bin").exists()
 
 
 def test_only_what_yolojax_defines_counts_as_covered_by_its_source():
@@ -139,7 +145,7 @@ def test_only_what_yolojax_defines_counts_as_covered_by_its_source():
 def test_the_store_keeps_its_newest_files(tmp_path, monkeypatch):
     monkeypatch.setattr(executables, "KEEP", 2)
     store = ExecutableStore(tmp_path)
-    compiled = _jitted_train_step(MESH, True).lower(
+    compiled = _jitted_train_step(MESH, True).jitted.lower(
         jax.tree.structure(_state()), jax.tree.leaves(_state()), _batches(1)[0]).compile()
     for i, key in enumerate("abc"):
         store.save(key, compiled)
@@ -147,11 +153,10 @@ def test_the_store_keeps_its_newest_files(tmp_path, monkeypatch):
     assert sorted(p.stem for p in tmp_path.glob("*.bin")) == ["b", "c"]
 
 
-def _key(state=None, batch=None, settings=()):
+def _key(state=None, batch=None):
     state = state if state is not None else _state()
     batch = batch if batch is not None else _batches(1)[0]
-    return executable_key("test", jax.tree.structure(state), (jax.tree.leaves(state), batch), compiler_options=None,
-                          settings=settings)
+    return executable_key("test", jax.tree.structure(state), (jax.tree.leaves(state), batch), compiler_options=None)
 
 
 def test_the_key_follows_what_the_program_is_made_of(monkeypatch):
@@ -160,19 +165,20 @@ def test_the_key_follows_what_the_program_is_made_of(monkeypatch):
     model, variables, hyper = tiny_setup()
     import dataclasses
 
-    other_gain = create_train_state(model, variables, dataclasses.replace(hyper, box=5.0))  # a static setting
+    def placed(**changes):
+        return jax.device_put(create_train_state(model, variables, dataclasses.replace(hyper, **changes)),
+                              replicated(MESH))
+
+    assert _key(state=placed()) == base
+    other_gain = placed(box=5.0)  # a static setting
     assert _key(state=other_gain) != base
+    adam = placed(optimizer="AdamW")  # another optimizer
+    assert _key(state=adam) != base
+    # learning rate, momentum, weight decay, schedule: arrays in the state, the same program
+    other_lr = dataclasses.replace(hyper.schedule, lr0=0.05, momentum=0.8)
+    runtime = placed(schedule=other_lr, weight_decay=1e-3)
+    assert _key(state=runtime) == base
     smaller = {k: v[:4] for k, v in synthetic_batch(0).items()}  # another batch shape
     assert _key(batch=smaller) != base
     monkeypatch.setattr(executables, "_source_hash", lambda: "edited")  # yolojax's code changed
     assert _key() != base
-
-
-@pytest.mark.parametrize("key, value, same", [("epochs", 7, True), ("close_mosaic", 3, True), ("name", "x", True),
-                                              ("box", 5.0, False), ("lr0", 0.02, False), ("imgsz", 320, False)])
-def test_the_settings_in_the_key_leave_out_only_those_the_step_never_sees(key, value, same):
-    config = cfgmod.default_config()
-    changed = cfgmod.apply_overrides(config, {key: value})
-    assert (static_settings(changed) == static_settings(config)) == same
-
-

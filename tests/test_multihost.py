@@ -146,7 +146,7 @@ def test_killed_peer_ends_the_other_process_with_a_clear_error(two_processes):
 
 
 def test_wait_for_peers_is_a_barrier_with_a_bounded_wait(tmp_path):
-    """The barrier ``compile_everywhere`` relies on: process 0 waits for a peer arriving 6 s late (longer would
+    """The barrier the trainer waits at after compiling a program: process 0 waits for a peer arriving 6 s late (longer would
     be the case gloo gives up on after 30 s), then gets a clear error when its peer never comes (2 s limit)."""
     port = free_port()
     procs = [subprocess.Popen([sys.executable, "-u", str(TESTS / "multihost_worker.py"), "barrier", "--out", "-",

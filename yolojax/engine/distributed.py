@@ -22,8 +22,8 @@ happened, which the entry points print as one ``ERROR:`` paragraph.
 
 A program's first collective also waits for its peers, but gloo (CPU) gives up after a fixed 30 s, and compile
 times of the same program differ between processes (load, a warm or cold compile cache) by more than that.
-``compile_everywhere`` compiles a program ahead of time and returns when every process has compiled it
-(``wait_for_peers``: a barrier of the coordination service, not a device collective, bounded by
+So the trainer compiles a program ahead of time and calls ``wait_for_peers``, which returns when every process
+has got there (a barrier of the coordination service, not a device collective, bounded by
 ``YOLOJAX_DIST_COMPILE_TIMEOUT`` seconds, default 3600).
 
 CPU collectives across processes use gloo (``jax_cpu_collectives_implementation``, set here when unset).
@@ -198,16 +198,6 @@ def wait_for_peers(what: str, timeout_s: float | None = None) -> None:
             f"in vain ({type(e).__name__}: {str(e).splitlines()[0][:300]}; limit {timeout_s:.0f} s). Another process "
             f"most likely died or is stuck; see its log. Restart all processes with --config.resume=<run dir> to "
             f"continue from the last checkpoint.") from e
-
-
-def compile_everywhere(jitted, *args, what: str = "compiling") -> None:
-    """In a multi-process run, compile ``jitted`` for ``args`` ahead of time (``jitted(*args)`` then finds it
-    compiled) and return only when every process has compiled it: the program's first collective then finds all
-    its peers within gloo's 30 s. A no-op in a single-process run (the first call compiles, as usual)."""
-    if jax.process_count() == 1:
-        return
-    jitted.lower(*args).compile()
-    wait_for_peers(what)
 
 
 _COLLECTIVE_FAILURE_MARKERS = ("gloo", "connection reset", "coordination service", "heartbeat", "task died",

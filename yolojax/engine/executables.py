@@ -9,16 +9,19 @@ keys a serialized executable on everything the program is made from instead:
 * the machine: backend, platform version, device kinds and ids (and those the program runs on), the CPU model and
   its instruction-set flags;
 * ``XLA_FLAGS``, the jit's compiler options and JAX's configuration values;
-* the arguments: their tree (static fields included: the model, optimizer and step settings) and each leaf's shape,
-  dtype and sharding;
-* the run's settings (``static_settings``), all but those that never reach the program (``NOT_IN_THE_STEP``).
+* the arguments: their tree, static fields included, and each leaf's shape, dtype and sharding; with the jit's
+  static arguments (the eval step's model and settings).
+
+No run setting needs to be in the key: the train step is a pure function of (state, batch), and everything about a
+run that shapes it is in the state's static fields (the model, the optimizer - built from its name and the
+parameter groups -, ``TrainHyper``) or in the arguments' shapes; learning rates, momentum and weight decay are
+arrays in the state. So a run that changes only the data, the schedule or the epochs loads the earlier program.
 
 A program whose static parts come from outside yolojax (a model class or objective of your own) is never stored:
 their source is not part of the key. Nothing here changes a result: a loaded executable is the one that was
 compiled, byte for byte. Only a program XLA compiled in the request that made it is stored: one that JAX's
-persistent cache supplied (or JAX's in-memory cache, which may hold such a one) does not serialize whole (a copy
-loaded later lacks some of its kernels), so a key whose program JAX's cache holds already stays a JAX cache hit, as
-before. A file that fails to load is removed and the step is compiled as usual.
+persistent cache supplied does not serialize whole (a copy loaded later lacks some of its kernels). So a program
+whose key is not stored yet is compiled under a name made of its key, which JAX's cache has never seen. A file that fails to load is removed and the step is compiled as usual.
 The store lives beside the compilation cache (``<cache dir>/yolojax-steps``; off with it) and keeps its ``KEEP``
 newest files.
 """
@@ -39,12 +42,6 @@ import jax
 from jax.experimental import serialize_executable
 
 KEEP = 16
-# Settings that decide what the loop feeds the step and when, never what the step computes: a run that differs from
-# an earlier one only in these reuses its step. Any other setting is part of the key.
-NOT_IN_THE_STEP = frozenset({
-    "epochs", "time", "patience", "close_mosaic", "name", "project", "exist_ok", "save", "save_period", "plots",
-    "val", "workers", "resume", "verbose", "cache", "log_every", "keep_checkpoints", "checkpoint_every",
-    "tensorboard", "profile"})
 _CACHE_HIT = "/jax/compilation_cache/cache_hits"
 _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # around each request to XLA, cache hits included
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -92,29 +89,42 @@ class ExecutableStore:
 
 
 class Programs:
-    """The compiled programs of one jitted function, made on request: loaded from ``store`` when an earlier run
-    stored one for the same key, else compiled (and then stored). ``name`` and ``settings`` go into the key beside
-    what ``executable_key`` reads from the arguments; ``store`` None compiles every time."""
+    """The compiled programs of ``jax.jit(fun, **jit_kwargs)``, one per request. Without a store, JAX's own caches
+    serve (one jitted function, shared by every request). With one, a program is loaded when an earlier run stored
+    it, else compiled under a function named after its key and stored. ``name`` (a Python identifier) and
+    ``static`` (what ``fun`` closes over, as text) go into the key beside what ``executable_key`` reads from the
+    arguments."""
 
-    def __init__(self, jitted, name: str, *, store: ExecutableStore | None = None, settings: tuple = (),
-                 compiler_options: dict | None = None):
-        self.jitted, self.name, self.store = jitted, name, store
-        self.settings, self.compiler_options = settings, compiler_options
+    def __init__(self, fun, name: str, *, static: str = "", **jit_kwargs):
+        self.fun, self.name, self.static, self.jit_kwargs = fun, name, static, jit_kwargs
+        self.jitted = jax.jit(fun, **jit_kwargs)
 
-    def make(self, static_args: tuple, args: tuple) -> tuple[jax.stages.Compiled, bool]:
+    def make(self, static_args: tuple, args: tuple, store: ExecutableStore | None = None
+             ) -> tuple[jax.stages.Compiled, bool]:
         """(the program for ``jitted(*static_args, *args)``, whether it was loaded); it is called with ``args``."""
-        key = None
-        if self.store is not None:
-            key = executable_key(self.name, static_args, args, compiler_options=self.compiler_options,
-                                 settings=self.settings)
-            program = self.store.load(key, args, _devices(args))
-            if program is not None:
-                return program, True
+        if store is None:
+            return self.jitted.lower(*static_args, *args).compile(), False
+        key = executable_key(f"{self.name} {self.static}", static_args, args,
+                             compiler_options=self.jit_kwargs.get("compiler_options"))
+        program = store.load(key, args, _devices(args))
+        if program is not None:
+            return program, True
+        # JAX's persistent cache keys on the program's name too: named after the key, the program is compiled here,
+        # never taken from that cache (which may hold it from an earlier version of this code), so it can be stored
+        jitted = jax.jit(_named(self.fun, f"{self.name}_{key[:16]}"), **self.jit_kwargs)
         with _compile_events() as events:
-            program = self.jitted.lower(*static_args, *args).compile()
-        if key is not None and events == ["compiled"]:  # XLA compiled it here and now: see the module docstring
-            self.store.save(key, program)
+            program = jitted.lower(*static_args, *args).compile()
+        if events == ["compiled"]:
+            store.save(key, program)
         return program, False
+
+
+def _named(fun, name: str):
+    def program(*args, **kwargs):
+        return fun(*args, **kwargs)
+
+    program.__name__ = program.__qualname__ = name
+    return program
 
 
 @contextlib.contextmanager
@@ -174,12 +184,7 @@ def from_yolojax(*objects: Any) -> bool:
     return all(o is None or getattr(o, "__module__", "").split(".")[0] == "yolojax" for o in objects)
 
 
-def static_settings(config) -> tuple:
-    """The run's settings that are part of the key: every one but ``NOT_IN_THE_STEP``, sorted."""
-    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in NOT_IN_THE_STEP))
-
-
-def executable_key(name: str, static: Any, args: tuple, *, compiler_options: dict | None, settings: tuple) -> str:
+def executable_key(name: str, static: Any, args: tuple, *, compiler_options: dict | None) -> str:
     """The key of the program ``name`` compiled for ``static`` (the jit's static arguments) and ``args``."""
     leaves, tree = jax.tree.flatten(args)
     parts = (
@@ -190,7 +195,6 @@ def executable_key(name: str, static: Any, args: tuple, *, compiler_options: dic
         _ADDRESS.sub("", str(static)), _ADDRESS.sub("", str(tree)),
         tuple((str(getattr(x, "shape", ())), str(getattr(x, "dtype", type(x))),
                _ADDRESS.sub("", str(getattr(x, "sharding", "")))) for x in leaves),
-        settings,
     )
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:40]
 

@@ -31,7 +31,7 @@ from yolojax.engine.checkpoint import Checkpointer
 from yolojax.engine.devices import (compiler_options, data_sharding, enable_compile_cache, environment_line,
                                     replicated, use_deterministic_ops)
 from yolojax.engine.distributed import maybe_initialize, wait_for_peers
-from yolojax.engine.executables import Programs, from_yolojax, static_settings, store_for_run
+from yolojax.engine.executables import ExecutableStore, Programs, from_yolojax, store_for_run
 from yolojax.engine.log import log
 from yolojax.engine.progress import Progress
 from yolojax.engine.replan import mosaic_from, replan_close_mosaic, replan_epochs, replanned_schedule
@@ -104,11 +104,8 @@ def train(config, workdir, task: Task, *, callbacks: dict[str, list[Callable]] |
     elapsed_before = float(results.rows[-1].get("time", 0.0)) if results.rows else 0.0  # a resumed run's past time
     start_epoch, stop = progress.epoch, False
     feed = Feed(loader, progress.epoch, progress.step_in_epoch, epochs, put) if progress.epoch < epochs else None
-    storable = from_yolojax(type(run.model), type(task), run.hyper.objective)
-    compiles, last = StepCompiles(Programs(
-        _jitted_train_step(run.mesh, bn_sync), f"train_step bn_sync={bn_sync} {run.mesh.shape_tuple}",
-        store=store_for_run() if storable else None, settings=static_settings(config),
-        compiler_options=compiler_options(run.mesh.devices.flat[0].platform))), {}
+    storable = from_yolojax(type(run.model), type(task), run.hyper.objective)  # else the source hash misses it
+    compiles, last = StepCompiles(_jitted_train_step(run.mesh, bn_sync), store_for_run() if storable else None), {}
     # the validation step compiles beside the train step's first compile, on a copy of the EMA weights (the train
     # step donates the state's buffers)
     val_compile = None
@@ -349,10 +346,11 @@ def _replan_mosaic(task: Task, loader, progress: Progress, feed: "Feed", config,
 
 class StepCompiles:
     """The train step's programs, one per batch shape, in the order the shapes came, and the seconds their compiles
-    (or loads from ``programs``' store) took."""
+    (or loads from ``store``, see ``engine.executables``) took."""
 
-    def __init__(self, programs: Programs):
-        self.programs = programs  # of _jitted_train_step: (state treedef, state leaves, batch) -> (leaves, metrics)
+    def __init__(self, programs: Programs, store: ExecutableStore | None = None):
+        self.programs = programs  # _jitted_train_step: (state treedef, state leaves, batch) -> (leaves, metrics)
+        self.store = store
         self.compiled: dict[tuple, jax.stages.Compiled] = {}
         self.shapes: list[tuple] = []
         self.seconds = 0.0
@@ -368,7 +366,7 @@ class StepCompiles:
             return jax.tree.unflatten(treedef, leaves), m, None
         what = ", ".join(f"{k} {v}" for k, v in shapes.items())
         t0 = time.time()  # several processes: all have compiled it before its first collective
-        program, loaded = self.programs.make((treedef,), (leaves, device_batch))
+        program, loaded = self.programs.make((treedef,), (leaves, device_batch), self.store)
         wait_for_peers(f"compiling the train step for {what}")
         leaves, m = program(leaves, device_batch)
         jax.block_until_ready(m["loss"])
@@ -387,19 +385,19 @@ def _flat(step, treedef, leaves, batch):
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_train_step(mesh, bn_sync: bool):
-    """The jitted train step for a mesh over (state treedef, state leaves, batch), shared by the runs of one process:
-    the leaves are what is donated and what a stored executable takes; the treedef (model, optimizer, step settings)
-    is static."""
+def _jitted_train_step(mesh, bn_sync: bool) -> Programs:
+    """The train step's programs for a mesh, shared by the runs of one process: jitted over (state treedef, state
+    leaves, batch), the leaves being what is donated and what a stored executable takes, the treedef (model,
+    optimizer, step settings) static."""
     repl, data = replicated(mesh), data_sharding(mesh)
-    step = train_step
+    step, name = train_step, "train_step"
     if not bn_sync:  # per-device BN statistics, as Ultralytics DDP
         from yolojax.engine.per_device_bn import make_train_step_per_device_bn
 
-        step = make_train_step_per_device_bn(mesh)
-    return jax.jit(functools.partial(_flat, step), static_argnums=0, in_shardings=(repl, data),
-                   out_shardings=(repl, repl), donate_argnums=1,
-                   compiler_options=compiler_options(mesh.devices.flat[0].platform))
+        step, name = make_train_step_per_device_bn(mesh), "train_step_per_device_bn"
+    return Programs(functools.partial(_flat, step), name, static_argnums=0, in_shardings=(repl, data),
+                    out_shardings=(repl, repl), donate_argnums=1,
+                    compiler_options=compiler_options(mesh.devices.flat[0].platform))
 
 
 def final_eval(validator, weights_dir: pathlib.Path, config, run: Run):

@@ -49,13 +49,11 @@ def _eval(variables, images, conf, iou, targets, **static):
 @functools.lru_cache(maxsize=8)
 def _eval_programs(model, max_det: int, agnostic: bool, loss_gains: tuple, compat: str) -> Programs:
     """The eval step's programs per model and settings, shared by every Validator of this process: jitted over
-    (variables, images, conf, iou, targets), kept in the run's executable store (``engine.executables``)."""
+    (variables, images, conf, iou, targets)."""
     static = dict(model=model, max_det=max_det, agnostic=agnostic, multi_label=True, loss_gains=loss_gains,
                   compat=compat)
-    options = compiler_options()
-    return Programs(jax.jit(functools.partial(_eval, **static), compiler_options=options),
-                    f"eval_step {sorted(static.items())}", store=store_for_run() if from_yolojax(type(model)) else None,
-                    compiler_options=options)
+    return Programs(functools.partial(_eval, **static), "eval_step", static=repr(sorted(static.items())),
+                    compiler_options=compiler_options())
 
 
 class Validator:
@@ -76,6 +74,7 @@ class Validator:
         self.plots_batches, self.confusion = plots_batches, confusion
         self.keep_predictions = keep_predictions
         self._programs = _eval_programs(model, self.max_det, bool(single_cls), self.loss_gains, compat)
+        self._store = store_for_run() if from_yolojax(type(model)) else None  # see engine.executables
         self._compiled: dict = {}
         self.compiled_shapes: set = set()
 
@@ -88,7 +87,7 @@ class Validator:
         key = signature(args)
         program = self._compiled.get(key)
         if program is None:
-            program = self._compiled[key] = self._programs.make((), args)[0]
+            program = self._compiled[key] = self._programs.make((), args, self._store)[0]
         return program(*args)
 
     def __call__(self, variables, *, progress: Callable | None = None) -> ValResult:
