@@ -2,6 +2,7 @@
 the same result, bit for bit; a key that changes with what the program is made from and stays with what is not."""
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import subprocess
 import sys
@@ -163,7 +164,6 @@ def test_the_key_follows_what_the_program_is_made_of(monkeypatch):
     base = _key()
     assert _key() == base  # computed again: the same
     model, variables, hyper = tiny_setup()
-    import dataclasses
 
     def placed(**changes):
         return jax.device_put(create_train_state(model, variables, dataclasses.replace(hyper, **changes)),
@@ -174,8 +174,8 @@ def test_the_key_follows_what_the_program_is_made_of(monkeypatch):
     assert _key(state=other_gain) != base
     adam = placed(optimizer="AdamW")  # another optimizer
     assert _key(state=adam) != base
-    # learning rate, momentum, weight decay, schedule: arrays in the state, the same program
-    other_lr = dataclasses.replace(hyper.schedule, lr0=0.05, momentum=0.8)
+    # learning rate, momentum, weight decay, the schedule's length: arrays in the state, the same program
+    other_lr = dataclasses.replace(hyper.schedule, lr0=0.05, momentum=0.8, epochs=7, nb=3)  # and a longer run
     runtime = placed(schedule=other_lr, weight_decay=1e-3)
     assert _key(state=runtime) == base
     smaller = {k: v[:4] for k, v in synthetic_batch(0).items()}  # another batch shape
