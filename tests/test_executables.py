@@ -97,7 +97,8 @@ def test_the_next_run_loads_the_stored_steps_and_trains_and_validates_bit_identi
     assert len(stored) == 1 + shapes and val_compiles >= shapes  # the train step and an eval step per image shape
 
     second_out, second = _run(tmp_path, "second", shapes_small)
-    assert "loaded train step (compiled by an earlier run) for images (8, 64, 64, 3)" in second_out
+    assert "loaded train step for images (8, 64, 64, 3)" in second_out and "(compiled by an earlier run; 1 shape(s)" \
+        in second_out
     assert second_out.split("VAL_COMPILES")[1].split()[0] == "0"  # the eval steps were loaded too
     assert first.keys() == second.keys() and any(k.startswith("pred") for k in first)
     for k in first:
@@ -182,3 +183,16 @@ def test_the_key_follows_what_the_program_is_made_of(monkeypatch):
     assert _key(batch=smaller) != base
     monkeypatch.setattr(executables, "_source_hash", lambda: "edited")  # yolojax's code changed
     assert _key() != base
+
+
+def test_a_process_reuses_a_program_it_made(tmp_path):
+    from yolojax.engine.executables import Programs
+
+    salt = float(time.time_ns() % 1_000_003)
+    programs = Programs(lambda x: x * salt + 1.0, "scaled")
+    x = jax.numpy.arange(3.0)
+    first, loaded = programs.make((), (x,), ExecutableStore(tmp_path))
+    with executables._compile_events() as events:
+        again, reloaded = programs.make((), (x,), ExecutableStore(tmp_path))
+    assert not loaded and reloaded and again is first and events == []
+    np.testing.assert_array_equal(again(x), np.arange(3.0) * salt + 1.0)

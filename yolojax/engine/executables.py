@@ -98,6 +98,7 @@ class Programs:
     def __init__(self, fun, name: str, *, static: str = "", **jit_kwargs):
         self.fun, self.name, self.static, self.jit_kwargs = fun, name, static, jit_kwargs
         self.jitted = jax.jit(fun, **jit_kwargs)
+        self.made: dict[str, jax.stages.Compiled] = {}  # by key: a later request in this process reuses it
 
     def make(self, static_args: tuple, args: tuple, store: ExecutableStore | None = None
              ) -> tuple[jax.stages.Compiled, bool]:
@@ -106,8 +107,9 @@ class Programs:
             return self.jitted.lower(*static_args, *args).compile(), False
         key = executable_key(f"{self.name} {self.static}", static_args, args,
                              compiler_options=self.jit_kwargs.get("compiler_options"))
-        program = store.load(key, args, _devices(args))
+        program = self.made.get(key) or store.load(key, args, _devices(args))
         if program is not None:
+            self.made[key] = program
             return program, True
         # JAX's persistent cache keys on the program's name too: named after the key, the program is compiled here,
         # never taken from that cache (which may hold it from an earlier version of this code), so it can be stored
@@ -116,6 +118,7 @@ class Programs:
             program = jitted.lower(*static_args, *args).compile()
         if events == ["compiled"]:
             store.save(key, program)
+        self.made[key] = program
         return program, False
 
 

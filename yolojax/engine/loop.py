@@ -374,8 +374,9 @@ class StepCompiles:
         self.shapes.append(key)
         dt = time.time() - t0
         self.seconds += dt
-        how = "loaded train step (compiled by an earlier run)" if loaded else "compiled train step"
-        log(("\n" if newline else "") + f"{how} for {what} in {dt:.1f}s ({len(self.shapes)} shape(s) so far)")
+        how, earlier = ("loaded", "compiled by an earlier run; ") if loaded else ("compiled", "")
+        log(("\n" if newline else "") + f"{how} train step for {what} in {dt:.1f}s ({earlier}{len(self.shapes)} "
+            f"shape(s) so far)")
         return jax.tree.unflatten(treedef, leaves), m, dt
 
 
