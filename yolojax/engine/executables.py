@@ -1,4 +1,4 @@
-"""Compiled train steps kept on disk, found without tracing: a run whose step an earlier run compiled loads it.
+"""Compiled train and validation steps kept on disk, found without tracing: a run loads what an earlier run compiled.
 
 JAX's persistent compilation cache (``engine.devices.enable_compile_cache``) skips XLA's compile, but it finds its
 entry by the lowered program, so every run first traces and lowers the step: for a YOLOv8 train step that is
@@ -21,9 +21,11 @@ A program whose static parts come from outside yolojax (a model class or objecti
 their source is not part of the key. Nothing here changes a result: a loaded executable is the one that was
 compiled, byte for byte. Only a program XLA compiled in the request that made it is stored: one that JAX's
 persistent cache supplied does not serialize whole (a copy loaded later lacks some of its kernels). So a program
-whose key is not stored yet is compiled under a name made of its key, which JAX's cache has never seen. A file that fails to load is removed and the step is compiled as usual.
-The store lives beside the compilation cache (``<cache dir>/yolojax-steps``; off with it) and keeps its ``KEEP``
-newest files.
+whose key is not stored yet is compiled under a name made of its key, which JAX's cache keys on too: it holds that
+program only if this key was compiled before and its file has gone since (it then serves it, unstored, as before).
+A file that fails to load is removed and the step is compiled as usual. The store lives beside the compilation
+cache (``<cache dir>/yolojax-steps``; off with it) and keeps its ``KEEP`` newest files; a process also keeps what it
+made or loaded (``Programs.made``), for its next run.
 """
 from __future__ import annotations
 
