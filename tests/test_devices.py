@@ -188,6 +188,35 @@ def test_compile_cache_in_a_fresh_process(tmp_path, arg, env, where):
         assert out["files"], "JAX wrote nothing to the cache directory"
 
 
+_THRESHOLD_SCRIPT = r"""
+import sys
+import jax
+from yolojax.engine.devices import enable_compile_cache
+enable_compile_cache(sys.argv[1])
+print(jax.config.jax_persistent_cache_min_compile_time_secs)
+"""
+
+
+@pytest.mark.parametrize("arg,env,expected", [
+    ("{tmp}/c", {}, devmod.MIN_COMPILE_SECONDS),  # yolojax's: a run's small setup programs are stored too
+    ("{tmp}/c", {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2.5"}, 2.5),  # the user's choice wins
+    ("off", {}, 1.0),  # no cache: JAX's settings as they were
+])
+def test_compile_cache_stores_programs_over_a_tenth_of_a_second(tmp_path, arg, env, expected):
+    import subprocess
+    import sys
+
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("YOLOJAX_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR",
+                         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")}
+    full.update(env, JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-c", _THRESHOLD_SCRIPT, arg.replace("{tmp}", str(tmp_path))], env=full,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert float(r.stdout.strip().splitlines()[-1]) == expected
+    assert devmod.MIN_COMPILE_SECONDS < 1.0  # below JAX's default, or the setting would change nothing
+
+
 def test_compile_cache_keeps_a_directory_already_set(tmp_path):
     before = jax.config.jax_compilation_cache_dir  # the test suite's own (conftest)
     assert before and devmod.enable_compile_cache(str(tmp_path / "other")) == before

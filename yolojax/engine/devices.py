@@ -73,6 +73,9 @@ def host_cores() -> int:
 
 
 COMPILE_CACHE_ENV = "YOLOJAX_COMPILE_CACHE"
+MIN_COMPILE_SECONDS = 0.1  # what the persistent cache stores: programs that took longer than this to compile
+_MIN_COMPILE_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
+_JAX_MIN_COMPILE_DEFAULT = 1.0
 
 
 def enable_compile_cache(setting: str | None = "auto") -> str | None:
@@ -82,8 +85,10 @@ def enable_compile_cache(setting: str | None = "auto") -> str | None:
     ``setting``: "auto" (``$YOLOJAX_COMPILE_CACHE`` if set, else ``~/.cache/yolojax/jax``), a directory, or "" /
     "off" / None for no cache (``YOLOJAX_COMPILE_CACHE=off`` too). A ``jax_compilation_cache_dir`` the user set
     already wins. JAX decides whether to use the cache at a process's first compile, so this acts only when called
-    before it (the entry points call it first). Only programs that took over a second to compile are stored (JAX's
-    default). Returns the directory in use, or None."""
+    before it (the entry points call it first). Programs that took over ``MIN_COMPILE_SECONDS`` to compile are stored
+    (JAX's own default, a second, would leave out a run's setup programs, which a warm run then compiles again);
+    ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` or a value set in ``jax.config`` other than JAX's default wins.
+    Returns the directory in use, or None."""
     current = jax.config.jax_compilation_cache_dir
     if current:
         return current
@@ -97,6 +102,9 @@ def enable_compile_cache(setting: str | None = "auto") -> str | None:
     except OSError:  # e.g. a read-only home: run without the cache rather than fail
         return None
     jax.config.update("jax_compilation_cache_dir", path)
+    if (_MIN_COMPILE_ENV not in os.environ
+            and jax.config.jax_persistent_cache_min_compile_time_secs == _JAX_MIN_COMPILE_DEFAULT):
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     return path
 
 

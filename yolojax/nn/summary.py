@@ -39,11 +39,10 @@ def _conv_and_bn_flops(model: YOLOv8, imgsz: int) -> tuple[float, int, dict]:
     shape-only trace."""
     x = jax.ShapeDtypeStruct((1, imgsz, imgsz, 3), jnp.float32)
 
-    def run(images):
-        variables = model.init(jax.random.key(0), images)
-        _, state = model.apply(variables, images, capture_intermediates=lambda m, _: isinstance(m, (nn.Conv, nn.Dense)),
-                               mutable=["intermediates"])
-        return variables, state["intermediates"]
+    def run(images):  # init runs the forward pass once: its convolutions' outputs are captured on the way
+        variables = dict(model.init(jax.random.key(0), images, mutable=True,
+                                    capture_intermediates=lambda m, _: isinstance(m, (nn.Conv, nn.Dense))))
+        return variables, variables.pop("intermediates")
 
     variables, inter = jax.eval_shape(run, x)
     params = variables["params"]
