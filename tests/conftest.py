@@ -5,6 +5,7 @@
   that fresh clones on the same machine share it; entries are keyed on the exact program, so a stale entry is
   never used. Subprocess tests get the same directory through ``YOLOJAX_TEST_JAX_CACHE`` (their own scripts) and
   ``YOLOJAX_COMPILE_CACHE`` (the yolojax entry points).
+* The trainer's executable store off (``YOLOJAX_STEP_STORE=off``) except in the tests of the store itself.
 * absl flags marked as parsed: Grain worker processes read them.
 * Release assets (weights, dataset archives) point at a closed local port: no test downloads from the Internet.
 * ``fixtures_dir``: the Ultralytics reference outputs, at ``$YOLOJAX_FIXTURES`` when it is set, else
@@ -20,6 +21,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One XLA CPU device (the entry points' default; YOLOJAX_CPU_DEVICES=N splits the CPU): pinned so that subprocess
 # runs compare with in-process ones exactly. test_devices, test_train and test_val_predict test the split itself.
 os.environ.setdefault("YOLOJAX_CPU_DEVICES", "1")
+# The trainer's executable store (engine.executables) keys its programs on yolojax's source, so after any change to
+# the package every train step of the suite would compile again, where JAX's cache (keyed on the program itself)
+# still holds most of them. The store is tested where it is the subject (tests/test_executables.py turns it on).
+os.environ.setdefault("YOLOJAX_STEP_STORE", "off")
 # No test reaches the Internet: Ultralytics' release assets (weights, dataset zips) resolve to a closed local port
 # unless a test serves them itself (tests/test_download.py).
 os.environ["YOLOJAX_ASSETS_URL"] = "http://127.0.0.1:9"

@@ -80,6 +80,7 @@ def _run(tmp_path, name: str, shapes_small) -> tuple[str, dict]:
     if store.exists():  # the store is shared between the runs: it lives beside each run's own JAX cache
         (cache / "yolojax-steps").symlink_to(store, target_is_directory=True)
     env = {k: v for k, v in script_env().items() if k not in ("JAX_COMPILATION_CACHE_DIR", "YOLOJAX_COMPILE_CACHE")}
+    env["YOLOJAX_STEP_STORE"] = "on"  # the suite turns it off elsewhere (conftest)
     proc = subprocess.run([sys.executable, "-c", _RUN, str(cache), str(tmp_path / f"{name}.npz"), str(TESTS),
                            str(shapes_small)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -196,3 +197,32 @@ def test_a_process_reuses_a_program_it_made(tmp_path):
         again, reloaded = programs.make((), (x,), ExecutableStore(tmp_path))
     assert not loaded and reloaded and again is first and events == []
     np.testing.assert_array_equal(again(x), np.arange(3.0) * salt + 1.0)
+
+
+@pytest.mark.parametrize("value,on", [(None, True), ("on", True), ("1", True), ("True", True), ("off", False),
+                                      (" 0 ", False), ("false", False)])
+def test_the_store_switch(tmp_path, monkeypatch, value, on):
+    environ = {} if value is None else {executables.STORE_ENV: value}
+    assert executables.store_enabled(environ) is on
+    monkeypatch.setattr(executables, "store_enabled", lambda: on)
+    store = executables.store_for_run()  # the suite's JAX cache is on (conftest)
+    assert (store is not None) is on
+    if on:
+        assert store.directory == pathlib.Path(jax.config.jax_compilation_cache_dir) / "yolojax-steps"
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("YOLOJAX_STEP_STORE", "maybe", "YOLOJAX_STEP_STORE='maybe' is not a switch: give on or off (1/0 and true/false "
+                                    "work too)."),
+    ("YOLOJAX_CPU_DEVICES", "two", "YOLOJAX_CPU_DEVICES='two' is not a whole number (the CPU devices to split the "
+                                   "cores into; 1 turns the split off)."),
+])
+def test_a_bad_environment_switch_is_one_line_before_anything_is_built(tmp_path, name, value, message):
+    """``python -m yolojax.train`` checks the environment's switches first, as the ``yolojax`` command does."""
+    env = {**script_env(), name: value}
+    proc = subprocess.run([sys.executable, "-m", "yolojax.train", "--config=configs/shapes.py",
+                           f"--config.project={tmp_path}"], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=TESTS.parent)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [f"ERROR: {message}"]
+    assert not any(tmp_path.iterdir())  # no run directory was made

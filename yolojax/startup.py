@@ -31,12 +31,14 @@ def begin(*, restart: bool) -> None:
 
 def prepare_jax(*, deterministic: bool | None = None) -> None:
     """Before JAX's first operation: ``YOLOJAX_CPU_DEVICES=N`` splits the CPU (default: no split), the compile cache
-    (``~/.cache/yolojax/jax`` unless ``YOLOJAX_COMPILE_CACHE`` says otherwise) and, unless ``deterministic`` is
-    None, XLA's deterministic GPU ops flag."""
+    (``~/.cache/yolojax/jax`` unless ``YOLOJAX_COMPILE_CACHE`` says otherwise), the check of
+    ``YOLOJAX_STEP_STORE`` and, unless ``deterministic`` is None, XLA's deterministic GPU ops flag."""
     from yolojax.engine.devices import enable_compile_cache, use_cpu_cores, use_deterministic_ops
+    from yolojax.engine.executables import store_enabled
 
     use_cpu_cores()
     enable_compile_cache()
+    store_enabled()  # a bad YOLOJAX_STEP_STORE fails here, before any data or model is built
     if deterministic is not None:
         use_deterministic_ops(deterministic)
 

@@ -49,10 +49,14 @@ def main(argv=None) -> None:
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.WARNING)
-        prepare_jax()  # before JAX's first operation (train_and_evaluate sets the determinism flag from the config)
-        config = cfg_flag.value if cfg_flag.value is not None else cfgmod.default_config()
-        code = exit_code(lambda: train_and_evaluate(cfgmod.apply_overrides(config, overrides, source="--config flag"),
-                                                    flags.FLAGS.workdir))
+
+        def run():
+            prepare_jax()  # before JAX's first operation (train_and_evaluate sets the determinism flag from the config)
+            config = cfg_flag.value if cfg_flag.value is not None else cfgmod.default_config()
+            return train_and_evaluate(cfgmod.apply_overrides(config, overrides, source="--config flag"),
+                                      flags.FLAGS.workdir)
+
+        code = exit_code(run)
         if code:
             raise SystemExit(code)
 

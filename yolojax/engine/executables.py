@@ -24,7 +24,7 @@ persistent cache supplied does not serialize whole (a copy loaded later lacks so
 whose key is not stored yet is compiled under a name made of its key, which JAX's cache keys on too: it holds that
 program only if this key was compiled before and its file has gone since (it then serves it, unstored, as before).
 A file that fails to load is removed and the step is compiled as usual. The store lives beside the compilation
-cache (``<cache dir>/yolojax-steps``; off with it) and keeps its ``KEEP`` newest files; a process also keeps what it
+cache (``<cache dir>/yolojax-steps``; off with it, or alone with ``YOLOJAX_STEP_STORE=off``) and keeps its ``KEEP`` newest files; a process also keeps what it
 made or loaded (``Programs.made``), for its next run.
 """
 from __future__ import annotations
@@ -43,7 +43,11 @@ from typing import Any
 import jax
 from jax.experimental import serialize_executable
 
+from yolojax.config.errors import ConfigError
+
 KEEP = 16
+STORE_ENV = "YOLOJAX_STEP_STORE"
+_SWITCH = {"on": True, "1": True, "true": True, "": True, "off": False, "0": False, "false": False}
 _CACHE_HIT = "/jax/compilation_cache/cache_hits"
 _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # around each request to XLA, cache hits included
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -174,11 +178,21 @@ def _devices(args) -> list:
     return jax.devices()[:1]
 
 
+def store_enabled(environ=os.environ) -> bool:
+    """``$YOLOJAX_STEP_STORE``: on (the default) or off; anything else is a ``ConfigError``."""
+    setting = environ.get(STORE_ENV, "on").strip().lower()
+    if setting not in _SWITCH:
+        raise ConfigError(f"{STORE_ENV}={environ[STORE_ENV]!r} is not a switch: give on or off (1/0 and true/false "
+                          f"work too).")
+    return _SWITCH[setting]
+
+
 def store_for_run() -> ExecutableStore | None:
-    """The store beside JAX's compilation cache, or None: the cache is off, or the run spans several processes
-    (each would need the others' executables at the same moment; they compile together as before)."""
+    """The store beside JAX's compilation cache, or None: the cache is off, ``$YOLOJAX_STEP_STORE`` is off, or the
+    run spans several processes (each would need the others' executables at the same moment; they compile together
+    as before)."""
     cache_dir = jax.config.jax_compilation_cache_dir
-    if not cache_dir or jax.process_count() > 1:
+    if not store_enabled() or not cache_dir or jax.process_count() > 1:
         return None
     return ExecutableStore(pathlib.Path(cache_dir) / "yolojax-steps")
 
