@@ -300,3 +300,44 @@ def test_val_batch_built_by_a_worker_is_handed_over_or_removed(ds, monkeypatch):
         loader.transform.map(rec)
     assert len(made) == 1 and _block_gone(made[0], wait_s=0)  # at once, while the traceback still holds the array
     del err
+
+
+_FEED_TO_THE_END = r"""
+import sys
+from absl import flags
+flags.FLAGS.mark_as_parsed()
+from yolojax.data.dataset import DetectionDataset
+from yolojax.data.loader import TrainLoader
+from yolojax.engine.background import Feed
+
+
+def main():
+    ds = DetectionDataset.from_config(sys.argv[1], "train", imgsz=64, verbose=False)
+    loader = TrainLoader(ds, batch_size=8, workers=1, process_index=1, process_count=2)
+    feed = Feed(loader, 0, 0, 1, lambda b: b)
+    for _ in range(loader.num_batches):
+        next(feed)
+    feed.close()  # then the process exits at once, as a trainer process that has nothing left to do
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.slow
+def test_a_closed_feed_leaves_no_shared_block_to_the_exit(tmp_path, shapes_small):
+    """A worker-fed trainer process that ends right after its last batch (the second process of a two-process run):
+    closing the feed removes every shared block its batches used, so Python's resource tracker finds none left at
+    exit (Grain's closed iterator keeps its read-ahead arrays in reference cycles until they are collected)."""
+    import subprocess
+    import sys
+
+    from conftest import script_env
+
+    script = tmp_path / "feed.py"  # a file: Grain's worker processes are spawned and import the main module
+    script.write_text(_FEED_TO_THE_END)
+    proc = subprocess.run([sys.executable, str(script), str(shapes_small)], env=script_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "leaked shared_memory" not in proc.stderr, proc.stderr[-3000:]

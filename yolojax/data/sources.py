@@ -10,6 +10,7 @@ of the batches they dropped are removed (``wait_for_block_removals``).
 from __future__ import annotations
 
 import contextlib
+import gc
 
 import grain.python as grain
 import numpy as np
@@ -97,10 +98,12 @@ def wait_for_block_removals() -> None:
 
     Once a Grain loader has run, a dropped batch array's block is removed on Grain's background thread pool (one
     thread, requests in order); a process that exits before that thread ran leaves the block to Python's resource
-    tracker, which warns of a leak. A no-op request that has returned means every earlier one ran. Without the pool
-    (removal is synchronous, or another grain) there is nothing to wait for."""
+    tracker, which warns of a leak. A closed Grain iterator's read-ahead arrays sit in reference cycles, so they are
+    collected first; then a no-op request that has returned means every earlier one ran. Without the pool (removal
+    is synchronous, or another grain) there is nothing to wait for."""
     pool = getattr(grain.SharedMemoryArray, "_del_thread_pool", None) if hasattr(grain, "SharedMemoryArray") else None
     if pool is not None:
+        gc.collect()
         try:
             pool.apply(int)
         except ValueError:  # the pool was already terminated (interpreter exit): removals ran synchronously since
