@@ -24,8 +24,8 @@ persistent cache supplied does not serialize whole (a copy loaded later lacks so
 whose key is not stored yet is compiled under a name made of its key, which JAX's cache keys on too: it holds that
 program only if this key was compiled before and its file has gone since (it then serves it, unstored, as before).
 A file that fails to load is removed and the step is compiled as usual. The store lives beside the compilation
-cache (``<cache dir>/yolojax-steps``; off with it, or alone with ``YOLOJAX_STEP_STORE=off``) and keeps its ``KEEP`` newest files; a process also keeps what it
-made or loaded (``Programs.made``), for its next run.
+cache (``<cache dir>/yolojax-steps``; off with it, or alone with ``YOLOJAX_STEP_STORE=off``) and keeps its ``KEEP``
+newest files; a process also keeps what it made or loaded (``Programs.made``), for its next run.
 """
 from __future__ import annotations
 
